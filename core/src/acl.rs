@@ -1,0 +1,187 @@
+//! ACLs and authentication: the `world`, `auth`, `digest`, `ip` and `super` schemes.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+use std::net::IpAddr;
+
+pub mod perms {
+    pub const READ: i32 = 1;
+    pub const WRITE: i32 = 2;
+    pub const CREATE: i32 = 4;
+    pub const DELETE: i32 = 8;
+    pub const ADMIN: i32 = 16;
+    pub const ALL: i32 = 31;
+}
+
+/// An identity: `scheme:id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id {
+    pub scheme: String,
+    pub id: String,
+}
+
+impl Id {
+    pub fn new(scheme: &str, id: &str) -> Id {
+        Id { scheme: scheme.to_owned(), id: id.to_owned() }
+    }
+}
+
+/// One ACL entry: permission bits granted to an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Acl {
+    pub perms: i32,
+    pub id: Id,
+}
+
+impl Acl {
+    /// `world:anyone` with all permissions (`ZooDefs.Ids.OPEN_ACL_UNSAFE`).
+    pub fn open_unsafe() -> Vec<Acl> {
+        vec![Acl { perms: perms::ALL, id: Id::new("world", "anyone") }]
+    }
+    /// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
+    pub fn read_unsafe() -> Vec<Acl> {
+        vec![Acl { perms: perms::READ, id: Id::new("world", "anyone") }]
+    }
+}
+
+/// `digest` id for `user:password`: `user:BASE64(SHA1("user:password"))`.
+pub fn digest_id(user_password: &str) -> String {
+    let user = user_password.split(':').next().unwrap_or("");
+    let hash = Sha1::digest(user_password.as_bytes());
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+}
+
+/// The identities a connection holds: its `ip` id plus whatever `addauth` gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthInfo {
+    pub ids: Vec<Id>,
+}
+
+impl AuthInfo {
+    pub fn is_super(&self) -> bool {
+        self.ids.iter().any(|i| i.scheme == "super")
+    }
+}
+
+/// Does `acl` grant `perm` to a holder of `auth`?
+pub fn check(acl: &[Acl], perm: i32, auth: &AuthInfo) -> bool {
+    if auth.is_super() {
+        return true;
+    }
+    // ZooKeeper: an empty ACL list grants everything.
+    if acl.is_empty() {
+        return true;
+    }
+    acl.iter().any(|a| {
+        a.perms & perm != 0
+            && match a.id.scheme.as_str() {
+                "world" => a.id.id == "anyone",
+                "ip" => auth
+                    .ids
+                    .iter()
+                    .any(|i| i.scheme == "ip" && ip_matches(&a.id.id, &i.id)),
+                scheme => auth.ids.iter().any(|i| i.scheme == scheme && i.id == a.id.id),
+            }
+    })
+}
+
+/// `ip:addr[/bits]` matching as ZooKeeper's IPAuthenticationProvider does.
+pub fn ip_matches(pattern: &str, client: &str) -> bool {
+    let (addr, bits) = match pattern.split_once('/') {
+        Some((a, b)) => match b.parse::<u32>() {
+            Ok(b) => (a, Some(b)),
+            Err(_) => return false,
+        },
+        None => (pattern, None),
+    };
+    let (Ok(p), Ok(c)) = (addr.parse::<IpAddr>(), client.parse::<IpAddr>()) else {
+        return false;
+    };
+    let (p, c, max): (u128, u128, u32) = match (p, c) {
+        (IpAddr::V4(p), IpAddr::V4(c)) => (u32::from(p) as u128, u32::from(c) as u128, 32),
+        (IpAddr::V6(p), IpAddr::V6(c)) => (u128::from(p), u128::from(c), 128),
+        _ => return false,
+    };
+    let bits = bits.unwrap_or(max).min(max);
+    if bits == 0 {
+        return true;
+    }
+    let shift = max - bits;
+    (p >> shift) == (c >> shift)
+}
+
+/// Is `id` well formed for its scheme (`setACL`/`create` validation → `InvalidACL`)?
+pub fn valid_id(id: &Id) -> bool {
+    match id.scheme.as_str() {
+        "world" => id.id == "anyone",
+        "auth" => true,
+        "digest" => id.id.split_once(':').is_some_and(|(u, h)| !u.is_empty() && !h.is_empty()),
+        "ip" => {
+            let addr = id.id.split('/').next().unwrap_or("");
+            addr.parse::<IpAddr>().is_ok()
+        }
+        "super" | "sasl" | "x509" => !id.id.is_empty(),
+        _ => false,
+    }
+}
+
+/// Resolve an ACL as given on create/setACL: `auth` entries become the caller's ids
+/// (every id except `ip`, as ZooKeeper's `fixupACL`), other entries are validated.
+/// Returns `None` when the ACL is invalid (`InvalidACL`).
+pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Option<Vec<Acl>> {
+    if acl.is_empty() {
+        return None;
+    }
+    let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
+    for a in acl {
+        if a.id.scheme == "auth" {
+            let mut any = false;
+            for id in auth.ids.iter().filter(|i| i.scheme != "ip" && i.scheme != "super") {
+                any = true;
+                let e = Acl { perms: a.perms, id: id.clone() };
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+            if !any {
+                return None;
+            }
+        } else {
+            if !valid_id(&a.id) {
+                return None;
+            }
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_matches_zookeeper() {
+        // DigestAuthenticationProvider.generateDigest("super:test") from ZooKeeper's docs.
+        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+    }
+
+    #[test]
+    fn ip_prefixes() {
+        assert!(ip_matches("10.0.0.0/8", "10.1.2.3"));
+        assert!(!ip_matches("10.0.0.0/8", "11.1.2.3"));
+        assert!(ip_matches("127.0.0.1", "127.0.0.1"));
+        assert!(!ip_matches("127.0.0.1", "::1"));
+    }
+
+    #[test]
+    fn auth_scheme_expands_to_caller_ids() {
+        let auth = AuthInfo { ids: vec![Id::new("ip", "1.2.3.4"), Id::new("digest", "u:x")] };
+        let acl = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
+        assert_eq!(fixup(&acl, &auth).unwrap(), vec![Acl { perms: 31, id: Id::new("digest", "u:x") }]);
+        assert!(fixup(&acl, &AuthInfo::default()).is_none());
+    }
+}
