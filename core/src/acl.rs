@@ -23,7 +23,10 @@ pub struct Id {
 
 impl Id {
     pub fn new(scheme: &str, id: &str) -> Id {
-        Id { scheme: scheme.to_owned(), id: id.to_owned() }
+        Id {
+            scheme: scheme.to_owned(),
+            id: id.to_owned(),
+        }
     }
 }
 
@@ -37,11 +40,17 @@ pub struct Acl {
 impl Acl {
     /// `world:anyone` with all permissions (`ZooDefs.Ids.OPEN_ACL_UNSAFE`).
     pub fn open_unsafe() -> Vec<Acl> {
-        vec![Acl { perms: perms::ALL, id: Id::new("world", "anyone") }]
+        vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("world", "anyone"),
+        }]
     }
     /// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
     pub fn read_unsafe() -> Vec<Acl> {
-        vec![Acl { perms: perms::READ, id: Id::new("world", "anyone") }]
+        vec![Acl {
+            perms: perms::READ,
+            id: Id::new("world", "anyone"),
+        }]
     }
 }
 
@@ -49,7 +58,10 @@ impl Acl {
 pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or("");
     let hash = Sha1::digest(user_password.as_bytes());
-    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
 }
 
 /// The identities a connection holds: its `ip` id plus whatever `addauth` gave it.
@@ -81,7 +93,10 @@ pub fn check(acl: &[Acl], perm: i32, auth: &AuthInfo) -> bool {
                     .ids
                     .iter()
                     .any(|i| i.scheme == "ip" && ip_matches(&a.id.id, &i.id)),
-                scheme => auth.ids.iter().any(|i| i.scheme == scheme && i.id == a.id.id),
+                scheme => auth
+                    .ids
+                    .iter()
+                    .any(|i| i.scheme == scheme && i.id == a.id.id),
             }
     })
 }
@@ -116,7 +131,10 @@ pub fn valid_id(id: &Id) -> bool {
     match id.scheme.as_str() {
         "world" => id.id == "anyone",
         "auth" => true,
-        "digest" => id.id.split_once(':').is_some_and(|(u, h)| !u.is_empty() && !h.is_empty()),
+        "digest" => id
+            .id
+            .split_once(':')
+            .is_some_and(|(u, h)| !u.is_empty() && !h.is_empty()),
         "ip" => {
             let addr = id.id.split('/').next().unwrap_or("");
             addr.parse::<IpAddr>().is_ok()
@@ -137,9 +155,16 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Option<Vec<Acl>> {
     for a in acl {
         if a.id.scheme == "auth" {
             let mut any = false;
-            for id in auth.ids.iter().filter(|i| i.scheme != "ip" && i.scheme != "super") {
+            for id in auth
+                .ids
+                .iter()
+                .filter(|i| i.scheme != "ip" && i.scheme != "super")
+            {
                 any = true;
-                let e = Acl { perms: a.perms, id: id.clone() };
+                let e = Acl {
+                    perms: a.perms,
+                    id: id.clone(),
+                };
                 if !out.contains(&e) {
                     out.push(e);
                 }
@@ -166,7 +191,10 @@ mod tests {
     #[test]
     fn digest_matches_zookeeper() {
         // DigestAuthenticationProvider.generateDigest("super:test") from ZooKeeper's docs.
-        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+        assert_eq!(
+            digest_id("super:test"),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
     }
 
     #[test]
@@ -179,9 +207,20 @@ mod tests {
 
     #[test]
     fn auth_scheme_expands_to_caller_ids() {
-        let auth = AuthInfo { ids: vec![Id::new("ip", "1.2.3.4"), Id::new("digest", "u:x")] };
-        let acl = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
-        assert_eq!(fixup(&acl, &auth).unwrap(), vec![Acl { perms: 31, id: Id::new("digest", "u:x") }]);
+        let auth = AuthInfo {
+            ids: vec![Id::new("ip", "1.2.3.4"), Id::new("digest", "u:x")],
+        };
+        let acl = vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("auth", ""),
+        }];
+        assert_eq!(
+            fixup(&acl, &auth).unwrap(),
+            vec![Acl {
+                perms: 31,
+                id: Id::new("digest", "u:x")
+            }]
+        );
         assert!(fixup(&acl, &AuthInfo::default()).is_none());
     }
 }
