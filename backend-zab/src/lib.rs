@@ -1,1 +1,10 @@
-//! tmp
+//! roster-zab: the ZooKeeper Atomic Broadcast backend. Today the standalone server (a quorum of
+//! one): the prep → sync (group commit) → final request pipeline, the transaction log and
+//! snapshots in the storage engine, recovery, session expiry and the container manager. It knows
+//! nothing of wire protocols.
+
+pub mod pipeline;
+pub mod standalone;
+pub mod txnlog;
+
+pub use standalone::{OpenError, Standalone, ZabConfig};

@@ -53,12 +53,12 @@ impl SessionTracker {
 
     /// Stop tracking.
     pub fn remove(&mut self, id: SessionId) {
-        if let Some((_, bucket)) = self.sessions.remove(&id) {
-            if let Some(set) = self.buckets.get_mut(&bucket) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.buckets.remove(&bucket);
-                }
+        if let Some((_, bucket)) = self.sessions.remove(&id)
+            && let Some(set) = self.buckets.get_mut(&bucket)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.buckets.remove(&bucket);
             }
         }
     }

@@ -85,6 +85,9 @@ impl WriteBatch {
 #[error("storage: {0}")]
 pub struct StorageError(pub String);
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// A durable ordered key-value store with atomic batches.
 pub trait Engine: Send + Sync + 'static {
     /// Write a batch atomically; with `sync`, it is on disk when this returns (fsync).
@@ -98,13 +101,14 @@ pub trait Engine: Send + Sync + 'static {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError>;
     /// The last key of a space and its value.
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError>;
 }
 
 /// In-memory engine (not durable across processes).
 #[derive(Default)]
+#[allow(clippy::type_complexity)]
 pub struct MemEngine {
-    spaces: Mutex<BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    spaces: Mutex<BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>, // space -> ordered keys
 }
 
 impl Engine for MemEngine {
@@ -155,7 +159,7 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last(&self, space: Space) -> Result<Option<KeyValue>, StorageError> {
         Ok(self
             .spaces
             .lock()

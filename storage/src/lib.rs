@@ -82,7 +82,7 @@ impl Engine for RocksEngine {
         Ok(())
     }
 
-    fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn last(&self, space: Space) -> Result<Option<roster_core::storage::KeyValue>, StorageError> {
         match self
             .db
             .iterator_cf(self.cf(space), IteratorMode::End)

@@ -390,10 +390,9 @@ fn prep_close(s: &mut Scratch<'_>, session: SessionId, zxid: Zxid) -> TxnOp {
     for p in paths {
         if s.record(&p)
             .is_some_and(|r| r.stat.ephemeral_owner == session)
+            && let Some(parent) = s.record(path::parent(&p))
         {
-            if let Some(parent) = s.record(path::parent(&p)) {
-                record_delete(s, &p, parent, zxid);
-            }
+            record_delete(s, &p, parent, zxid);
         }
     }
     TxnOp::CloseSession

@@ -1,0 +1,331 @@
+//! The request pipeline of one ZooKeeper server: **prep** (a task: check the request against the
+//! tree plus outstanding changes, assign the zxid, build the txn) → **sync** (a thread: group
+//! commit — every txn queued while the previous fsync ran goes into the next batch, one fsync per
+//! batch) → **final** (same thread, after the fsync: apply to the tree, fire watches, publish,
+//! reply). Failed requests travel the same path unlogged, so replies keep submission order.
+
+use crate::txnlog::TxnLog;
+use parking_lot::Mutex;
+use roster_core::backend::{BackendError, TreeView};
+use roster_core::session::SessionTracker;
+use roster_core::storage::WriteBatch;
+use roster_core::tree::prep::{Outstanding, PrepOptions};
+use roster_core::txn::{Applied, Envelope, Outcome, Request, Txn, TxnOp};
+use roster_core::{SessionId, Zxid};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub type Reply = oneshot::Sender<Result<Applied, BackendError>>;
+
+/// What the prep stage receives.
+pub enum Msg {
+    Request(Envelope, Reply),
+    /// Resolves once everything submitted before it is applied.
+    Barrier(oneshot::Sender<Zxid>),
+}
+
+/// What prep hands to sync/final.
+enum Item {
+    Txn(Arc<Txn>, Option<Reply>, Instant),
+    Failed(Outcome, Option<Reply>),
+    Barrier(oneshot::Sender<Zxid>),
+}
+
+/// State shared by the stages and the backend front.
+pub struct Shared {
+    pub tree: TreeView,
+    pub outstanding: Mutex<Outstanding>,
+    pub sessions: Mutex<SessionTracker>,
+    pub applied_tx: broadcast::Sender<Arc<Txn>>,
+    pub failed: AtomicBool,
+    pub started: Instant,
+    pub txns_since_snapshot: AtomicU64,
+}
+
+impl Shared {
+    /// Monotonic ms since start, the session tracker's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+pub struct PipelineConfig {
+    pub server_id: u64,
+    pub epoch: u32,
+    pub prep: PrepOptions,
+    pub max_batch: usize,
+    pub snapshot_every: u64,
+    pub snapshots_retained: usize,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Start prep (a tokio task) and sync+final (a thread). Returns the prep queue.
+pub fn start(
+    shared: Arc<Shared>,
+    log: TxnLog,
+    cfg: PipelineConfig,
+    queue_depth: usize,
+) -> mpsc::Sender<Msg> {
+    let (tx, rx) = mpsc::channel::<Msg>(queue_depth);
+    let (sync_tx, sync_rx) = mpsc::unbounded_channel::<Item>();
+    let last = shared.tree.read().last_zxid();
+    let mut next_zxid: Zxid = ((cfg.epoch as i64) << 32) | 1;
+    if next_zxid <= last {
+        next_zxid = last + 1;
+    }
+    let session_base =
+        (((wall_ms() as u64) << 24) >> 8) as i64 | ((cfg.server_id as i64 & 0xff) << 56);
+    let prep_state = PrepStage {
+        shared: shared.clone(),
+        out: sync_tx,
+        next_zxid,
+        next_session: session_base,
+        opts: cfg.prep.clone(),
+    };
+    tokio::spawn(prep_state.run(rx));
+    let sync = SyncStage { shared, log, cfg };
+    std::thread::Builder::new()
+        .name("zab-sync".into())
+        .spawn(move || sync.run(sync_rx))
+        .expect("spawn sync thread");
+    tx
+}
+
+struct PrepStage {
+    shared: Arc<Shared>,
+    out: mpsc::UnboundedSender<Item>,
+    next_zxid: Zxid,
+    next_session: SessionId,
+    opts: PrepOptions,
+}
+
+impl PrepStage {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut buf = Vec::with_capacity(256);
+        while rx.recv_many(&mut buf, 256).await > 0 {
+            let items = self.prep_batch(&mut buf);
+            for item in items {
+                if self.out.send(item).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn prep_batch(&mut self, msgs: &mut Vec<Msg>) -> Vec<Item> {
+        let mut items = Vec::with_capacity(msgs.len());
+        let failed = self.shared.failed.load(Ordering::Acquire);
+        let tree = self.shared.tree.read();
+        let mut outstanding = self.shared.outstanding.lock();
+        for msg in msgs.drain(..) {
+            let (env, reply) = match msg {
+                Msg::Barrier(r) => {
+                    items.push(Item::Barrier(r));
+                    continue;
+                }
+                Msg::Request(env, reply) => (env, reply),
+            };
+            if failed {
+                let _ = reply.send(Err(BackendError::Storage(
+                    "the transaction log failed".into(),
+                )));
+                continue;
+            }
+            let time = wall_ms();
+            let zxid = self.next_zxid;
+            let op = match &env.request {
+                Request::CreateSession { timeout_ms } => {
+                    let mut id = self.next_session;
+                    while tree.sessions().contains_key(&id) || id == 0 {
+                        id += 1;
+                    }
+                    self.next_session = id + 1;
+                    let passwd: [u8; 16] = rand::random();
+                    Ok((
+                        id,
+                        TxnOp::CreateSession {
+                            timeout_ms: *timeout_ms,
+                            passwd: passwd.to_vec(),
+                        },
+                    ))
+                }
+                _ => outstanding
+                    .prepare(&tree, &env, zxid, time, &self.opts)
+                    .map(|op| (env.session, op)),
+            };
+            match op {
+                Ok((session, op)) => {
+                    self.next_zxid += 1;
+                    let txn = Arc::new(Txn {
+                        zxid,
+                        time,
+                        session,
+                        op,
+                    });
+                    items.push(Item::Txn(txn, Some(reply), Instant::now()));
+                }
+                Err(outcome) => items.push(Item::Failed(outcome, Some(reply))),
+            }
+        }
+        items
+    }
+}
+
+struct SyncStage {
+    shared: Arc<Shared>,
+    log: TxnLog,
+    cfg: PipelineConfig,
+}
+
+impl SyncStage {
+    fn run(self, mut rx: mpsc::UnboundedReceiver<Item>) {
+        let mut batch: Vec<Item> = Vec::with_capacity(self.cfg.max_batch);
+        loop {
+            let Some(first) = rx.blocking_recv() else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < self.cfg.max_batch {
+                match rx.try_recv() {
+                    Ok(i) => batch.push(i),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+    }
+
+    fn commit(&self, batch: &mut Vec<Item>) {
+        let txns: Vec<Arc<Txn>> = batch
+            .iter()
+            .filter_map(|i| match i {
+                Item::Txn(t, _, _) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        if !txns.is_empty() && !self.shared.failed.load(Ordering::Acquire) {
+            let mut wb = WriteBatch::default();
+            TxnLog::stage(&mut wb, &txns);
+            let t0 = Instant::now();
+            let res = self.log.commit(wb);
+            metrics::histogram!("roster_storage_fsync_seconds").record(t0.elapsed().as_secs_f64());
+            metrics::histogram!("roster_backend_commit_batch_txns").record(txns.len() as f64);
+            if let Err(e) = res {
+                tracing::error!(error = %e, first_zxid = txns[0].zxid, n = txns.len(),
+                    "transaction log write failed; refusing further writes");
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
+        let failed = self.shared.failed.load(Ordering::Acquire);
+        if failed {
+            self.shared.outstanding.lock().clear();
+            for item in batch.drain(..) {
+                match item {
+                    Item::Txn(_, Some(r), _) | Item::Failed(_, Some(r)) => {
+                        let _ = r.send(Err(BackendError::Storage(
+                            "the transaction log failed".into(),
+                        )));
+                    }
+                    Item::Barrier(r) => drop(r),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        // Final: apply in order under the write lock, then reply (replies never wait on I/O).
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut tree = self.shared.tree.write();
+            for item in batch.drain(..) {
+                match item {
+                    Item::Txn(txn, reply, t0) => {
+                        let outcome = tree.apply(&txn);
+                        self.shared.outstanding.lock().applied(txn.zxid);
+                        match &txn.op {
+                            TxnOp::CreateSession { timeout_ms, .. } => {
+                                let now = self.shared.now_ms();
+                                self.shared.sessions.lock().add(
+                                    txn.session,
+                                    *timeout_ms as u64,
+                                    now,
+                                );
+                            }
+                            TxnOp::CloseSession => self.shared.sessions.lock().remove(txn.session),
+                            _ => {}
+                        }
+                        let _ = self.shared.applied_tx.send(txn.clone());
+                        metrics::histogram!("roster_backend_commit_seconds")
+                            .record(t0.elapsed().as_secs_f64());
+                        replies.push((
+                            reply,
+                            Ok(Applied {
+                                zxid: txn.zxid,
+                                outcome,
+                            }),
+                        ));
+                    }
+                    Item::Failed(outcome, reply) => {
+                        replies.push((
+                            reply,
+                            Ok(Applied {
+                                zxid: tree.last_zxid(),
+                                outcome,
+                            }),
+                        ));
+                    }
+                    Item::Barrier(r) => {
+                        let _ = r.send(tree.last_zxid());
+                    }
+                }
+            }
+            metrics::gauge!("roster_backend_last_zxid").set(tree.last_zxid() as f64);
+        }
+        metrics::counter!("roster_backend_txns_total").increment(txns.len() as u64);
+        for (reply, res) in replies {
+            if let Some(r) = reply {
+                let _ = r.send(res);
+            }
+        }
+        let since = self
+            .shared
+            .txns_since_snapshot
+            .fetch_add(txns.len() as u64, Ordering::Relaxed)
+            + txns.len() as u64;
+        if since >= self.cfg.snapshot_every {
+            self.shared.txns_since_snapshot.store(0, Ordering::Relaxed);
+            self.snapshot();
+        }
+    }
+
+    /// Snapshot the applied state. Runs on the sync thread, so the tree cannot change under it.
+    fn snapshot(&self) {
+        let t0 = Instant::now();
+        let (zxid, bytes) = {
+            let tree = self.shared.tree.read();
+            (tree.last_zxid(), tree.snapshot())
+        };
+        let size = bytes.len();
+        let res = self
+            .log
+            .save_snapshot(zxid, bytes)
+            .and_then(|()| self.log.purge(self.cfg.snapshots_retained));
+        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
+        match res {
+            Ok(()) => tracing::info!(
+                zxid = format!("{zxid:#x}"),
+                bytes = size,
+                ms = t0.elapsed().as_millis() as u64,
+                "snapshot taken"
+            ),
+            Err(e) => tracing::warn!(error = %e, zxid, "snapshot failed; the log is kept"),
+        }
+    }
+}
