@@ -166,7 +166,7 @@ impl Tree {
         w.trigger(EventType::NodeChildrenChanged, parent_path, zxid);
         Ok(OpResult::Created {
             path: path.to_owned(),
-            stat,
+            stat: super::client_stat(&stat),
         })
     }
 

@@ -103,6 +103,12 @@ impl Tree {
                 },
             );
         }
+        // As a fresh ZooKeeper 3.8 shows it.
+        t.nodes
+            .get_mut(CONFIG_NODE)
+            .expect("just inserted")
+            .stat
+            .aversion = -1;
         t.link_child(ZOOKEEPER_NODE);
         t.link_child(QUOTA_NODE);
         t.link_child(CONFIG_NODE);

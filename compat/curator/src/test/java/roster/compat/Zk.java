@@ -1,0 +1,65 @@
+package roster.compat;
+
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import org.apache.curator.framework.CuratorFramework;
+import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.retry.ExponentialBackoffRetry;
+
+/** Connection and polling helpers shared by the Curator compatibility tests. */
+final class Zk {
+    private Zk() {}
+
+    /** The server under test: -DZK_CONNECT, else env ZK_CONNECT, else 127.0.0.1:2181. */
+    static String connectString() {
+        String fromProperty = System.getProperty("ZK_CONNECT");
+        if (fromProperty != null && !fromProperty.isBlank()) return fromProperty;
+        String fromEnv = System.getenv("ZK_CONNECT");
+        if (fromEnv != null && !fromEnv.isBlank()) return fromEnv;
+        return "127.0.0.1:2181";
+    }
+
+    /** A started client, connected (or the test fails) to the server under test. */
+    static CuratorFramework client() throws InterruptedException {
+        return client(connectString(), 10_000);
+    }
+
+    static CuratorFramework client(String connect, int sessionTimeoutMs) throws InterruptedException {
+        CuratorFramework client = CuratorFrameworkFactory.builder()
+                .connectString(connect)
+                .sessionTimeoutMs(sessionTimeoutMs)
+                .connectionTimeoutMs(10_000)
+                .retryPolicy(new ExponentialBackoffRetry(100, 10, 1_000))
+                .build();
+        client.start();
+        if (!client.blockUntilConnected(15, TimeUnit.SECONDS)) {
+            client.close();
+            throw new AssertionError("could not connect to " + connect + " within 15s");
+        }
+        return client;
+    }
+
+    /** A unique root path for one test class or test. */
+    static String uniqueRoot(String name) {
+        return "/curator-" + name + "-" + UUID.randomUUID().toString().substring(0, 8);
+    }
+
+    /** Polls until the condition holds or the deadline passes (then fails with the message). */
+    static void await(String what, long timeoutMs, BooleanSupplier condition) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs);
+        while (!condition.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("timed out after " + timeoutMs + " ms waiting for " + what);
+            }
+            Thread.sleep(20);
+        }
+    }
+
+    /** Deletes a test root and everything below it, ignoring a missing node. */
+    static void deleteTree(CuratorFramework client, String path) throws Exception {
+        if (client.checkExists().forPath(path) != null) {
+            client.delete().deletingChildrenIfNeeded().forPath(path);
+        }
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what compat/ needs on a fresh Debian machine; safe to run again.
+#   - Debian: zookeeper (server jar + zkCli), Java 17, Maven, python3-pip if pip is missing
+#   - PyPI:   compat/kazoo/requirements.txt
+#   - Maven:  the Curator suite's dependencies and plugins, fetched into ~/.m2
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+need_apt=()
+[ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper)
+[ -x /usr/share/zookeeper/bin/zkCli.sh ] || need_apt+=(zookeeper)
+dpkg -s zookeeper-bin > /dev/null 2>&1 || need_apt+=(zookeeper-bin)
+command -v java > /dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v javac > /dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn > /dev/null || need_apt+=(maven)
+command -v openssl > /dev/null || need_apt+=(openssl)
+python3 -m pip --version > /dev/null 2>&1 || need_apt+=(python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u)
+fi
+
+python3 -m pip install -q -r "$here/kazoo/requirements.txt"
+
+# test-compile resolves the test classpath and the compiler plugin; a -q run of an empty test
+# selection would also pull surefire's JUnit provider, so fetch that explicitly too.
+mvn -q -B -f "$here/curator/pom.xml" test-compile
+mvn -q -B -f "$here/curator/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+echo "compat: dependencies installed"

@@ -1,0 +1,97 @@
+//! Assemble a node: open storage, start the backend, bind the ZooKeeper and HTTP ports.
+
+use crate::config::Config;
+use crate::http::{HttpState, router};
+use crate::telemetry;
+use crate::zk::ZkServer;
+use roster_core::backend::Backend;
+use roster_storage::RocksEngine;
+use roster_zab::{Standalone, ZabConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A running node.
+pub struct Node {
+    pub backend: Arc<dyn Backend>,
+    pub zk_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub zk: Arc<ZkServer>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the store in {dir}: {source}")]
+    Storage {
+        dir: String,
+        source: roster_core::storage::StorageError,
+    },
+    #[error("recovering state: {0}")]
+    Recovery(#[from] roster_zab::OpenError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Start a node and serve until the runtime ends.
+pub async fn start(cfg: Config) -> Result<Node, StartError> {
+    let metrics = telemetry::init_metrics();
+    let cfg = Arc::new(cfg);
+    let engine = RocksEngine::open(&cfg.data_dir).map_err(|source| StartError::Storage {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    })?;
+    let zab = ZabConfig {
+        server_id: cfg.server_id,
+        tick_ms: cfg.tick_ms,
+        snapshot_every: cfg.snapshot_every,
+        snapshots_retained: cfg.snapshots_retained,
+        extended_types: cfg.extended_types,
+        container_check_ms: cfg.container_check_ms,
+        max_batch: cfg.max_batch,
+        ..ZabConfig::default()
+    };
+    let backend: Arc<dyn Backend> = Standalone::open(Arc::new(engine), zab)?;
+    let bind = |addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let zk_listener = bind(cfg.zk_listen.clone()).await?;
+    let http_listener = bind(cfg.http_listen.clone()).await?;
+    let zk_addr = zk_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: cfg.zk_listen.clone(),
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: cfg.http_listen.clone(),
+            source,
+        })?;
+    let zk = ZkServer::new(cfg.clone(), backend.clone());
+    tokio::spawn(zk.clone().serve(zk_listener));
+    let app = router(HttpState {
+        backend: backend.clone(),
+        metrics,
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let status = backend.status();
+    tracing::info!(%zk_addr, %http_addr, backend = status.backend, role = status.role.as_str(),
+        last_zxid = format!("{:#x}", status.last_zxid), data_dir = %cfg.data_dir.display(), "roster is serving");
+    Ok(Node {
+        backend,
+        zk_addr,
+        http_addr,
+        zk,
+    })
+}

@@ -1,0 +1,135 @@
+//! Logging and metrics setup: `tracing` to stderr (text or JSON), and the Prometheus recorder
+//! behind the `metrics` facade, rendered on the HTTP port (no second HTTP server).
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use roster_core::backend::Backend;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Install the log subscriber (once).
+pub fn init_logging(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the Prometheus recorder (once per process) and start its upkeep.
+pub fn init_metrics() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            let h = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        h.run_upkeep();
+                    }
+                })
+                .expect("spawn metrics upkeep");
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "roster_requests_total",
+        "Requests by protocol, operation and result"
+    );
+    describe_histogram!(
+        "roster_request_duration_seconds",
+        Unit::Seconds,
+        "Request latency by protocol and operation"
+    );
+    describe_gauge!("roster_connections", "Open client connections by protocol");
+    describe_counter!(
+        "roster_connections_rejected_total",
+        "Connections refused (per-IP limit)"
+    );
+    describe_counter!(
+        "roster_zk_bad_frames_total",
+        "ZooKeeper frames rejected (too large or truncated)"
+    );
+    describe_counter!(
+        "roster_zk_bad_requests_total",
+        "ZooKeeper requests that could not be decoded"
+    );
+    describe_counter!(
+        "roster_zk_four_letter_words_total",
+        "Four-letter words answered"
+    );
+    describe_gauge!("roster_sessions", "Live sessions");
+    describe_counter!(
+        "roster_sessions_expired_total",
+        "Sessions expired by the server"
+    );
+    describe_gauge!("roster_znodes", "Nodes in the tree");
+    describe_gauge!("roster_ephemeral_nodes", "Ephemeral nodes in the tree");
+    describe_gauge!("roster_watches", "Watches held on this node");
+    describe_gauge!(
+        "roster_data_bytes",
+        "Approximate bytes of paths and data in the tree"
+    );
+    describe_histogram!(
+        "roster_storage_fsync_seconds",
+        Unit::Seconds,
+        "Duration of one synced log write (group commit)"
+    );
+    describe_histogram!("roster_backend_commit_batch_txns", "Transactions per fsync");
+    describe_histogram!(
+        "roster_backend_commit_seconds",
+        Unit::Seconds,
+        "From prep to applied, per transaction"
+    );
+    describe_histogram!(
+        "roster_backend_snapshot_seconds",
+        Unit::Seconds,
+        "Snapshot duration"
+    );
+    describe_counter!("roster_backend_txns_total", "Transactions committed");
+    describe_gauge!("roster_backend_last_zxid", "Last applied zxid");
+    describe_gauge!("roster_backend_epoch", "Current epoch");
+    describe_gauge!(
+        "roster_backend_outstanding",
+        "Writes prepared but not yet applied"
+    );
+    describe_gauge!("roster_backend_ready", "1 if the backend serves requests");
+}
+
+/// Refresh gauges read from state (called on each scrape).
+pub fn update_gauges(backend: &dyn Backend) {
+    let s = backend.status();
+    let tree = backend.tree();
+    let t = tree.read();
+    let (watches, _, _) = t.watches().lock().counts();
+    let labels = [("backend", s.backend), ("role", s.role.as_str())];
+    metrics::gauge!("roster_sessions").set(t.sessions().len() as f64);
+    metrics::gauge!("roster_znodes").set(t.node_count() as f64);
+    metrics::gauge!("roster_ephemeral_nodes").set(t.ephemeral_count() as f64);
+    metrics::gauge!("roster_watches").set(watches as f64);
+    metrics::gauge!("roster_data_bytes").set(t.data_size() as f64);
+    metrics::gauge!("roster_backend_epoch", &labels).set(s.epoch as f64);
+    metrics::gauge!("roster_backend_outstanding").set(s.outstanding as f64);
+    metrics::gauge!("roster_backend_ready", &labels).set(if s.ready { 1.0 } else { 0.0 });
+}

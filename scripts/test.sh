@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Roster's one test command (the README's and CI's): format and lint checks, every Rust test, the
+# process tests of the real binary, and the real-client compatibility suites against Roster and,
+# as the reference that proves each test checks real behaviour, against Apache ZooKeeper.
+#
+#   scripts/test.sh            everything
+#   SKIP_COMPAT=1 scripts/test.sh   Rust checks and tests only
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/roster-target}
+export CARGO_TERM_COLOR=never
+work=$(mktemp -d /tmp/roster-test.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  [ -f "$work/zk/zookeeper.pid" ] && "$root/compat/zookeeper/stop.sh" "$work/zk" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+failures=()
+step() { echo; echo "=== $* ($(date +%T))"; }
+record() { # name rc
+  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "--- PASS: $1"; else failed=$((failed + 1)); failures+=("$1"); echo "--- FAIL: $1 (exit $2)"; fi
+}
+run() { local name=$1; shift; step "$name"; "$@"; record "$name" $?; }
+
+run "cargo fmt --check" cargo fmt --all -- --check
+run "cargo build" cargo build --workspace --all-targets --locked
+if [ "$failed" -ne 0 ]; then echo "build failed; stopping"; echo "$passed passed, $failed failed"; exit 1; fi
+run "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+run "cargo test" cargo test --workspace --locked
+
+roster_bin="$CARGO_TARGET_DIR/debug/roster"
+if [ -z "${SKIP_COMPAT:-}" ]; then
+  export ROSTER_BIN="$roster_bin"
+  run "process tests (kill -9, sessions, bad input)" python3 -m pytest -q -p no:cacheprovider tests/process
+
+  step "start Apache ZooKeeper (reference) and Roster"
+  zk_port=21810
+  roster_port=22181
+  "$root/compat/zookeeper/start.sh" "$zk_port" "$work/zk" || record "start Apache ZooKeeper" 1
+  "$roster_bin" --data-dir "$work/roster" --zk-listen "127.0.0.1:$roster_port" \
+    --http-listen 127.0.0.1:28848 --four-letter-words '*' >"$work/roster.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    [ "$(printf ruok | nc -q 2 127.0.0.1 $roster_port 2>/dev/null)" = imok ] && break
+    sleep 0.1
+  done
+  run "compat suites vs Apache ZooKeeper" "$root/compat/run.sh" "127.0.0.1:$zk_port"
+  run "compat suites vs Roster" "$root/compat/run.sh" "127.0.0.1:$roster_port"
+  if grep -q "ERROR" "$work/roster.log"; then
+    echo "Roster logged errors during the compat run:"; grep "ERROR" "$work/roster.log" | head -20
+  fi
+fi
+
+echo
+echo "=== summary"
+for f in "${failures[@]:-}"; do [ -n "$f" ] && echo "failed: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,109 @@
+"""Bad input on the ZooKeeper port, against Roster and against Apache ZooKeeper (the reference):
+each gets ZooKeeper's reaction, and the server keeps serving other clients."""
+
+import os
+import socket
+import struct
+import time
+
+from kazoo.client import KazooClient
+
+
+def connect_body(timeout=10000, sid=0, passwd=b"\0" * 16):
+    return struct.pack(">iqiq", 0, 0, timeout, sid) + struct.pack(">i", len(passwd)) + passwd + b"\0"
+
+
+def frame(body):
+    return struct.pack(">i", len(body)) + body
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def read_frame(s):
+    (n,) = struct.unpack(">i", recv_exact(s, 4))
+    return recv_exact(s, n)
+
+
+def session(server):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(frame(connect_body()))
+    resp = read_frame(s)
+    _, timeout, sid = struct.unpack(">iiq", resp[:16])
+    assert timeout > 0 and sid != 0
+    return s
+
+
+def closed_within(s, seconds):
+    """True if the peer closes the connection within `seconds` (data before the close is read)."""
+    s.settimeout(0.5)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+def still_serves(server):
+    c = KazooClient(hosts=server.hosts, timeout=10)
+    c.start(timeout=10)
+    try:
+        path = c.create("/bad-input-ok-", b"v", sequence=True, ephemeral=True)
+        assert c.get(path)[0] == b"v"
+    finally:
+        c.stop()
+        c.close()
+
+
+def test_frame_larger_than_jute_maxbuffer_closes(server):
+    s = session(server)
+    header = struct.pack(">iii", 2 * 1024 * 1024, 1, 1)  # 2 MiB frame announced
+    s.sendall(header + b"\0" * 4096)
+    assert closed_within(s, 5)
+    s.close()
+    still_serves(server)
+
+
+def test_truncated_frame_then_eof_closes(server):
+    s = session(server)
+    s.sendall(struct.pack(">i", 100) + b"\0\0\0\1\0\0\0\4")
+    s.shutdown(socket.SHUT_WR)
+    assert closed_within(s, 5)
+    s.close()
+    still_serves(server)
+
+
+def test_unknown_opcode_gets_unimplemented(server):
+    s = session(server)
+    s.sendall(frame(struct.pack(">ii", 42, 999)))
+    xid, _zxid, err = struct.unpack(">iqi", read_frame(s)[:16])
+    assert (xid, err) == (42, -6)
+    s.close()
+    still_serves(server)
+
+
+def test_garbage_connect_is_dropped(server):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(b"\x00\x00\x00\x20" + os.urandom(8) + b"\xff" * 24)
+    assert closed_within(s, 5)
+    s.close()
+    still_serves(server)
+
+
+def test_silent_client_is_disconnected(server):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    still_serves(server)  # a silent connection blocks nobody
+    assert closed_within(s, 15), "a connection that never sends its handshake must be closed"
+    s.close()
