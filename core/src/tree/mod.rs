@@ -33,13 +33,19 @@ impl Node {
     }
 }
 
-/// Translate a stored stat to the client view (ZooKeeper's `DataNode.copyStat`).
+/// Translate a stored stat to the client view (ZooKeeper's `DataNode.copyStat`): cversion counts
+/// creations and deletions, and container / TTL markers read as `ephemeralOwner = 0`.
 pub fn client_stat(stored: &Stat) -> Stat {
+    let ephemeral_owner = match OwnerKind::of(stored.ephemeral_owner) {
+        OwnerKind::Ephemeral(s) => s,
+        _ => 0,
+    };
     Stat {
         cversion: stored
             .cversion
             .wrapping_mul(2)
             .wrapping_sub(stored.num_children),
+        ephemeral_owner,
         ..*stored
     }
 }

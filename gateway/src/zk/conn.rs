@@ -324,14 +324,16 @@ async fn requests_loop(
                 let started = Instant::now();
                 match proto::decode_request(&frame) {
                     Ok((hdr, req)) => {
+                        tracing::trace!(conn = conn.id, xid = hdr.xid, op = hdr.op, "request");
                         if let Some(p) = super::requests::start(s, hdr.xid, hdr.op, req, started, inflight.is_empty()) {
                             inflight.push_back(p);
                         }
                     }
-                    Err(e) => match super::requests::decode_failure(s, e) {
-                        Step::Close => return Err("undecodable request".into()),
-                        _ => {}
-                    },
+                    Err(e) => {
+                        if let Step::Close = super::requests::decode_failure(s, e) {
+                            return Err("undecodable request".into());
+                        }
+                    }
                 }
             }
         }

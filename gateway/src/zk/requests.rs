@@ -52,6 +52,11 @@ pub enum Step {
         code: Code,
         started: Instant,
     },
+    /// Reply with `code`, then close the connection.
+    Fatal {
+        xid: i32,
+        code: Code,
+    },
     /// The connection must close.
     Close,
     Done,
@@ -182,7 +187,7 @@ pub fn start(
     let submit = match req {
         Zk::Auth { scheme, auth, .. } => {
             // Auth packets are answered at once (the client does not queue them).
-            auth_packet(s, &scheme, &auth);
+            auth_packet(s, xid, &scheme, &auth);
             observe(s, op, Code::Ok, started);
             return None;
         }
@@ -229,7 +234,14 @@ pub fn start(
         Zk::SetAcl { path, acl, version } => {
             write(WriteKind::SetAcl, WriteOp::SetAcl { path, acl, version })
         }
-        Zk::Check { path, version } => write(WriteKind::Check, WriteOp::Check { path, version }),
+        // ZooKeeper ≥ 3.8.4 / 3.9.3 refuses a top-level check (ZOOKEEPER-2623): Unimplemented, then
+        // the connection closes.
+        Zk::Check { .. } => {
+            return ready(Step::Fatal {
+                xid,
+                code: Code::Unimplemented,
+            });
+        }
         Zk::Multi(ops) => {
             let mut kinds = Vec::with_capacity(ops.len());
             let mut writes = Vec::with_capacity(ops.len());
@@ -459,7 +471,7 @@ fn write_reply(s: &Session, xid: i32, kinds: &[WriteKind], applied: Applied) -> 
     }
 }
 
-fn auth_packet(s: &mut Session, scheme: &str, auth: &[u8]) {
+fn auth_packet(s: &mut Session, xid: i32, scheme: &str, auth: &[u8]) {
     let ok = match scheme {
         "digest" => match std::str::from_utf8(auth) {
             Ok(up) if up.contains(':') => {
@@ -482,14 +494,14 @@ fn auth_packet(s: &mut Session, scheme: &str, auth: &[u8]) {
     };
     let zxid = s.server.backend.tree().read().last_zxid();
     if ok {
-        s.reply_at(proto::xid::AUTH, zxid, Code::Ok, None);
+        s.reply_at(xid, zxid, Code::Ok, None);
     } else {
         tracing::info!(
             conn = s.conn.id,
             scheme,
             "authentication failed; closing the connection"
         );
-        s.reply_at(proto::xid::AUTH, zxid, Code::AuthFailed, None);
+        s.reply_at(xid, zxid, Code::AuthFailed, None);
         let _ = s.out.send(Out::Close);
         s.conn.kill.notify_one();
     }
@@ -538,7 +550,7 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
     let result: Result<Option<Response>, Code> = match req {
         Zk::Ping => {
             drop(t);
-            s.reply_at(proto::xid::PING, zxid, Code::Ok, None);
+            s.reply_at(xid, zxid, Code::Ok, None);
             return;
         }
         Zk::Exists { path, watch } => {
@@ -674,13 +686,13 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
                 },
             );
             drop(t);
-            s.reply_at(proto::xid::SET_WATCHES, zxid, Code::Ok, None);
+            s.reply_at(xid, zxid, Code::Ok, None);
             return;
         }
         Zk::SetWatches2(w) => {
             set_watches(s, &t, w);
             drop(t);
-            s.reply_at(proto::xid::SET_WATCHES, zxid, Code::Ok, None);
+            s.reply_at(xid, zxid, Code::Ok, None);
             return;
         }
         Zk::WhoAmI => Ok(Some(Response::WhoAmI(
@@ -726,6 +738,17 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
 fn set_watches(s: &Session, t: &Tree, w: SetWatches2) {
     let me = s.conn.id;
     let rel = w.relative_zxid;
+    tracing::debug!(
+        conn = me,
+        session = format!("{:#x}", s.id),
+        rel = format!("{rel:#x}"),
+        data = w.data.len(),
+        exist = w.exist.len(),
+        child = w.child.len(),
+        persistent = w.persistent.len(),
+        recursive = w.persistent_recursive.len(),
+        "setWatches"
+    );
     let mut fire: Vec<(EventType, String)> = Vec::new();
     let mut wm = t.watches().lock();
     for p in w.data {
