@@ -209,10 +209,18 @@ impl Cli {
                 )
             }
         }
-        let env: std::collections::HashMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("ROSTER_"))
-            .collect();
+        // Only ROSTER_<KEY> for a known key: other ROSTER_* variables (a test harness's
+        // ROSTER_BIN, say) are not configuration.
+        let mut known: Vec<String> = match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => t
+                .keys()
+                .map(|k| format!("ROSTER_{}", k.to_uppercase()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        known.push("ROSTER_SUPER_DIGEST".into()); // optional, so absent from the defaults
+        let env: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| known.contains(k)).collect();
         b = b.add_source(
             config::Environment::with_prefix("ROSTER")
                 .prefix_separator("_")
@@ -309,6 +317,7 @@ mod tests {
                 "ruok,stat".to_string(),
             ),
             ("OTHER".to_string(), "x".to_string()),
+            ("ROSTER_BIN".to_string(), "/not/a/setting".to_string()),
         ];
         let cfg = cli.load(env).unwrap();
         assert_eq!(cfg.tick_ms, 500, "file over default");

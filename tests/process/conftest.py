@@ -133,7 +133,23 @@ def zookeeper():
     port = free_port()
     subprocess.run([str(ROOT / "compat/zookeeper/start.sh"), str(port), work], check=True,
                    stdout=subprocess.DEVNULL)
-    yield ZooKeeperRef(port, work)
+    ref = ZooKeeperRef(port, work)
+    # ruok answers before the server accepts sessions: wait for a real session.
+    from kazoo.client import KazooClient
+
+    def session_ok():
+        c = KazooClient(hosts=ref.hosts, timeout=5)
+        try:
+            c.start(timeout=5)
+            return True
+        except Exception:
+            return False
+        finally:
+            c.stop()
+            c.close()
+
+    wait_until(session_ok, 60, "Apache ZooKeeper to accept sessions")
+    yield ref
     subprocess.run([str(ROOT / "compat/zookeeper/stop.sh"), work], check=False)
 
 
