@@ -329,6 +329,34 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_has_a_documented_flag() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        let toml::Value::Table(keys) = toml::Value::try_from(Config::default()).unwrap() else {
+            panic!()
+        };
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        for key in keys.keys().map(String::as_str).chain(["super_digest"]) {
+            let flag = key.replace('_', "-");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag.as_str()));
+            assert!(
+                arg.is_some_and(|a| a.get_help().is_some()),
+                "--{flag} missing or undocumented"
+            );
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "{key} missing from docs/configuration.md"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.toml");

@@ -64,7 +64,8 @@ class Roster:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.bin, "--data-dir", str(self.data_dir), "--zk-listen", self.hosts,
-             "--http-listen", f"127.0.0.1:{self.http_port}", "--four-letter-words", "*",
+             "--http-listen", f"127.0.0.1:{self.http_port}",
+             *([] if "--four-letter-words" in self.extra else ["--four-letter-words", "*"]),
              *self.extra],
             stdout=log, stderr=log)
         wait_until(lambda: self.proc.poll() is None and four_letter(self.port, "ruok") == "imok",

@@ -55,9 +55,6 @@ pub async fn serve(server: Arc<ZkServer>, stream: TcpStream, peer: SocketAddr) {
         return;
     };
     let _ = stream.set_nodelay(true);
-    let span = tracing::debug_span!("zk_conn", conn = conn.id, %peer);
-    let _enter = span.enter();
-    drop(_enter);
     if let Err(reason) = run(&server, stream, peer, &conn).await {
         tracing::debug!(conn = conn.id, %peer, reason, "connection closed");
     }
