@@ -4,6 +4,7 @@
 //! nothing of wire protocols.
 
 pub mod pipeline;
+pub mod quorum;
 pub mod standalone;
 pub mod txnlog;
 

@@ -8,6 +8,7 @@ use roster_core::txn::Txn;
 use std::sync::Arc;
 
 const CURRENT_EPOCH: &[u8] = b"current_epoch";
+const ACCEPTED_EPOCH: &[u8] = b"accepted_epoch";
 
 fn key(zxid: Zxid) -> [u8; 8] {
     (zxid as u64).to_be_bytes()
@@ -115,6 +116,76 @@ impl TxnLog {
             Space::Log,
             key(0).to_vec(),
             key(oldest_kept.saturating_add(1)).to_vec(),
+        );
+        self.engine.write(b, true)
+    }
+
+    /// Drop every logged txn after `zxid` (ZAB TRUNC).
+    pub fn truncate_after(&self, zxid: Zxid) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.delete_range(
+            Space::Log,
+            key(zxid.saturating_add(1)).to_vec(),
+            key(i64::MAX).to_vec(),
+        );
+        b.delete_range(
+            Space::Snapshot,
+            key(zxid.saturating_add(1)).to_vec(),
+            key(i64::MAX).to_vec(),
+        );
+        self.engine.write(b, true)
+    }
+
+    /// Drop the whole log and every snapshot (before installing a leader's snapshot).
+    pub fn clear(&self) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.delete_range(Space::Log, key(0).to_vec(), key(i64::MAX).to_vec());
+        b.delete_range(Space::Snapshot, key(0).to_vec(), key(i64::MAX).to_vec());
+        self.engine.write(b, true)
+    }
+
+    /// Is `zxid` in the log?
+    pub fn contains(&self, zxid: Zxid) -> Result<bool, StorageError> {
+        Ok(self.engine.get(Space::Log, &key(zxid))?.is_some())
+    }
+
+    /// The largest logged zxid `<= zxid`, if the log reaches back that far.
+    pub fn floor(&self, zxid: Zxid) -> Result<Option<Zxid>, StorageError> {
+        let mut best = None;
+        self.engine
+            .scan(Space::Log, &key(0), &mut |k, _| match zxid_of(k) {
+                Ok(z) if z <= zxid => {
+                    best = Some(z);
+                    true
+                }
+                _ => false,
+            })?;
+        Ok(best)
+    }
+
+    /// The first logged zxid.
+    pub fn first_logged(&self) -> Result<Option<Zxid>, StorageError> {
+        let mut first = None;
+        self.engine.scan(Space::Log, &key(0), &mut |k, _| {
+            first = zxid_of(k).ok();
+            false
+        })?;
+        Ok(first)
+    }
+
+    pub fn accepted_epoch(&self) -> Result<u32, StorageError> {
+        Ok(match self.engine.get(Space::Meta, ACCEPTED_EPOCH)? {
+            Some(v) if v.len() == 4 => u32::from_be_bytes(v.try_into().expect("length checked")),
+            _ => 0,
+        })
+    }
+
+    pub fn set_accepted_epoch(&self, epoch: u32) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put(
+            Space::Meta,
+            ACCEPTED_EPOCH.to_vec(),
+            epoch.to_be_bytes().to_vec(),
         );
         self.engine.write(b, true)
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// One write operation, as a client asked for it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
     Create {
         path: String,
@@ -37,7 +37,7 @@ pub enum WriteOp {
 }
 
 /// What a front end submits to the backend.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     Op(WriteOp),
     /// All or nothing (`multi`).
@@ -55,7 +55,7 @@ pub enum Request {
 }
 
 /// A request with who sent it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub session: SessionId,
     pub auth: Arc<AuthInfo>,
@@ -122,7 +122,7 @@ pub enum TxnOp {
 }
 
 /// Result of one operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     Created {
         path: String,
@@ -142,7 +142,7 @@ pub enum OpResult {
 }
 
 /// What a submitted request came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Op(OpResult),
     /// Per-op results; on failure every entry is `OpResult::Error`.

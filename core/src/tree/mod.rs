@@ -130,6 +130,14 @@ impl Tree {
         parent.stat.num_children = parent.children.len() as i32;
     }
 
+    /// Replace the whole state with `other`'s (a snapshot from the leader), keeping the watches of
+    /// this node's clients.
+    pub fn replace_state(&mut self, other: Tree) {
+        let watches = std::mem::take(self.watches.get_mut());
+        *self = other;
+        *self.watches.get_mut() = watches;
+    }
+
     /// The node at `path`.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)

@@ -1,0 +1,157 @@
+//! Messages between ensemble members (election, discovery, synchronisation, broadcast), and votes.
+
+use roster_core::acl::AuthInfo;
+use roster_core::txn::{Outcome, Request, Txn};
+use roster_core::{SessionId, Zxid};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A member id (`server.N`, ZooKeeper's `myid`).
+pub type Sid = u64;
+
+/// What a member says it is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerState {
+    Looking,
+    Following,
+    Leading,
+    Observing,
+}
+
+/// A vote in fast leader election: for `leader`, whose history ends at (`epoch`, `zxid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub leader: Sid,
+    pub zxid: Zxid,
+    pub epoch: u32,
+}
+
+impl Vote {
+    /// ZooKeeper's total order on votes: epoch, then zxid, then server id.
+    pub fn beats(&self, other: &Vote) -> bool {
+        (self.epoch, self.zxid, self.leader) > (other.epoch, other.zxid, other.leader)
+    }
+}
+
+/// Every message between members.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Msg {
+    /// Fast leader election.
+    Notification {
+        vote: Vote,
+        round: u64,
+        state: PeerState,
+    },
+    /// Discovery: a follower (or observer) introduces itself to the leader it chose.
+    FollowerInfo {
+        accepted_epoch: u32,
+        last_zxid: Zxid,
+        observer: bool,
+    },
+    /// Discovery: the new epoch.
+    LeaderInfo {
+        epoch: u32,
+    },
+    AckEpoch {
+        current_epoch: u32,
+        last_zxid: Zxid,
+    },
+    /// Synchronisation: drop logged txns after `to`.
+    Trunc {
+        to: Zxid,
+    },
+    /// Synchronisation: committed txns the follower lacks.
+    Diff {
+        txns: Vec<Arc<Txn>>,
+    },
+    /// Synchronisation: the leader's whole committed state.
+    Snap {
+        zxid: Zxid,
+        data: Vec<u8>,
+    },
+    /// The follower asks for a snapshot (its log could not be reconciled by TRUNC).
+    NeedSnap,
+    NewLeader {
+        epoch: u32,
+        zxid: Zxid,
+    },
+    AckNewLeader,
+    UpToDate,
+    /// Broadcast. `origin` is the request id on the receiving member, if it asked for this write.
+    Proposal {
+        txn: Arc<Txn>,
+        origin: Option<u64>,
+    },
+    Ack {
+        zxid: Zxid,
+    },
+    Commit {
+        zxid: Zxid,
+    },
+    /// A committed txn, for observers.
+    Inform {
+        txn: Arc<Txn>,
+        origin: Option<u64>,
+    },
+    /// A member forwards a client write to the leader.
+    Forward {
+        id: u64,
+        session: SessionId,
+        auth: Arc<AuthInfo>,
+        request: Request,
+    },
+    /// The leader answers a forwarded write that failed its checks (nothing committed).
+    Failed {
+        id: u64,
+        outcome: Outcome,
+    },
+    /// A member relays its clients' liveness to the leader.
+    Touch {
+        sessions: Vec<SessionId>,
+    },
+    /// Leader heartbeat; the answer proves the leader still has its quorum (used by `sync`).
+    Ping {
+        seq: u64,
+    },
+    Pong {
+        seq: u64,
+    },
+    /// `sync` from a member: answered once the leader has confirmed its quorum and every earlier
+    /// commit was sent (FIFO), so the member has applied them.
+    SyncReq {
+        id: u64,
+    },
+    SyncDone {
+        id: u64,
+    },
+}
+
+impl Msg {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Notification { .. } => "notification",
+            Msg::FollowerInfo { .. } => "followerinfo",
+            Msg::LeaderInfo { .. } => "leaderinfo",
+            Msg::AckEpoch { .. } => "ackepoch",
+            Msg::Trunc { .. } => "trunc",
+            Msg::Diff { .. } => "diff",
+            Msg::Snap { .. } => "snap",
+            Msg::NeedSnap => "needsnap",
+            Msg::NewLeader { .. } => "newleader",
+            Msg::AckNewLeader => "acknewleader",
+            Msg::UpToDate => "uptodate",
+            Msg::Proposal { .. } => "proposal",
+            Msg::Ack { .. } => "ack",
+            Msg::Commit { .. } => "commit",
+            Msg::Inform { .. } => "inform",
+            Msg::Forward { .. } => "forward",
+            Msg::Failed { .. } => "failed",
+            Msg::Touch { .. } => "touch",
+            Msg::Ping { .. } => "ping",
+            Msg::Pong { .. } => "pong",
+            Msg::SyncReq { .. } => "syncreq",
+            Msg::SyncDone { .. } => "syncdone",
+        }
+    }
+}

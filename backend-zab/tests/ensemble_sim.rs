@@ -1,0 +1,396 @@
+//! Seeded, single-threaded simulation of a ZAB ensemble: members are `Peer` state machines over
+//! `MemEngine`s, links are FIFO queues (as TCP connections are) that can be cut (dropping what is
+//! in flight, as a reset connection does), delivery order across links is random, members crash
+//! and restart from their engine, or lose their disk.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use roster_core::acl::{Acl, AuthInfo};
+use roster_core::backend::{BackendError, Role};
+use roster_core::storage::{Engine, MemEngine};
+use roster_core::tree::prep::PrepOptions;
+use roster_core::txn::{Applied, Envelope, OpResult, Outcome, Request, WriteOp};
+use roster_core::{Code, CreateMode};
+use roster_zab::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+struct Sim {
+    rng: StdRng,
+    now: u64,
+    cfgs: HashMap<Sid, PeerConfig>,
+    engines: HashMap<Sid, Arc<MemEngine>>,
+    peers: HashMap<Sid, Peer>,
+    links: HashMap<(Sid, Sid), VecDeque<Msg>>,
+    cut: HashSet<(Sid, Sid)>,
+    replies: HashMap<(Sid, u64), Result<Applied, BackendError>>,
+    next_origin: u64,
+    tick_ms: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, voters: &[Sid], observers: &[Sid]) -> Sim {
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            cfgs: HashMap::new(),
+            engines: HashMap::new(),
+            peers: HashMap::new(),
+            links: HashMap::new(),
+            cut: HashSet::new(),
+            replies: HashMap::new(),
+            next_origin: 0,
+            tick_ms: 100,
+        };
+        for &id in voters.iter().chain(observers) {
+            let cfg = PeerConfig {
+                id,
+                voters: voters.iter().copied().collect::<BTreeSet<_>>(),
+                observers: observers.iter().copied().collect(),
+                tick_ms: sim.tick_ms,
+                init_limit: 10,
+                sync_limit: 5,
+                prep: PrepOptions {
+                    extended_types: true,
+                },
+                snapshot_every: 40,
+                snapshots_retained: 2,
+                container_check_ms: 1000,
+            };
+            sim.cfgs.insert(id, cfg);
+            sim.engines.insert(id, Arc::new(MemEngine::default()));
+            sim.start(id);
+        }
+        sim
+    }
+
+    fn start(&mut self, id: Sid) {
+        let engine: Arc<dyn Engine> = self.engines[&id].clone();
+        let peer = Peer::open(self.cfgs[&id].clone(), engine, self.now).expect("open peer");
+        self.peers.insert(id, peer);
+    }
+
+    /// Crash a member: its in-flight messages (both ways) are lost.
+    fn crash(&mut self, id: Sid) {
+        self.peers.remove(&id);
+        self.links.retain(|(a, b), _| *a != id && *b != id);
+    }
+
+    fn wipe(&mut self, id: Sid) {
+        self.engines.insert(id, Arc::new(MemEngine::default()));
+    }
+
+    fn partition(&mut self, side: &[Sid]) {
+        let ids: Vec<Sid> = self.cfgs.keys().copied().collect();
+        for &a in side {
+            for &b in &ids {
+                if !side.contains(&b) {
+                    self.cut.insert((a, b));
+                    self.cut.insert((b, a));
+                }
+            }
+        }
+        self.links.retain(|k, _| !self.cut.contains(k));
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn handle(&mut self, id: Sid, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Send { to, msg } => {
+                    if !self.cut.contains(&(id, to)) && self.peers.contains_key(&to) {
+                        self.links.entry((id, to)).or_default().push_back(msg);
+                    }
+                }
+                Output::Reply { origin, result } => {
+                    self.replies.insert((id, origin), result);
+                }
+                Output::Barrier { origin, result } => {
+                    self.replies.insert(
+                        (id, origin),
+                        result.map(|zxid| Applied {
+                            zxid,
+                            outcome: Outcome::SessionClosed,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, id: Sid, input: Input) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut out = Vec::new();
+        p.step(self.now, input, &mut out);
+        p.flush(&mut out);
+        self.handle(id, out);
+    }
+
+    /// One event: deliver a random link's head message, or advance time by a quarter tick.
+    fn step(&mut self) {
+        let busy: Vec<(Sid, Sid)> = self
+            .links
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        if !busy.is_empty() && self.rng.gen_bool(0.9) {
+            let (from, to) = busy[self.rng.gen_range(0..busy.len())];
+            let msg = self
+                .links
+                .get_mut(&(from, to))
+                .and_then(|q| q.pop_front())
+                .expect("non-empty");
+            self.input(to, Input::Message { from, msg });
+            return;
+        }
+        self.now += self.tick_ms / 4;
+        if self.now.is_multiple_of(self.tick_ms) {
+            let ids: Vec<Sid> = self.peers.keys().copied().collect();
+            for id in ids {
+                self.input(id, Input::Tick);
+            }
+        }
+    }
+
+    fn run_until(&mut self, what: &str, max_steps: usize, mut cond: impl FnMut(&Sim) -> bool) {
+        for _ in 0..max_steps {
+            if cond(self) {
+                return;
+            }
+            self.step();
+        }
+        let states: Vec<String> = self.peers.values().map(|p| p.describe()).collect();
+        panic!("{what}: not reached after {max_steps} steps; {states:#?}");
+    }
+
+    fn leader(&self) -> Option<Sid> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.role() == Role::Leader && p.serving())
+            .map(|(id, _)| *id)
+    }
+
+    fn all_serving(&self, ids: &[Sid]) -> bool {
+        ids.iter()
+            .all(|id| self.peers.get(id).is_some_and(|p| p.serving()))
+    }
+
+    fn submit(&mut self, id: Sid, session: i64, request: Request) -> u64 {
+        self.next_origin += 1;
+        let origin = self.next_origin;
+        let env = Envelope {
+            session,
+            auth: Arc::new(AuthInfo::default()),
+            request,
+        };
+        self.input(id, Input::Submit { origin, env });
+        origin
+    }
+
+    fn call(&mut self, id: Sid, session: i64, request: Request) -> Result<Applied, BackendError> {
+        let o = self.submit(id, session, request);
+        self.run_until("reply", 20_000, |s| s.replies.contains_key(&(id, o)));
+        self.replies.remove(&(id, o)).expect("present")
+    }
+
+    fn session(&mut self, id: Sid) -> i64 {
+        match self
+            .call(id, 0, Request::CreateSession { timeout_ms: 60_000 })
+            .expect("session")
+            .outcome
+        {
+            Outcome::SessionCreated { session, .. } => session,
+            o => panic!("{o:?}"),
+        }
+    }
+
+    fn digest(&self, id: Sid) -> u32 {
+        self.peers[&id].tree().read().digest()
+    }
+
+    fn converged(&self, ids: &[Sid]) -> bool {
+        let d: HashSet<u32> = ids.iter().map(|id| self.digest(*id)).collect();
+        d.len() == 1
+    }
+}
+
+fn create(path: &str) -> Request {
+    Request::Op(WriteOp::Create {
+        path: path.into(),
+        data: path.as_bytes().to_vec(),
+        acl: Acl::open_unsafe(),
+        mode: CreateMode::Persistent,
+        ttl: 0,
+    })
+}
+
+fn created(r: Result<Applied, BackendError>) -> Applied {
+    match r {
+        Ok(
+            a @ Applied {
+                outcome: Outcome::Op(OpResult::Created { .. }),
+                ..
+            },
+        ) => a,
+        other => panic!("expected a create, got {other:?}"),
+    }
+}
+
+const ALL3: &[Sid] = &[1, 2, 3];
+
+#[test]
+fn three_members_elect_replicate_and_agree() {
+    let mut sim = Sim::new(1, ALL3, &[]);
+    sim.run_until("a serving ensemble", 50_000, |s| s.all_serving(ALL3));
+    let leader = sim.leader().expect("a leader");
+    let follower = *ALL3.iter().find(|s| **s != leader).unwrap();
+    let s = sim.session(follower);
+    let mut last = 0;
+    for i in 0..30 {
+        let via = if i % 2 == 0 { leader } else { follower };
+        let a = created(sim.call(via, s, create(&format!("/n{i}"))));
+        assert!(a.zxid > last, "zxids increase");
+        last = a.zxid;
+    }
+    let failed = sim.call(follower, s, create("/n0")).unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed(Code::NodeExists));
+    sim.run_until("replicas converge", 20_000, |s| s.converged(ALL3));
+    for id in ALL3 {
+        assert!(
+            sim.peers[id].tree().read().get("/n29").is_some(),
+            "member {id} has the last write"
+        );
+    }
+}
+
+#[test]
+fn leader_crash_elects_a_new_leader_and_loses_nothing() {
+    let mut sim = Sim::new(2, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let old = sim.leader().unwrap();
+    let f = *ALL3.iter().find(|s| **s != old).unwrap();
+    let s = sim.session(f);
+    let before = created(sim.call(f, s, create("/before")));
+    sim.crash(old);
+    sim.run_until("a new leader", 50_000, |s| {
+        s.leader().is_some_and(|l| l != old)
+    });
+    let rest: Vec<Sid> = ALL3.iter().copied().filter(|x| *x != old).collect();
+    sim.run_until("survivors serving", 50_000, |s| s.all_serving(&rest));
+    let after = created(sim.call(f, s, create("/after")));
+    assert!(after.zxid >> 32 > before.zxid >> 32, "a new epoch");
+    // The old leader comes back and catches up.
+    sim.start(old);
+    sim.run_until("old leader back", 50_000, |s| s.all_serving(ALL3));
+    sim.run_until("converged", 50_000, |s| s.converged(ALL3));
+    assert!(sim.peers[&old].tree().read().get("/after").is_some());
+}
+
+#[test]
+fn minority_refuses_writes_then_catches_up() {
+    let mut sim = Sim::new(3, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let leader = sim.leader().unwrap();
+    let s = sim.session(leader);
+    let lonely = *ALL3.iter().find(|x| **x != leader).unwrap();
+    sim.partition(&[lonely]);
+    sim.run_until("minority stops serving", 50_000, |s| {
+        !s.peers[&lonely].serving()
+    });
+    let r = sim.call(lonely, s, create("/from-minority"));
+    assert!(matches!(r, Err(BackendError::Unavailable(_))), "{r:?}");
+    for i in 0..10 {
+        created(sim.call(leader, s, create(&format!("/maj{i}"))));
+    }
+    sim.heal();
+    sim.run_until("minority back", 50_000, |s| s.all_serving(ALL3));
+    sim.run_until("converged", 50_000, |s| s.converged(ALL3));
+    assert!(sim.peers[&lonely].tree().read().get("/maj9").is_some());
+    let diffs: u64 = sim.peers.values().map(|p| p.syncs.diff).sum();
+    assert!(diffs >= 1, "the minority member caught up by DIFF");
+}
+
+#[test]
+fn an_empty_disk_catches_up_by_snapshot() {
+    let mut sim = Sim::new(4, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let leader = sim.leader().unwrap();
+    let s = sim.session(leader);
+    for i in 0..100 {
+        created(sim.call(leader, s, create(&format!("/s{i}"))));
+    }
+    let victim = *ALL3.iter().find(|x| **x != leader).unwrap();
+    sim.crash(victim);
+    sim.wipe(victim);
+    sim.start(victim);
+    sim.run_until("wiped member serving", 50_000, |s| s.all_serving(ALL3));
+    sim.run_until("converged", 50_000, |s| s.converged(ALL3));
+    assert!(sim.peers[&victim].tree().read().get("/s99").is_some());
+    let snaps: u64 = sim.peers.values().map(|p| p.syncs.snap).sum();
+    assert!(snaps >= 1, "the wiped member was synchronised by SNAP");
+}
+
+#[test]
+fn a_deposed_leaders_uncommitted_proposal_is_truncated() {
+    let mut sim = Sim::new(5, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let old = sim.leader().unwrap();
+    let s = sim.session(old);
+    created(sim.call(old, s, create("/committed")));
+    // Cut the leader off, then have it propose: it logs the txn but can never commit it.
+    sim.partition(&[old]);
+    let o = sim.submit(old, s, create("/doomed"));
+    let others: Vec<Sid> = ALL3.iter().copied().filter(|x| *x != old).collect();
+    sim.run_until("a new leader among the others", 50_000, |s| {
+        s.leader().is_some_and(|l| l != old) && s.all_serving(&others)
+    });
+    let nl = sim.leader().unwrap();
+    created(sim.call(nl, s, create("/new-epoch")));
+    assert!(
+        matches!(sim.replies.get(&(old, o)), Some(Err(_))),
+        "the doomed write was not acknowledged"
+    );
+    sim.heal();
+    sim.run_until("old leader rejoins", 50_000, |s| s.all_serving(ALL3));
+    sim.run_until("converged", 50_000, |s| s.converged(ALL3));
+    let t = sim.peers[&old].tree();
+    assert!(
+        t.read().get("/doomed").is_none(),
+        "the uncommitted proposal was truncated"
+    );
+    assert!(t.read().get("/new-epoch").is_some());
+    let truncs: u64 = sim.peers.values().map(|p| p.syncs.trunc).sum();
+    assert!(truncs >= 1, "the old leader was synchronised with TRUNC");
+}
+
+#[test]
+fn observers_receive_commits_but_never_count_toward_quorum() {
+    let mut sim = Sim::new(6, ALL3, &[4]);
+    let all = &[1, 2, 3, 4];
+    sim.run_until("serving with the observer", 50_000, |s| s.all_serving(all));
+    assert_eq!(sim.peers[&4].role(), Role::Observer);
+    let s = sim.session(4);
+    for i in 0..10 {
+        created(sim.call(4, s, create(&format!("/o{i}"))));
+    }
+    sim.run_until("converged", 50_000, |s| s.converged(all));
+    // Two voters down: the remaining voter plus the observer are not a quorum.
+    let leader = sim.leader().unwrap();
+    let keep = *ALL3.iter().find(|x| **x != leader).unwrap();
+    for v in ALL3.iter().filter(|v| **v != keep) {
+        sim.crash(*v);
+    }
+    sim.run_until("no one serves", 50_000, |s| {
+        !s.peers[&keep].serving() && !s.peers[&4].serving()
+    });
+    for _ in 0..5_000 {
+        sim.step();
+    }
+    assert!(sim.leader().is_none(), "an observer must not make a quorum");
+}
