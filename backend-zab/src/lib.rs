@@ -3,9 +3,11 @@
 //! snapshots in the storage engine, recovery, session expiry and the container manager. It knows
 //! nothing of wire protocols.
 
+pub mod ensemble;
 pub mod pipeline;
 pub mod quorum;
 pub mod standalone;
 pub mod txnlog;
 
+pub use ensemble::{Ensemble, EnsembleConfig, MemberAddr};
 pub use standalone::{OpenError, Standalone, ZabConfig};

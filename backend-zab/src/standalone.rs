@@ -59,6 +59,8 @@ pub enum OpenError {
     Storage(#[from] roster_core::storage::StorageError),
     #[error(transparent)]
     Snapshot(#[from] roster_core::tree::snapshot::SnapshotError),
+    #[error("ensemble configuration: {0}")]
+    Config(String),
 }
 
 /// The standalone ZAB backend.

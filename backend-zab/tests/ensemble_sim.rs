@@ -70,10 +70,15 @@ impl Sim {
         self.peers.insert(id, peer);
     }
 
-    /// Crash a member: its in-flight messages (both ways) are lost.
+    /// Crash a member: its in-flight messages (both ways) are lost, and the others see their
+    /// connections to it break.
     fn crash(&mut self, id: Sid) {
         self.peers.remove(&id);
         self.links.retain(|(a, b), _| *a != id && *b != id);
+        let others: Vec<Sid> = self.peers.keys().copied().collect();
+        for o in others {
+            self.input(o, Input::Disconnected(id));
+        }
     }
 
     fn wipe(&mut self, id: Sid) {
@@ -91,6 +96,10 @@ impl Sim {
             }
         }
         self.links.retain(|k, _| !self.cut.contains(k));
+        let cut: Vec<(Sid, Sid)> = self.cut.iter().copied().collect();
+        for (a, b) in cut {
+            self.input(a, Input::Disconnected(b));
+        }
     }
 
     fn heal(&mut self) {

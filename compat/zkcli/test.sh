@@ -97,7 +97,8 @@ node_gone() {
 }
 
 # Fail fast (instead of zkCli retrying for a minute per batch) when nothing listens there.
-if ! timeout 5 bash -c "exec 3<>/dev/tcp/${server%:*}/${server##*:}" 2>/dev/null; then
+first=${server%%,*}  # a connect string may list several members; probe the first
+if ! timeout 5 bash -c "exec 3<>/dev/tcp/${first%:*}/${first##*:}" 2>/dev/null; then
   echo "FAIL - cannot open a TCP connection to $server"
   echo "0 passed, 1 failed"
   exit 1

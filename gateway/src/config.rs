@@ -16,6 +16,14 @@ pub struct Config {
     pub server_id: u64,
     /// Consistency backend: `zab` (only one available so far).
     pub backend: String,
+    /// Ensemble members, ZooKeeper style: `N=host:quorumPort:electionPort[:observer]` (also
+    /// accepted with a `server.` prefix). Empty: standalone.
+    pub servers: Vec<String>,
+    /// Ticks a new leader may take to synchronise a quorum (ZooKeeper `initLimit`).
+    pub init_limit: u64,
+    /// Ticks a member may go without hearing from its leader, or a leader from its quorum
+    /// (ZooKeeper `syncLimit`).
+    pub sync_limit: u64,
     /// ZooKeeper client port.
     pub zk_listen: String,
     /// HTTP port: /metrics, /healthz, /readyz.
@@ -60,6 +68,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             server_id: 1,
             backend: "zab".into(),
+            servers: Vec::new(),
+            init_limit: 10,
+            sync_limit: 5,
             zk_listen: "0.0.0.0:2181".into(),
             http_listen: "0.0.0.0:8848".into(),
             tick_ms: 2000,
@@ -128,6 +139,15 @@ pub struct Cli {
     /// Consistency backend [default: zab]
     #[arg(long)]
     pub backend: Option<String>,
+    /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated [default: none, standalone]
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Option<Vec<String>>,
+    /// initLimit in ticks [default: 10]
+    #[arg(long)]
+    pub init_limit: Option<u64>,
+    /// syncLimit in ticks [default: 5]
+    #[arg(long)]
+    pub sync_limit: Option<u64>,
     /// ZooKeeper client address [default: 0.0.0.0:2181]
     #[arg(long)]
     pub zk_listen: Option<String>,
@@ -227,6 +247,7 @@ impl Cli {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("four_letter_words")
+                .with_list_parse_key("servers")
                 .source(Some(env)),
         );
         let mut cfg: Config = b.build()?.try_deserialize()?;
@@ -237,6 +258,9 @@ impl Cli {
             data_dir,
             server_id,
             backend,
+            servers,
+            init_limit,
+            sync_limit,
             zk_listen,
             http_listen,
             tick_ms,
@@ -263,7 +287,62 @@ impl Cli {
     }
 }
 
+/// One ensemble member from `servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub host: String,
+    pub quorum_port: u16,
+    pub election_port: u16,
+    pub observer: bool,
+}
+
 impl Config {
+    /// Parse `servers`; empty means standalone.
+    pub fn members(&self) -> Result<Vec<Member>, ConfigError> {
+        let mut out: Vec<Member> = Vec::new();
+        for s in &self.servers {
+            let bad = || {
+                ConfigError::Invalid(format!(
+                    "servers entry {s:?}: expected N=host:quorumPort:electionPort[:observer]"
+                ))
+            };
+            let (id, rest) = s.trim().split_once('=').ok_or_else(bad)?;
+            let id: u64 = id
+                .trim()
+                .trim_start_matches("server.")
+                .parse()
+                .map_err(|_| bad())?;
+            let parts: Vec<&str> = rest.trim().split(':').collect();
+            let (host, q, e, role) = match parts.as_slice() {
+                [h, q, e] => (*h, *q, *e, None),
+                [h, q, e, r] => (*h, *q, *e, Some(*r)),
+                _ => return Err(bad()),
+            };
+            let observer = match role {
+                None | Some("participant") => false,
+                Some("observer") => true,
+                Some(_) => return Err(bad()),
+            };
+            if out.iter().any(|m| m.id == id) {
+                return Err(ConfigError::Invalid(format!("server.{id} is listed twice")));
+            }
+            out.push(Member {
+                id,
+                host: host.to_owned(),
+                quorum_port: q.parse().map_err(|_| bad())?,
+                election_port: e.parse().map_err(|_| bad())?,
+                observer,
+            });
+        }
+        if !out.is_empty() && out.iter().all(|m| m.observer) {
+            return Err(ConfigError::Invalid(
+                "an ensemble needs at least one participant".into(),
+            ));
+        }
+        Ok(out)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.backend != "zab" {
@@ -280,6 +359,13 @@ impl Config {
         }
         if self.max_buffer < 1024 {
             return bad("max_buffer must be at least 1024".into());
+        }
+        let members = self.members()?;
+        if !members.is_empty() && !members.iter().any(|m| m.id == self.server_id) {
+            return bad(format!(
+                "server_id {} is not among the servers",
+                self.server_id
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(format!(
@@ -354,6 +440,41 @@ mod tests {
                 "{key} missing from docs/configuration.md"
             );
         }
+    }
+
+    #[test]
+    fn parses_zookeeper_style_members() {
+        let cli = Cli {
+            servers: Some(vec![
+                "server.1=127.0.0.1:2888:3888".into(),
+                "2=h2:2889:3889:observer".into(),
+            ]),
+            ..Cli::default()
+        };
+        let cfg = cli.load(vec![]).unwrap();
+        let m = cfg.members().unwrap();
+        assert_eq!(
+            m[0],
+            Member {
+                id: 1,
+                host: "127.0.0.1".into(),
+                quorum_port: 2888,
+                election_port: 3888,
+                observer: false
+            }
+        );
+        assert!(m[1].observer);
+        let bad = Cli {
+            servers: Some(vec!["1=h:1".into()]),
+            ..Cli::default()
+        };
+        assert!(bad.load(vec![]).is_err());
+        let not_member = Cli {
+            server_id: Some(9),
+            servers: Some(vec!["1=h:1:2".into()]),
+            ..Cli::default()
+        };
+        assert!(not_member.load(vec![]).is_err());
     }
 
     #[test]

@@ -5,8 +5,10 @@ use crate::http::{HttpState, router};
 use crate::telemetry;
 use crate::zk::ZkServer;
 use roster_core::backend::Backend;
+use roster_core::tree::prep::PrepOptions;
 use roster_storage::RocksEngine;
-use roster_zab::{Standalone, ZabConfig};
+use roster_zab::quorum::PeerConfig;
+use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, Standalone, ZabConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -29,6 +31,8 @@ pub enum StartError {
     },
     #[error("recovering state: {0}")]
     Recovery(#[from] roster_zab::OpenError),
+    #[error("{0}")]
+    Config(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: String,
@@ -54,7 +58,56 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         max_batch: cfg.max_batch,
         ..ZabConfig::default()
     };
-    let backend: Arc<dyn Backend> = Standalone::open(Arc::new(engine), zab)?;
+    let members = cfg
+        .members()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let backend: Arc<dyn Backend> = if members.is_empty() {
+        Standalone::open(Arc::new(engine), zab)?
+    } else {
+        let peer = PeerConfig {
+            id: cfg.server_id,
+            voters: members
+                .iter()
+                .filter(|m| !m.observer)
+                .map(|m| m.id)
+                .collect(),
+            observers: members
+                .iter()
+                .filter(|m| m.observer)
+                .map(|m| m.id)
+                .collect(),
+            tick_ms: cfg.tick_ms,
+            init_limit: cfg.init_limit,
+            sync_limit: cfg.sync_limit,
+            prep: PrepOptions {
+                extended_types: cfg.extended_types,
+            },
+            snapshot_every: cfg.snapshot_every,
+            snapshots_retained: cfg.snapshots_retained,
+            container_check_ms: cfg.container_check_ms,
+        };
+        let addrs = members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    MemberAddr {
+                        host: m.host.clone(),
+                        quorum_port: m.quorum_port,
+                        election_port: m.election_port,
+                    },
+                )
+            })
+            .collect();
+        Ensemble::start(
+            EnsembleConfig {
+                peer,
+                members: addrs,
+            },
+            Arc::new(engine),
+        )
+        .await?
+    };
     let bind = |addr: String| async move {
         TcpListener::bind(&addr)
             .await

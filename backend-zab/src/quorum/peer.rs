@@ -70,6 +70,8 @@ pub enum Input {
         origin: u64,
     },
     Touch(Vec<SessionId>),
+    /// The connection to a member broke: messages to or from it may have been lost.
+    Disconnected(Sid),
 }
 
 /// What a peer asks the shell to do.
@@ -386,6 +388,7 @@ impl Peer {
             Input::Submit { origin, env } => self.submit(Origin::Local(origin), env, out),
             Input::Barrier { origin } => self.barrier(origin, out),
             Input::Touch(sessions) => self.touch(sessions),
+            Input::Disconnected(sid) => self.disconnected(sid, out),
         }
     }
 
@@ -430,6 +433,29 @@ impl Peer {
                 }
             }
             Role_::Looking(_) => {}
+        }
+    }
+
+    fn disconnected(&mut self, sid: Sid, out: &mut Vec<Output>) {
+        match &mut self.role {
+            Role_::Following(f) if f.leader == sid => {
+                tracing::warn!(
+                    sid = self.cfg.id,
+                    leader = sid,
+                    "connection to the leader lost; looking"
+                );
+                self.look(out);
+            }
+            Role_::Leading(l) => {
+                let was_linked = l.links.remove(&sid).is_some();
+                tracing::info!(
+                    sid = self.cfg.id,
+                    follower = sid,
+                    was_linked,
+                    "follower disconnected"
+                );
+            }
+            _ => {}
         }
     }
 

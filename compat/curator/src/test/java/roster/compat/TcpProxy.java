@@ -22,7 +22,9 @@ final class TcpProxy implements AutoCloseable {
     private volatile boolean refusing;
     private volatile boolean closed;
 
-    TcpProxy(String hostPort) throws IOException {
+    TcpProxy(String connectString) throws IOException {
+        // A connect string may list several members: proxy to the first.
+        String hostPort = connectString.split(",")[0].trim();
         int colon = hostPort.lastIndexOf(':');
         target = new InetSocketAddress(hostPort.substring(0, colon), Integer.parseInt(hostPort.substring(colon + 1)));
         listener = new ServerSocket(0, 16, InetAddress.getLoopbackAddress());

@@ -1,0 +1,455 @@
+//! The async shell of a ZAB ensemble member: a thread that owns the `Peer` (inputs in, group
+//! commit, outputs out) and TCP links to every other member — one on the election port and one on
+//! the quorum port per pair, dialled by the member with the larger id, as ZooKeeper does for
+//! elections. A broken link is reported to the peer, which re-synchronises (followers) or drops
+//! the follower (leader): nothing is silently lost between members.
+
+use crate::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
+use bytes::{BufMut, BytesMut};
+use parking_lot::Mutex;
+use roster_core::backend::{Backend, BackendError, Capabilities, ClusterStatus, Role, TreeView};
+use roster_core::storage::Engine;
+use roster_core::txn::{Applied, Envelope, Txn};
+use roster_core::{SessionId, Zxid};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Where a member listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddr {
+    pub host: String,
+    pub quorum_port: u16,
+    pub election_port: u16,
+}
+
+/// An ensemble member's settings.
+#[derive(Debug, Clone)]
+pub struct EnsembleConfig {
+    pub peer: PeerConfig,
+    pub members: HashMap<Sid, MemberAddr>,
+}
+
+/// Largest message between members (a snapshot can be big).
+const MAX_PEER_FRAME: usize = 1 << 30;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Port {
+    Election,
+    Quorum,
+}
+
+enum Cmd {
+    Input(Input),
+    Submit(Envelope, oneshot::Sender<Result<Applied, BackendError>>),
+    Barrier(oneshot::Sender<Result<Zxid, BackendError>>),
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    role: Role,
+    leader: Option<Sid>,
+    epoch: u32,
+    last_logged: Zxid,
+    outstanding: usize,
+    serving: bool,
+    followers: usize,
+}
+
+type Links = Arc<Mutex<HashMap<(Sid, Port), mpsc::UnboundedSender<Arc<Msg>>>>>;
+
+/// A ZAB ensemble member implementing the backend contract.
+pub struct Ensemble {
+    cmds: std::sync::mpsc::Sender<Cmd>,
+    tree: TreeView,
+    applied: broadcast::Sender<Arc<Txn>>,
+    status: Arc<Mutex<Snapshot>>,
+    id: Sid,
+    members: usize,
+}
+
+impl Ensemble {
+    /// Recover from `engine`, bind the member ports and start. Must run inside a tokio runtime.
+    pub async fn start(
+        cfg: EnsembleConfig,
+        engine: Arc<dyn Engine>,
+    ) -> Result<Arc<Ensemble>, crate::OpenError> {
+        let me = cfg.peer.id;
+        let started = Instant::now();
+        let peer = Peer::open(cfg.peer.clone(), engine, 0)?;
+        let tree = peer.tree();
+        // Re-publish the peer's applied stream to this backend's subscribers.
+        let (applied, _) = broadcast::channel(4096);
+        let mut rx = peer.subscribe();
+        let fwd = applied.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(t) => {
+                        let _ = fwd.send(t);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "applied stream lagged");
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let status = Arc::new(Mutex::new(Snapshot {
+            role: Role::Looking,
+            leader: None,
+            epoch: peer.current_epoch(),
+            last_logged: peer.last_logged(),
+            outstanding: 0,
+            serving: false,
+            followers: 0,
+        }));
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
+        let links: Links = Arc::new(Mutex::new(HashMap::new()));
+        let my_addr = cfg.members.get(&me).cloned().ok_or_else(|| {
+            crate::OpenError::Config(format!("server.{me} is not among the configured members"))
+        })?;
+        for port in [Port::Election, Port::Quorum] {
+            let p = match port {
+                Port::Election => my_addr.election_port,
+                Port::Quorum => my_addr.quorum_port,
+            };
+            let listener = TcpListener::bind((my_addr.host.as_str(), p))
+                .await
+                .map_err(|e| {
+                    crate::OpenError::Config(format!("binding {}:{p}: {e}", my_addr.host))
+                })?;
+            tokio::spawn(accept_loop(
+                listener,
+                port,
+                me,
+                cfg.clone(),
+                links.clone(),
+                cmd_tx.clone(),
+            ));
+        }
+        for (&other, addr) in &cfg.members {
+            if other < me {
+                for port in [Port::Election, Port::Quorum] {
+                    tokio::spawn(dial_loop(
+                        me,
+                        other,
+                        addr.clone(),
+                        port,
+                        links.clone(),
+                        cmd_tx.clone(),
+                    ));
+                }
+            }
+        }
+        let tick = Duration::from_millis(cfg.peer.tick_ms.max(10) / 2);
+        {
+            let links = links.clone();
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name(format!("zab-peer-{me}"))
+                .spawn(move || run_peer(peer, cmd_rx, links, status, started, tick))
+                .expect("spawn peer thread");
+        }
+        let members = cfg.members.len();
+        Ok(Arc::new(Ensemble {
+            cmds: cmd_tx,
+            tree,
+            applied,
+            status,
+            id: me,
+            members,
+        }))
+    }
+}
+
+fn run_peer(
+    mut peer: Peer,
+    rx: std::sync::mpsc::Receiver<Cmd>,
+    links: Links,
+    status: Arc<Mutex<Snapshot>>,
+    started: Instant,
+    tick: Duration,
+) {
+    let mut next_origin: u64 = 0;
+    let mut replies: HashMap<u64, oneshot::Sender<Result<Applied, BackendError>>> = HashMap::new();
+    let mut barriers: HashMap<u64, oneshot::Sender<Result<Zxid, BackendError>>> = HashMap::new();
+    let mut out: Vec<Output> = Vec::new();
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(c) => Some(c),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut cmds: Vec<Cmd> = first.into_iter().collect();
+        while cmds.len() < 4096 {
+            match rx.try_recv() {
+                Ok(c) => cmds.push(c),
+                Err(_) => break,
+            }
+        }
+        let now = started.elapsed().as_millis() as u64;
+        for c in cmds {
+            let input = match c {
+                Cmd::Input(i) => i,
+                Cmd::Submit(env, reply) => {
+                    next_origin += 1;
+                    replies.insert(next_origin, reply);
+                    Input::Submit {
+                        origin: next_origin,
+                        env,
+                    }
+                }
+                Cmd::Barrier(reply) => {
+                    next_origin += 1;
+                    barriers.insert(next_origin, reply);
+                    Input::Barrier {
+                        origin: next_origin,
+                    }
+                }
+            };
+            peer.step(now, input, &mut out);
+        }
+        if Instant::now() >= next_tick {
+            peer.step(now, Input::Tick, &mut out);
+            next_tick = Instant::now() + tick;
+        }
+        peer.flush(&mut out);
+        for o in out.drain(..) {
+            match o {
+                Output::Send { to, msg } => {
+                    let port = if matches!(msg, Msg::Notification { .. }) {
+                        Port::Election
+                    } else {
+                        Port::Quorum
+                    };
+                    if let Some(tx) = links.lock().get(&(to, port)) {
+                        let _ = tx.send(Arc::new(msg));
+                    }
+                }
+                Output::Reply { origin, result } => {
+                    if let Some(r) = replies.remove(&origin) {
+                        let _ = r.send(result);
+                    }
+                }
+                Output::Barrier { origin, result } => {
+                    if let Some(r) = barriers.remove(&origin) {
+                        let _ = r.send(result);
+                    }
+                }
+            }
+        }
+        let mut s = status.lock();
+        s.role = peer.role();
+        s.leader = peer.leader();
+        s.epoch = peer.current_epoch();
+        s.last_logged = peer.last_logged();
+        s.outstanding = peer.outstanding();
+        s.serving = peer.serving();
+        s.followers = peer.follower_count();
+        metrics::gauge!("roster_zab_epoch").set(s.epoch as f64);
+        metrics::gauge!("roster_zab_last_logged_zxid").set(s.last_logged as f64);
+        metrics::gauge!("roster_zab_synced_followers").set(s.followers as f64);
+    }
+}
+
+async fn read_frame(
+    s: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+) -> std::io::Result<Msg> {
+    let len = s.read_u32().await? as usize;
+    if len > MAX_PEER_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "peer frame too large",
+        ));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    s.read_exact(&mut buf[..]).await?;
+    postcard::from_bytes(&buf[..])
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Serve one established link until it breaks.
+async fn serve_link(
+    stream: TcpStream,
+    me: Sid,
+    other: Sid,
+    port: Port,
+    links: Links,
+    cmds: std::sync::mpsc::Sender<Cmd>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Msg>>();
+    links.lock().insert((other, port), tx.clone());
+    tracing::debug!(sid = me, other, ?port, "link up");
+    let writer = tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        while let Some(m) = rx.recv().await {
+            let mut n = 0;
+            let push = |m: &Msg, buf: &mut BytesMut| {
+                let start = buf.len();
+                buf.put_u32(0);
+                let body = postcard::to_stdvec(m).expect("messages serialize");
+                buf.extend_from_slice(&body);
+                let len = (buf.len() - start - 4) as u32;
+                buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            };
+            push(&m, &mut buf);
+            while n < 1024 {
+                match rx.try_recv() {
+                    Ok(m) => push(&m, &mut buf),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    });
+    let mut buf = BytesMut::new();
+    loop {
+        match read_frame(&mut rd, &mut buf).await {
+            Ok(msg) => {
+                if cmds
+                    .send(Cmd::Input(Input::Message { from: other, msg }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(sid = me, other, ?port, error = %e, "link down");
+                break;
+            }
+        }
+    }
+    writer.abort();
+    {
+        let mut l = links.lock();
+        if l.get(&(other, port)).is_some_and(|t| t.same_channel(&tx)) {
+            l.remove(&(other, port));
+        }
+    }
+    let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
+}
+
+async fn dial_loop(
+    me: Sid,
+    other: Sid,
+    addr: MemberAddr,
+    port: Port,
+    links: Links,
+    cmds: std::sync::mpsc::Sender<Cmd>,
+) {
+    let p = match port {
+        Port::Election => addr.election_port,
+        Port::Quorum => addr.quorum_port,
+    };
+    loop {
+        match TcpStream::connect((addr.host.as_str(), p)).await {
+            Ok(mut s) => {
+                if s.write_u64(me).await.is_ok() {
+                    serve_link(s, me, other, port, links.clone(), cmds.clone()).await;
+                }
+            }
+            Err(e) => tracing::trace!(sid = me, other, error = %e, "dial failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if cmds.send(Cmd::Input(Input::Tick)).is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: Port,
+    me: Sid,
+    cfg: EnsembleConfig,
+    links: Links,
+    cmds: std::sync::mpsc::Sender<Cmd>,
+) {
+    loop {
+        let Ok((mut s, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let links = links.clone();
+        let cmds = cmds.clone();
+        let known = cfg.members.keys().copied().collect::<Vec<_>>();
+        tokio::spawn(async move {
+            let other = match tokio::time::timeout(Duration::from_secs(5), s.read_u64()).await {
+                Ok(Ok(id)) => id,
+                _ => return,
+            };
+            if !known.contains(&other) || other <= me {
+                tracing::warn!(sid = me, other, %peer, "refusing a link from an unknown or lower member id");
+                return;
+            }
+            serve_link(s, me, other, port, links, cmds).await;
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Ensemble {
+    async fn submit(&self, req: Envelope) -> Result<Applied, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Submit(req, tx))
+            .map_err(|_| BackendError::ShuttingDown)?;
+        rx.await.map_err(|_| BackendError::ShuttingDown)?
+    }
+
+    fn tree(&self) -> TreeView {
+        self.tree.clone()
+    }
+
+    async fn barrier(&self) -> Result<Zxid, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::Barrier(tx))
+            .map_err(|_| BackendError::ShuttingDown)?;
+        rx.await.map_err(|_| BackendError::ShuttingDown)?
+    }
+
+    fn applied(&self) -> broadcast::Receiver<Arc<Txn>> {
+        self.applied.subscribe()
+    }
+
+    async fn touch(&self, sessions: &[SessionId]) -> Result<(), BackendError> {
+        self.cmds
+            .send(Cmd::Input(Input::Touch(sessions.to_vec())))
+            .map_err(|_| BackendError::ShuttingDown)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::CP
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let s = self.status.lock().clone();
+        ClusterStatus {
+            backend: "zab",
+            role: s.role,
+            server_id: self.id,
+            leader: s.leader,
+            epoch: s.epoch as u64,
+            last_zxid: self.tree.read().last_zxid(),
+            committed_zxid: self.tree.read().last_zxid(),
+            members: self.members,
+            outstanding: s.outstanding,
+            ready: s.serving,
+        }
+    }
+}

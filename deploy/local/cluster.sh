@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Start, inspect, stop and wipe an N-node Roster cluster on 127.0.0.1 for development, tests and
+# benchmarks. Node i listens on: ZooKeeper 2180+i, HTTP 8838+10*i, gRPC HTTP+1000, quorum
+# 2880+i, election 3880+i (override the bases with ZK_BASE, HTTP_BASE, QUORUM_BASE, ELECTION_BASE).
+#
+#   deploy/local/cluster.sh start [N=3] [--backend zab] [--observers K]
+#   deploy/local/cluster.sh status | stop | wipe | connect-string
+#   deploy/local/cluster.sh kill I | restart I     (kill -9 / start node I again)
+#
+# State lives in $ROSTER_LOCAL_DIR (default /tmp/roster-local); the binary is $ROSTER_BIN
+# (default: target/release/roster, else target/debug/roster under $CARGO_TARGET_DIR or ./target).
+set -euo pipefail
+dir=${ROSTER_LOCAL_DIR:-/tmp/roster-local}
+zk_base=${ZK_BASE:-2180}
+http_base=${HTTP_BASE:-8838}
+quorum_base=${QUORUM_BASE:-2880}
+election_base=${ELECTION_BASE:-3880}
+
+find_bin() {
+  if [ -n "${ROSTER_BIN:-}" ]; then echo "$ROSTER_BIN"; return; fi
+  local t=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/target}
+  for b in "$t/release/roster" "$t/debug/roster"; do [ -x "$b" ] && { echo "$b"; return; }; done
+  echo "roster binary not found; build it (cargo build --release) or set ROSTER_BIN" >&2; exit 1
+}
+
+zk_port() { echo $((zk_base + $1)); }
+http_port() { echo $((http_base + 10 * $1)); }
+
+connect_string() {
+  local n; n=$(cat "$dir/size")
+  local s=""; for i in $(seq 1 "$n"); do s="$s${s:+,}127.0.0.1:$(zk_port "$i")"; done; echo "$s"
+}
+
+start_node() {
+  local i=$1 bin; bin=$(find_bin)
+  local args; args=$(cat "$dir/args")
+  # shellcheck disable=SC2086
+  nohup "$bin" --server-id "$i" --data-dir "$dir/node$i" --zk-listen "127.0.0.1:$(zk_port "$i")" \
+    --http-listen "127.0.0.1:$(http_port "$i")" --servers "$(cat "$dir/servers")" \
+    --four-letter-words '*' $args >>"$dir/node$i.log" 2>&1 &
+  echo $! >"$dir/node$i.pid"
+}
+
+wait_ready() {
+  local n; n=$(cat "$dir/size")
+  for _ in $(seq 1 300); do
+    local ready=0
+    for i in $(seq 1 "$n"); do
+      if curl -fs "http://127.0.0.1:$(http_port "$i")/readyz" >/dev/null 2>&1; then ready=$((ready + 1)); fi
+    done
+    [ "$ready" -eq "$n" ] && return 0
+    sleep 0.1
+  done
+  echo "cluster not ready after 30 s; see $dir/node*.log" >&2; return 1
+}
+
+cmd=${1:-status}; shift || true
+case "$cmd" in
+  start)
+    n=3; backend=zab; observers=0; extra=()
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --backend) backend=$2; shift 2 ;;
+        --observers) observers=$2; shift 2 ;;
+        --) shift; extra=("$@"); break ;;
+        *) n=$1; shift ;;
+      esac
+    done
+    if [ -f "$dir/size" ] && ls "$dir"/node*.pid >/dev/null 2>&1; then
+      echo "a cluster is already running in $dir (stop it first)" >&2; exit 1
+    fi
+    mkdir -p "$dir"
+    echo "$n" >"$dir/size"
+    echo "--backend $backend ${extra[*]:-}" >"$dir/args"
+    servers=""
+    for i in $(seq 1 "$n"); do
+      role=""; [ "$i" -gt $((n - observers)) ] && role=":observer"
+      servers="$servers${servers:+,}$i=127.0.0.1:$((quorum_base + i)):$((election_base + i))$role"
+    done
+    echo "$servers" >"$dir/servers"
+    for i in $(seq 1 "$n"); do start_node "$i"; done
+    wait_ready
+    echo "roster cluster of $n ($backend) is up; connect string:"
+    connect_string
+    ;;
+  connect-string) connect_string ;;
+  status)
+    n=$(cat "$dir/size" 2>/dev/null || echo 0)
+    for i in $(seq 1 "$n"); do
+      printf 'node %s: ' "$i"; curl -fs "http://127.0.0.1:$(http_port "$i")/readyz" || printf 'down'; echo
+    done
+    ;;
+  kill)
+    i=$1; [ -f "$dir/node$i.pid" ] && kill -9 "$(cat "$dir/node$i.pid")" 2>/dev/null || true; rm -f "$dir/node$i.pid"
+    ;;
+  restart) start_node "$1" ;;
+  stop)
+    for p in "$dir"/node*.pid; do [ -f "$p" ] && { kill "$(cat "$p")" 2>/dev/null || true; rm -f "$p"; }; done
+    echo stopped
+    ;;
+  wipe)
+    "$0" stop >/dev/null
+    rm -rf "$dir"
+    echo wiped
+    ;;
+  *) echo "usage: $0 start [N] [--backend zab] [--observers K] | status | stop | wipe | connect-string | kill I | restart I" >&2; exit 2 ;;
+esac
