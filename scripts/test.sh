@@ -14,6 +14,7 @@ work=$(mktemp -d /tmp/roster-test.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
+  [ -d "$work/cluster" ] && ROSTER_LOCAL_DIR="$work/cluster" "$root/deploy/local/cluster.sh" stop >/dev/null 2>&1
   [ -f "$work/zk/zookeeper.pid" ] && "$root/compat/zookeeper/stop.sh" "$work/zk" >/dev/null 2>&1
   rm -rf "$work"
 }
@@ -37,7 +38,7 @@ run "cargo test" cargo test --workspace --locked
 roster_bin="$CARGO_TARGET_DIR/debug/roster"
 if [ -z "${SKIP_COMPAT:-}" ]; then
   export ROSTER_BIN="$roster_bin"
-  run "process tests (kill -9, sessions, bad input)" python3 -m pytest -q -p no:cacheprovider tests/process
+  run "process tests (kill -9, sessions, bad input, ensemble failover)" python3 -m pytest -q -p no:cacheprovider tests/process
 
   step "start Apache ZooKeeper (reference) and Roster"
   zk_port=21810
@@ -52,6 +53,25 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   done
   run "compat suites vs Apache ZooKeeper" "$root/compat/run.sh" "127.0.0.1:$zk_port"
   run "compat suites vs Roster" "$root/compat/run.sh" "127.0.0.1:$roster_port"
+
+  # Ensembles from deploy/local: 3 members (suites get the whole connect string) and 5 members,
+  # one an observer (suites connect to the observer alone: any member serves).
+  export ROSTER_LOCAL_DIR="$work/cluster" ZK_BASE=23100 HTTP_BASE=23200 QUORUM_BASE=23400 ELECTION_BASE=23500
+  step "start a 3-node zab ensemble"
+  if deploy/local/cluster.sh start 3; then
+    run "compat suites vs Roster 3-node ensemble" "$root/compat/run.sh" "$(deploy/local/cluster.sh connect-string)"
+  else
+    record "start a 3-node zab ensemble" 1
+  fi
+  deploy/local/cluster.sh wipe >/dev/null
+  step "start a 5-node zab ensemble with an observer"
+  if deploy/local/cluster.sh start 5 --observers 1; then
+    run "compat suites vs Roster 5-node ensemble (via the observer)" "$root/compat/run.sh" "127.0.0.1:$((ZK_BASE + 5))"
+  else
+    record "start a 5-node zab ensemble" 1
+  fi
+  deploy/local/cluster.sh wipe >/dev/null
+
   if grep -q "ERROR" "$work/roster.log"; then
     echo "Roster logged errors during the compat run:"; grep "ERROR" "$work/roster.log" | head -20
   fi
