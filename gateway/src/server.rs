@@ -85,6 +85,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             snapshot_every: cfg.snapshot_every,
             snapshots_retained: cfg.snapshots_retained,
             container_check_ms: cfg.container_check_ms,
+            broken_quorum: None,
         };
         let addrs = members
             .iter()

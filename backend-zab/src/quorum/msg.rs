@@ -52,16 +52,22 @@ pub enum Msg {
     LeaderInfo {
         epoch: u32,
     },
+    /// `fresh` is false when the follower had already accepted this epoch (from any leader):
+    /// such an ack does not count toward the new leader's quorum (ZooKeeper sends −1), so two
+    /// leaders can never establish the same epoch.
     AckEpoch {
         current_epoch: u32,
         last_zxid: Zxid,
+        fresh: bool,
     },
     /// Synchronisation: drop logged txns after `to`.
     Trunc {
         to: Zxid,
     },
-    /// Synchronisation: committed txns the follower lacks.
+    /// Synchronisation: committed txns the follower lacks. Everything the follower logged up to
+    /// `committed` (after any TRUNC) is committed too.
     Diff {
+        committed: Zxid,
         txns: Vec<Arc<Txn>>,
     },
     /// Synchronisation: the leader's whole committed state.

@@ -35,11 +35,18 @@ pub struct PeerConfig {
     pub snapshot_every: u64,
     pub snapshots_retained: usize,
     pub container_check_ms: u64,
+    /// Test only: commit with this many acknowledgements instead of a majority. Lets the fault
+    /// harness prove that it catches a broken protocol. Never set outside tests.
+    #[doc(hidden)]
+    pub broken_quorum: Option<usize>,
 }
 
 impl PeerConfig {
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
+    }
+    fn commit_quorum(&self) -> usize {
+        self.broken_quorum.unwrap_or_else(|| self.quorum())
     }
     pub fn is_observer(&self) -> bool {
         self.observers.contains(&self.id)
@@ -96,9 +103,9 @@ struct Election {
     round: u64,
     vote: Vote,
     /// Votes of LOOKING peers in this round.
-    received: HashMap<Sid, Vote>,
+    received: BTreeMap<Sid, Vote>,
     /// Votes of peers that already follow or lead.
-    settled: HashMap<Sid, (Vote, PeerState)>,
+    settled: BTreeMap<Sid, (Vote, PeerState)>,
     agreed_at: Option<u64>,
 }
 
@@ -153,8 +160,10 @@ struct Leader {
     epoch: u32,
     phase: LeaderPhase,
     started: u64,
-    infos: HashMap<Sid, u32>,
-    links: HashMap<Sid, Link>,
+    infos: BTreeMap<Sid, u32>,
+    /// Followers that accepted our epoch fresh (the only ones that count toward activation).
+    epoch_acks: BTreeSet<Sid>,
+    links: BTreeMap<Sid, Link>,
     counter: u32,
     pending: VecDeque<Pending>,
     seq: u64,
@@ -263,8 +272,8 @@ impl Peer {
                     zxid: 0,
                     epoch: 0,
                 },
-                received: HashMap::new(),
-                settled: HashMap::new(),
+                received: BTreeMap::new(),
+                settled: BTreeMap::new(),
                 agreed_at: None,
             }),
             now,
@@ -606,14 +615,19 @@ impl Peer {
                     zxid: 0,
                     epoch: 0,
                 },
-                received: HashMap::new(),
-                settled: HashMap::new(),
+                received: BTreeMap::new(),
+                settled: BTreeMap::new(),
                 agreed_at: None,
             }),
         );
         match old {
             Role_::Leading(l) => {
                 for p in l.pending {
+                    // Our uncommitted proposals stay in our log: keep them as logged-but-unapplied
+                    // so the next synchronisation either commits them (DIFF) or truncates them.
+                    if let Pending::Proposal { txn, .. } = &p {
+                        self.unapplied.insert(txn.zxid, txn.clone());
+                    }
                     match p {
                         Pending::Proposal {
                             origin: Origin::Local(o),
@@ -789,7 +803,7 @@ impl Peer {
             return;
         };
         // An established leader that a quorum follows (and that says it leads): join it.
-        let mut by_leader: HashMap<Sid, usize> = HashMap::new();
+        let mut by_leader: BTreeMap<Sid, usize> = BTreeMap::new();
         for (s, (v, st)) in &e.settled {
             if self.cfg.voters.contains(s)
                 && matches!(st, PeerState::Following | PeerState::Leading)
@@ -874,14 +888,15 @@ impl Peer {
         );
         // Everything we logged becomes part of the new epoch's initial history.
         self.apply_unapplied();
-        let mut infos = HashMap::new();
+        let mut infos = BTreeMap::new();
         infos.insert(self.cfg.id, self.accepted_epoch);
         self.role = Role_::Leading(Box::new(Leader {
             epoch: 0,
             phase: LeaderPhase::Discovery,
             started: self.now,
             infos,
-            links: HashMap::new(),
+            epoch_acks: BTreeSet::new(),
+            links: BTreeMap::new(),
             counter: 0,
             pending: VecDeque::new(),
             seq: 0,
@@ -941,7 +956,12 @@ impl Peer {
                         },
                     );
                     self.maybe_new_epoch(out);
-                } else {
+                } else if l
+                    .links
+                    .get(&from)
+                    .is_none_or(|k| k.state == LinkState::Epoch)
+                {
+                    // (A repeated FollowerInfo from a follower already being synced is ignored.)
                     l.links.insert(
                         from,
                         Link {
@@ -960,8 +980,13 @@ impl Peer {
             Msg::AckEpoch {
                 current_epoch,
                 last_zxid,
+                fresh,
             } => {
-                if (current_epoch, last_zxid) > (self.current_epoch, self.last_logged)
+                if fresh {
+                    l.epoch_acks.insert(from);
+                }
+                if fresh
+                    && (current_epoch, last_zxid) > (self.current_epoch, self.last_logged)
                     && l.phase != LeaderPhase::Active
                 {
                     tracing::warn!(
@@ -1146,7 +1171,7 @@ impl Peer {
                 self.syncs.diff += 1;
                 out.push(Output::Send {
                     to,
-                    msg: Msg::Diff { txns },
+                    msg: Msg::Diff { committed, txns },
                 });
             }
             None => return self.send_snap(to, out),
@@ -1218,7 +1243,10 @@ impl Peer {
             .links
             .iter()
             .filter(|(s, k)| {
-                k.state == LinkState::UpToDate && !k.observer && self.cfg.voters.contains(s)
+                k.state == LinkState::UpToDate
+                    && !k.observer
+                    && self.cfg.voters.contains(s)
+                    && l.epoch_acks.contains(s)
             })
             .count();
         if acked < quorum {
@@ -1370,7 +1398,7 @@ impl Peer {
     }
 
     fn try_commit(&mut self, out: &mut Vec<Output>) {
-        let quorum = self.cfg.quorum();
+        let quorum = self.cfg.commit_quorum();
         loop {
             let Role_::Leading(l) = &mut self.role else {
                 return;
@@ -1571,7 +1599,8 @@ impl Peer {
                     );
                     return self.look(out);
                 }
-                if epoch > self.accepted_epoch {
+                let fresh = epoch > self.accepted_epoch;
+                if fresh {
                     if let Err(e) = self.log.set_accepted_epoch(epoch) {
                         return self.storage_failed(e, out);
                     }
@@ -1583,6 +1612,7 @@ impl Peer {
                     msg: Msg::AckEpoch {
                         current_epoch: self.current_epoch,
                         last_zxid: self.last_logged,
+                        fresh,
                     },
                 });
             }
@@ -1607,16 +1637,25 @@ impl Peer {
                     }
                 }
             }
-            Msg::Diff { txns } => {
+            Msg::Diff { committed, txns } => {
+                // Our own logged-but-unapplied txns up to `committed` are part of the leader's
+                // history: apply them and the diff together, in zxid order.
+                let mut todo: BTreeMap<Zxid, (Arc<Txn>, bool)> = BTreeMap::new();
+                let keep = self.unapplied.split_off(&(committed + 1));
+                for (z, t) in std::mem::replace(&mut self.unapplied, keep) {
+                    todo.insert(z, (t, false));
+                }
                 for t in txns {
-                    if t.zxid <= self.tree.read().last_zxid() {
+                    todo.entry(t.zxid).or_insert((t, true));
+                }
+                for (z, (t, from_leader)) in todo {
+                    if z <= self.tree.read().last_zxid() {
                         continue;
                     }
-                    if t.zxid > self.last_logged {
-                        self.last_logged = t.zxid;
+                    if from_leader && z > self.last_logged {
+                        self.last_logged = z;
                         self.to_log.push(t.clone());
                     }
-                    self.unapplied.remove(&t.zxid);
                     self.apply(&t);
                 }
                 self.flush_quietly(out);
