@@ -56,7 +56,8 @@ struct Snapshot {
     last_logged: Zxid,
     outstanding: usize,
     serving: bool,
-    followers: usize,
+    followers: Option<(usize, usize)>,
+    elections: u64,
 }
 
 type Links = Arc<Mutex<HashMap<(Sid, Port), mpsc::UnboundedSender<Arc<Msg>>>>>;
@@ -105,7 +106,8 @@ impl Ensemble {
             last_logged: peer.last_logged(),
             outstanding: 0,
             serving: false,
-            followers: 0,
+            followers: None,
+            elections: 0,
         }));
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Cmd>();
         let links: Links = Arc::new(Mutex::new(HashMap::new()));
@@ -251,10 +253,21 @@ fn run_peer(
         s.last_logged = peer.last_logged();
         s.outstanding = peer.outstanding();
         s.serving = peer.serving();
-        s.followers = peer.follower_count();
+        s.elections = peer.elections();
+        let f = peer.followers();
+        s.followers = f.as_ref().map(|v| (v.synced, v.observers));
         metrics::gauge!("roster_zab_epoch").set(s.epoch as f64);
         metrics::gauge!("roster_zab_last_logged_zxid").set(s.last_logged as f64);
-        metrics::gauge!("roster_zab_synced_followers").set(s.followers as f64);
+        metrics::gauge!("roster_zab_synced_followers")
+            .set(f.as_ref().map_or(0, |x| x.synced) as f64);
+        metrics::gauge!("roster_zab_synced_observers")
+            .set(f.as_ref().map_or(0, |x| x.observers) as f64);
+        if let Some(view) = f {
+            for (sid, lag) in view.lag {
+                metrics::gauge!("roster_zab_follower_lag_txns", "follower" => sid.to_string())
+                    .set(lag as f64);
+            }
+        }
     }
 }
 
@@ -450,6 +463,9 @@ impl Backend for Ensemble {
             members: self.members,
             outstanding: s.outstanding,
             ready: s.serving,
+            synced_followers: s.followers.map(|f| f.0),
+            synced_observers: s.followers.map(|f| f.1),
+            elections: s.elections,
         }
     }
 }

@@ -279,6 +279,9 @@ impl Backend for Standalone {
             members: 1,
             outstanding: self.shared.outstanding.lock().len(),
             ready: !self.shared.failed.load(Ordering::Acquire),
+            synced_followers: None,
+            synced_observers: None,
+            elections: 0,
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct ClusterStatus {
     /// Writes prepared but not yet applied.
     pub outstanding: usize,
     pub ready: bool,
+    /// On a leader: followers (voting members) in sync with it.
+    pub synced_followers: Option<usize>,
+    /// On a leader: observers in sync with it.
+    pub synced_observers: Option<usize>,
+    /// Elections this member has gone through since it started.
+    pub elections: u64,
 }
 
 #[async_trait::async_trait]

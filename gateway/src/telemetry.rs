@@ -115,6 +115,40 @@ fn describe() {
         "Writes prepared but not yet applied"
     );
     describe_gauge!("roster_backend_ready", "1 if the backend serves requests");
+    describe_gauge!(
+        "roster_backend_role",
+        "1 for this member's current role, 0 for the others"
+    );
+    describe_counter!(
+        "roster_zab_elections_total",
+        "Leader elections this member entered"
+    );
+    describe_histogram!(
+        "roster_zab_election_seconds",
+        Unit::Seconds,
+        "From LOOKING to serving again (leader active or follower up to date)"
+    );
+    describe_gauge!("roster_zab_epoch", "Current ZAB epoch");
+    describe_gauge!(
+        "roster_zab_last_logged_zxid",
+        "Last zxid in this member's log"
+    );
+    describe_gauge!(
+        "roster_zab_synced_followers",
+        "On the leader: voting followers in sync"
+    );
+    describe_gauge!(
+        "roster_zab_synced_observers",
+        "On the leader: observers in sync"
+    );
+    describe_gauge!(
+        "roster_zab_follower_lag_txns",
+        "On the leader: transactions each follower has not acknowledged"
+    );
+    describe_counter!(
+        "roster_zab_syncs_total",
+        "Followers synchronised, by kind (diff, trunc, snap)"
+    );
 }
 
 /// Refresh gauges read from state (called on each scrape).
@@ -124,6 +158,10 @@ pub fn update_gauges(backend: &dyn Backend) {
     let t = tree.read();
     let (watches, _, _) = t.watches().lock().counts();
     let labels = [("backend", s.backend), ("role", s.role.as_str())];
+    for role in ["standalone", "leader", "follower", "observer", "looking"] {
+        let v = if role == s.role.as_str() { 1.0 } else { 0.0 };
+        metrics::gauge!("roster_backend_role", "role" => role).set(v);
+    }
     metrics::gauge!("roster_sessions").set(t.sessions().len() as f64);
     metrics::gauge!("roster_znodes").set(t.node_count() as f64);
     metrics::gauge!("roster_ephemeral_nodes").set(t.ephemeral_count() as f64);

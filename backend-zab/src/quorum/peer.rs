@@ -125,6 +125,8 @@ struct Link {
     observer: bool,
     last_heard: u64,
     pong: u64,
+    /// Highest zxid it acknowledged.
+    acked: Zxid,
 }
 
 enum Origin {
@@ -213,9 +215,19 @@ pub struct Peer {
     to_log: Vec<Arc<Txn>>,
     applied_since_snapshot: u64,
     elections: u64,
+    looking_since: Option<u64>,
     failed: bool,
     /// DIFF, TRUNC and SNAP syncs this member sent as leader.
     pub syncs: SyncCounts,
+}
+
+/// A leader's view of its followers.
+#[derive(Debug, Clone)]
+pub struct FollowerView {
+    pub synced: usize,
+    pub observers: usize,
+    /// (follower, transactions it has not acknowledged).
+    pub lag: Vec<(Sid, u64)>,
 }
 
 /// How followers were synchronised by this member.
@@ -284,6 +296,7 @@ impl Peer {
             to_log: Vec::new(),
             applied_since_snapshot: 0,
             elections: 0,
+            looking_since: None,
             failed: false,
             syncs: SyncCounts::default(),
         };
@@ -352,6 +365,37 @@ impl Peer {
                 .count(),
             _ => 0,
         }
+    }
+
+    /// On a leader: synced voting followers, synced observers, per-follower lag in txns.
+    pub fn followers(&self) -> Option<FollowerView> {
+        let Role_::Leading(l) = &self.role else {
+            return None;
+        };
+        let synced = |obs: bool| {
+            l.links
+                .values()
+                .filter(|k| k.state == LinkState::UpToDate && k.observer == obs)
+                .count()
+        };
+        let lag = l
+            .links
+            .iter()
+            .filter(|(_, k)| !k.observer)
+            .map(|(s, k)| {
+                let behind = if k.state == LinkState::Epoch {
+                    self.last_logged
+                } else {
+                    self.last_logged.saturating_sub(k.acked.max(0))
+                };
+                (*s, (behind & 0xffff_ffff) as u64)
+            })
+            .collect();
+        Some(FollowerView {
+            synced: synced(false),
+            observers: synced(true),
+            lag,
+        })
     }
 
     fn state(&self) -> PeerState {
@@ -666,6 +710,7 @@ impl Peer {
             return;
         }
         self.elections += 1;
+        self.looking_since.get_or_insert(self.now);
         metrics::counter!("roster_zab_elections_total").increment(1);
         let vote = Vote {
             leader: self.cfg.id,
@@ -953,6 +998,7 @@ impl Peer {
                             observer,
                             last_heard: now,
                             pong: 0,
+                            acked: 0,
                         },
                     );
                     self.maybe_new_epoch(out);
@@ -969,6 +1015,7 @@ impl Peer {
                             observer,
                             last_heard: now,
                             pong: 0,
+                            acked: 0,
                         },
                     );
                     out.push(Output::Send {
@@ -1018,6 +1065,9 @@ impl Peer {
                 }
             }
             Msg::Ack { zxid } => {
+                if let Some(k) = l.links.get_mut(&from) {
+                    k.acked = k.acked.max(zxid);
+                }
                 if self.cfg.voters.contains(&from) {
                     for p in l.pending.iter_mut() {
                         if let Pending::Proposal { txn, acks, .. } = p
@@ -1257,6 +1307,10 @@ impl Peer {
         }
         self.current_epoch = l.epoch;
         l.phase = LeaderPhase::Active;
+        if let Some(t) = self.looking_since.take() {
+            metrics::histogram!("roster_zab_election_seconds")
+                .record(self.now.saturating_sub(t) as f64 / 1000.0);
+        }
         l.counter = 0;
         // Sessions: every committed session gets its full timeout under the new leader.
         {
@@ -1697,6 +1751,10 @@ impl Peer {
             }
             Msg::UpToDate => {
                 f.phase = FollowerPhase::Active;
+                if let Some(t) = self.looking_since.take() {
+                    metrics::histogram!("roster_zab_election_seconds")
+                        .record(now.saturating_sub(t) as f64 / 1000.0);
+                }
                 tracing::info!(
                     sid = self.cfg.id,
                     leader,

@@ -186,6 +186,13 @@ async fn session_loop(
     out: mpsc::UnboundedSender<Out>,
 ) -> Result<(), String> {
     let backend = server.backend.clone();
+    if !backend.status().ready {
+        // As ZooKeeper does while it is not serving (e.g. during an election): the client tries
+        // another member.
+        tracing::debug!(conn = conn.id, %peer, "not serving yet; closing the connection");
+        let _ = out.send(Out::Close);
+        return Err("not serving".into());
+    }
     let last = backend.tree().read().last_zxid();
     if req.last_zxid_seen > last {
         tracing::warn!(conn = conn.id, %peer, client_zxid = format!("{:#x}", req.last_zxid_seen),

@@ -99,7 +99,16 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
                 ("zk_last_zxid", format!("{:#x}", status.last_zxid)),
                 ("zk_epoch", status.epoch.to_string()),
                 ("roster_backend", status.backend.to_string()),
+                ("roster_elections", status.elections.to_string()),
             ];
+            let mut rows = rows;
+            if let Some(f) = status.synced_followers {
+                let o = status.synced_observers.unwrap_or(0);
+                rows.push(("zk_learners", (f + o).to_string()));
+                rows.push(("zk_synced_followers", f.to_string()));
+                rows.push(("zk_synced_non_voting_followers", "0".to_string()));
+                rows.push(("zk_synced_observers", o.to_string()));
+            }
             for (k, v) in rows {
                 let _ = writeln!(s, "{k}\t{v}");
             }
