@@ -181,6 +181,7 @@ fn run_peer(
     let mut barriers: HashMap<u64, oneshot::Sender<Result<Zxid, BackendError>>> = HashMap::new();
     let mut out: Vec<Output> = Vec::new();
     let mut next_tick = Instant::now() + tick;
+    let mut next_metrics = Instant::now();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
@@ -246,6 +247,11 @@ fn run_peer(
                 }
             }
         }
+        if Instant::now() < next_metrics {
+            // Status and gauges are refreshed at most every 100 ms, off the hot path.
+            continue;
+        }
+        next_metrics = Instant::now() + Duration::from_millis(100);
         let mut s = status.lock();
         s.role = peer.role();
         s.leader = peer.leader();
