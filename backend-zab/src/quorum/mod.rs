@@ -2,6 +2,9 @@
 //! (`peer`). The async shell in `crate::ensemble` moves messages over TCP and drives time; the
 //! simulation tests drive it in one thread with a faulty in-memory network.
 
+mod election;
+mod follower;
+mod leader;
 pub mod msg;
 pub mod peer;
 

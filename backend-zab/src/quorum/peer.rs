@@ -14,7 +14,7 @@ use roster_core::session::SessionTracker;
 use roster_core::storage::{Engine, StorageError, WriteBatch};
 use roster_core::tree::Tree;
 use roster_core::tree::prep::{Outstanding, PrepOptions};
-use roster_core::txn::{Applied, Envelope, Outcome, Request, Txn, TxnOp};
+use roster_core::txn::{Applied, Envelope, Outcome, Txn, TxnOp};
 use roster_core::{SessionId, Zxid};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -45,13 +45,13 @@ impl PeerConfig {
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
     }
-    fn commit_quorum(&self) -> usize {
+    pub(super) fn commit_quorum(&self) -> usize {
         self.broken_quorum.unwrap_or_else(|| self.quorum())
     }
     pub fn is_observer(&self) -> bool {
         self.observers.contains(&self.id)
     }
-    fn members(&self) -> impl Iterator<Item = Sid> + '_ {
+    pub(super) fn members(&self) -> impl Iterator<Item = Sid> + '_ {
         self.voters
             .iter()
             .chain(self.observers.iter())
@@ -99,18 +99,18 @@ pub enum Output {
 }
 
 #[derive(Debug)]
-struct Election {
-    round: u64,
-    vote: Vote,
+pub(super) struct Election {
+    pub(super) round: u64,
+    pub(super) vote: Vote,
     /// Votes of LOOKING peers in this round.
-    received: BTreeMap<Sid, Vote>,
+    pub(super) received: BTreeMap<Sid, Vote>,
     /// Votes of peers that already follow or lead.
-    settled: BTreeMap<Sid, (Vote, PeerState)>,
-    agreed_at: Option<u64>,
+    pub(super) settled: BTreeMap<Sid, (Vote, PeerState)>,
+    pub(super) agreed_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LinkState {
+pub(super) enum LinkState {
     /// LEADERINFO sent, waiting for ACKEPOCH.
     Epoch,
     /// Synced and NEWLEADER sent: receives proposals and commits.
@@ -120,22 +120,22 @@ enum LinkState {
 }
 
 #[derive(Debug)]
-struct Link {
-    state: LinkState,
-    observer: bool,
-    last_heard: u64,
-    pong: u64,
+pub(super) struct Link {
+    pub(super) state: LinkState,
+    pub(super) observer: bool,
+    pub(super) last_heard: u64,
+    pub(super) pong: u64,
     /// Highest zxid it acknowledged.
-    acked: Zxid,
+    pub(super) acked: Zxid,
 }
 
-enum Origin {
+pub(super) enum Origin {
     None,
     Local(u64),
     Remote(Sid, u64),
 }
 
-enum Pending {
+pub(super) enum Pending {
     Proposal {
         txn: Arc<Txn>,
         origin: Origin,
@@ -152,46 +152,46 @@ enum Pending {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LeaderPhase {
+pub(super) enum LeaderPhase {
     Discovery,
     Sync,
     Active,
 }
 
-struct Leader {
-    epoch: u32,
-    phase: LeaderPhase,
-    started: u64,
-    infos: BTreeMap<Sid, u32>,
+pub(super) struct Leader {
+    pub(super) epoch: u32,
+    pub(super) phase: LeaderPhase,
+    pub(super) started: u64,
+    pub(super) infos: BTreeMap<Sid, u32>,
     /// Followers that accepted our epoch fresh (the only ones that count toward activation).
-    epoch_acks: BTreeSet<Sid>,
-    links: BTreeMap<Sid, Link>,
-    counter: u32,
-    pending: VecDeque<Pending>,
-    seq: u64,
-    sessions: SessionTracker,
-    next_session: i64,
-    last_container_check: u64,
+    pub(super) epoch_acks: BTreeSet<Sid>,
+    pub(super) links: BTreeMap<Sid, Link>,
+    pub(super) counter: u32,
+    pub(super) pending: VecDeque<Pending>,
+    pub(super) seq: u64,
+    pub(super) sessions: SessionTracker,
+    pub(super) next_session: i64,
+    pub(super) last_container_check: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FollowerPhase {
+pub(super) enum FollowerPhase {
     Discovery,
     Sync,
     Active,
 }
 
-struct Follower {
-    leader: Sid,
-    phase: FollowerPhase,
-    last_heard: u64,
+pub(super) struct Follower {
+    pub(super) leader: Sid,
+    pub(super) phase: FollowerPhase,
+    pub(super) last_heard: u64,
     /// Our local request ids by the zxid the leader gave them.
-    waiting: HashMap<Zxid, u64>,
-    touched: HashSet<SessionId>,
-    started: u64,
+    pub(super) waiting: HashMap<Zxid, u64>,
+    pub(super) touched: HashSet<SessionId>,
+    pub(super) started: u64,
 }
 
-enum Role_ {
+pub(super) enum Role_ {
     Looking(Election),
     Leading(Box<Leader>),
     Following(Follower),
@@ -199,24 +199,24 @@ enum Role_ {
 
 /// One ensemble member.
 pub struct Peer {
-    cfg: PeerConfig,
-    log: TxnLog,
-    tree: Arc<RwLock<Tree>>,
-    applied_tx: broadcast::Sender<Arc<Txn>>,
-    outstanding: Outstanding,
-    role: Role_,
-    now: u64,
-    accepted_epoch: u32,
-    current_epoch: u32,
-    last_logged: Zxid,
+    pub(super) cfg: PeerConfig,
+    pub(super) log: TxnLog,
+    pub(super) tree: Arc<RwLock<Tree>>,
+    pub(super) applied_tx: broadcast::Sender<Arc<Txn>>,
+    pub(super) outstanding: Outstanding,
+    pub(super) role: Role_,
+    pub(super) now: u64,
+    pub(super) accepted_epoch: u32,
+    pub(super) current_epoch: u32,
+    pub(super) last_logged: Zxid,
     /// Logged but not applied (proposals awaiting commit), in zxid order.
-    unapplied: BTreeMap<Zxid, Arc<Txn>>,
+    pub(super) unapplied: BTreeMap<Zxid, Arc<Txn>>,
     /// Appends waiting for the next group commit.
-    to_log: Vec<Arc<Txn>>,
-    applied_since_snapshot: u64,
-    elections: u64,
-    looking_since: Option<u64>,
-    failed: bool,
+    pub(super) to_log: Vec<Arc<Txn>>,
+    pub(super) applied_since_snapshot: u64,
+    pub(super) elections: u64,
+    pub(super) looking_since: Option<u64>,
+    pub(super) failed: bool,
     /// DIFF, TRUNC and SNAP syncs this member sent as leader.
     pub syncs: SyncCounts,
 }
@@ -238,7 +238,7 @@ pub struct SyncCounts {
     pub snap: u64,
 }
 
-fn wall_ms() -> i64 {
+pub(super) fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -398,7 +398,7 @@ impl Peer {
         })
     }
 
-    fn state(&self) -> PeerState {
+    pub(super) fn state(&self) -> PeerState {
         match &self.role {
             Role_::Looking(_) => PeerState::Looking,
             Role_::Leading(_) => PeerState::Leading,
@@ -407,7 +407,7 @@ impl Peer {
         }
     }
 
-    fn my_vote(&self) -> Vote {
+    pub(super) fn my_vote(&self) -> Vote {
         match &self.role {
             Role_::Looking(e) => e.vote,
             Role_::Leading(_) => Vote {
@@ -423,7 +423,7 @@ impl Peer {
         }
     }
 
-    fn round(&self) -> u64 {
+    pub(super) fn round(&self) -> u64 {
         match &self.role {
             Role_::Looking(e) => e.round,
             _ => self.elections,
@@ -489,7 +489,7 @@ impl Peer {
         }
     }
 
-    fn disconnected(&mut self, sid: Sid, out: &mut Vec<Output>) {
+    pub(super) fn disconnected(&mut self, sid: Sid, out: &mut Vec<Output>) {
         match &mut self.role {
             Role_::Following(f) if f.leader == sid => {
                 tracing::warn!(
@@ -512,13 +512,13 @@ impl Peer {
         }
     }
 
-    fn storage_failed(&mut self, e: StorageError, out: &mut Vec<Output>) {
+    pub(super) fn storage_failed(&mut self, e: StorageError, out: &mut Vec<Output>) {
         tracing::error!(sid = self.cfg.id, error = %e, "storage failed; this member stops serving");
         self.failed = true;
         self.look(out);
     }
 
-    fn tick(&mut self, out: &mut Vec<Output>) {
+    pub(super) fn tick(&mut self, out: &mut Vec<Output>) {
         let now = self.now;
         let tick = self.cfg.tick_ms;
         match &mut self.role {
@@ -612,7 +612,7 @@ impl Peer {
         }
     }
 
-    fn on_message(&mut self, from: Sid, msg: Msg, out: &mut Vec<Output>) {
+    pub(super) fn on_message(&mut self, from: Sid, msg: Msg, out: &mut Vec<Output>) {
         if !self.cfg.voters.contains(&from) && !self.cfg.observers.contains(&from) {
             tracing::warn!(
                 sid = self.cfg.id,
@@ -644,1234 +644,9 @@ impl Peer {
             }
         }
     }
-
-    // ---------------------------------------------------------------- election
-
-    /// Enter LOOKING: new round, vote for ourselves.
-    fn look(&mut self, out: &mut Vec<Output>) {
-        // Fail whatever was waiting on the old role.
-        let old = std::mem::replace(
-            &mut self.role,
-            Role_::Looking(Election {
-                round: 0,
-                vote: Vote {
-                    leader: 0,
-                    zxid: 0,
-                    epoch: 0,
-                },
-                received: BTreeMap::new(),
-                settled: BTreeMap::new(),
-                agreed_at: None,
-            }),
-        );
-        match old {
-            Role_::Leading(l) => {
-                for p in l.pending {
-                    // Our uncommitted proposals stay in our log: keep them as logged-but-unapplied
-                    // so the next synchronisation either commits them (DIFF) or truncates them.
-                    if let Pending::Proposal { txn, .. } = &p {
-                        self.unapplied.insert(txn.zxid, txn.clone());
-                    }
-                    match p {
-                        Pending::Proposal {
-                            origin: Origin::Local(o),
-                            ..
-                        }
-                        | Pending::Failed {
-                            origin: Origin::Local(o),
-                            ..
-                        } => out.push(Output::Reply {
-                            origin: o,
-                            result: Err(BackendError::Unavailable("leader lost its quorum".into())),
-                        }),
-                        Pending::Barrier {
-                            origin: Origin::Local(o),
-                            ..
-                        } => out.push(Output::Barrier {
-                            origin: o,
-                            result: Err(BackendError::Unavailable("leader lost its quorum".into())),
-                        }),
-                        _ => {}
-                    }
-                }
-            }
-            Role_::Following(f) => {
-                for (_, o) in f.waiting {
-                    out.push(Output::Reply {
-                        origin: o,
-                        result: Err(BackendError::Unavailable("lost the leader".into())),
-                    });
-                }
-            }
-            Role_::Looking(_) => {}
-        }
-        self.outstanding.clear();
-        if self.failed {
-            return;
-        }
-        self.elections += 1;
-        self.looking_since.get_or_insert(self.now);
-        metrics::counter!("roster_zab_elections_total").increment(1);
-        let vote = Vote {
-            leader: self.cfg.id,
-            zxid: self.last_logged,
-            epoch: self.current_epoch,
-        };
-        let round = match &self.role {
-            Role_::Looking(e) => e.round,
-            _ => 0,
-        }
-        .max(self.elections);
-        if let Role_::Looking(e) = &mut self.role {
-            e.round = round;
-            e.vote = if self.cfg.is_observer() {
-                Vote {
-                    leader: 0,
-                    zxid: 0,
-                    epoch: 0,
-                }
-            } else {
-                vote
-            };
-        }
-        let v = self.my_vote();
-        for to in self.cfg.members().collect::<Vec<_>>() {
-            out.push(Output::Send {
-                to,
-                msg: Msg::Notification {
-                    vote: v,
-                    round,
-                    state: self.state(),
-                },
-            });
-        }
-        tracing::info!(
-            sid = self.cfg.id,
-            round,
-            zxid = format!("{:#x}", self.last_logged),
-            epoch = self.current_epoch,
-            "looking for a leader"
-        );
-    }
-
-    fn on_notification(
-        &mut self,
-        from: Sid,
-        vote: Vote,
-        round: u64,
-        state: PeerState,
-        out: &mut Vec<Output>,
-    ) {
-        let me = self.cfg.id;
-        let observer = self.cfg.is_observer();
-        let my_state = self.state();
-        let Role_::Looking(e) = &mut self.role else {
-            // Settled: a looking peer learns who leads.
-            if state == PeerState::Looking {
-                let v = self.my_vote();
-                out.push(Output::Send {
-                    to: from,
-                    msg: Msg::Notification {
-                        vote: v,
-                        round: self.round(),
-                        state: my_state,
-                    },
-                });
-            }
-            return;
-        };
-        match state {
-            PeerState::Looking => {
-                if observer || self.cfg.observers.contains(&from) {
-                    // Observers do not vote; they only listen for an established leader.
-                    return;
-                }
-                if round > e.round {
-                    e.round = round;
-                    e.received.clear();
-                    let mine = Vote {
-                        leader: me,
-                        zxid: self.last_logged,
-                        epoch: self.current_epoch,
-                    };
-                    e.vote = if vote.beats(&mine) { vote } else { mine };
-                    let (v, r) = (e.vote, e.round);
-                    for to in self.cfg.members().collect::<Vec<_>>() {
-                        out.push(Output::Send {
-                            to,
-                            msg: Msg::Notification {
-                                vote: v,
-                                round: r,
-                                state: PeerState::Looking,
-                            },
-                        });
-                    }
-                } else if round < e.round {
-                    let (v, r) = (e.vote, e.round);
-                    out.push(Output::Send {
-                        to: from,
-                        msg: Msg::Notification {
-                            vote: v,
-                            round: r,
-                            state: PeerState::Looking,
-                        },
-                    });
-                    return;
-                } else if vote.beats(&e.vote) {
-                    e.vote = vote;
-                    let (v, r) = (e.vote, e.round);
-                    for to in self.cfg.members().collect::<Vec<_>>() {
-                        out.push(Output::Send {
-                            to,
-                            msg: Msg::Notification {
-                                vote: v,
-                                round: r,
-                                state: PeerState::Looking,
-                            },
-                        });
-                    }
-                }
-                e.received.insert(from, vote);
-            }
-            _ => {
-                e.settled.insert(from, (vote, state));
-            }
-        }
-        self.maybe_decide(out);
-    }
-
-    fn maybe_decide(&mut self, out: &mut Vec<Output>) {
-        let me = self.cfg.id;
-        let quorum = self.cfg.quorum();
-        let now = self.now;
-        let Role_::Looking(e) = &mut self.role else {
-            return;
-        };
-        // An established leader that a quorum follows (and that says it leads): join it.
-        let mut by_leader: BTreeMap<Sid, usize> = BTreeMap::new();
-        for (s, (v, st)) in &e.settled {
-            if self.cfg.voters.contains(s)
-                && matches!(st, PeerState::Following | PeerState::Leading)
-            {
-                *by_leader.entry(v.leader).or_default() += 1;
-            }
-        }
-        for (leader, n) in by_leader {
-            let leads = e
-                .settled
-                .get(&leader)
-                .is_some_and(|(_, st)| *st == PeerState::Leading);
-            if leads && n >= quorum && leader != me {
-                return self.follow(leader, out);
-            }
-        }
-        if self.cfg.is_observer() {
-            return;
-        }
-        let agree = 1 + e
-            .received
-            .iter()
-            .filter(|(s, v)| self.cfg.voters.contains(s) && **v == e.vote)
-            .count();
-        if agree < quorum {
-            e.agreed_at = None;
-            return;
-        }
-        // ZooKeeper's finalize wait: give a better vote a moment to arrive, unless all voted.
-        let all = e.received.len() + 1 >= self.cfg.voters.len();
-        let since = *e.agreed_at.get_or_insert(now);
-        if !all && now.saturating_sub(since) < 200 {
-            return;
-        }
-        let leader = e.vote.leader;
-        if leader == me {
-            self.lead(out)
-        } else {
-            self.follow(leader, out)
-        }
-    }
-
-    fn follow(&mut self, leader: Sid, out: &mut Vec<Output>) {
-        tracing::info!(
-            sid = self.cfg.id,
-            leader,
-            observer = self.cfg.is_observer(),
-            "following"
-        );
-        self.role = Role_::Following(Follower {
-            leader,
-            phase: FollowerPhase::Discovery,
-            last_heard: self.now,
-            waiting: HashMap::new(),
-            touched: HashSet::new(),
-            started: self.now,
-        });
-        let msg = Msg::FollowerInfo {
-            accepted_epoch: self.accepted_epoch,
-            last_zxid: self.last_logged,
-            observer: self.cfg.is_observer(),
-        };
-        out.push(Output::Send { to: leader, msg });
-        let v = self.my_vote();
-        for to in self.cfg.members().collect::<Vec<_>>() {
-            out.push(Output::Send {
-                to,
-                msg: Msg::Notification {
-                    vote: v,
-                    round: self.elections,
-                    state: self.state(),
-                },
-            });
-        }
-    }
-
-    fn lead(&mut self, out: &mut Vec<Output>) {
-        tracing::info!(
-            sid = self.cfg.id,
-            zxid = format!("{:#x}", self.last_logged),
-            "leading: discovery"
-        );
-        // Everything we logged becomes part of the new epoch's initial history.
-        self.apply_unapplied();
-        let mut infos = BTreeMap::new();
-        infos.insert(self.cfg.id, self.accepted_epoch);
-        self.role = Role_::Leading(Box::new(Leader {
-            epoch: 0,
-            phase: LeaderPhase::Discovery,
-            started: self.now,
-            infos,
-            epoch_acks: BTreeSet::new(),
-            links: BTreeMap::new(),
-            counter: 0,
-            pending: VecDeque::new(),
-            seq: 0,
-            sessions: SessionTracker::new(self.cfg.tick_ms),
-            next_session: 0,
-            last_container_check: self.now,
-        }));
-        let v = self.my_vote();
-        for to in self.cfg.members().collect::<Vec<_>>() {
-            out.push(Output::Send {
-                to,
-                msg: Msg::Notification {
-                    vote: v,
-                    round: self.elections,
-                    state: PeerState::Leading,
-                },
-            });
-        }
-        self.maybe_new_epoch(out);
-    }
-
-    // ---------------------------------------------------------------- leader
-
-    fn leader_message(&mut self, from: Sid, msg: Msg, out: &mut Vec<Output>) {
-        let now = self.now;
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        if let Some(k) = l.links.get_mut(&from) {
-            k.last_heard = now;
-        }
-        match msg {
-            Msg::FollowerInfo {
-                accepted_epoch,
-                last_zxid: _,
-                observer,
-            } => {
-                if self.cfg.observers.contains(&from) != observer {
-                    tracing::warn!(
-                        sid = self.cfg.id,
-                        from,
-                        observer,
-                        "member role disagrees with our configuration"
-                    );
-                }
-                if l.phase == LeaderPhase::Discovery {
-                    if !observer {
-                        l.infos.insert(from, accepted_epoch);
-                    }
-                    l.links.insert(
-                        from,
-                        Link {
-                            state: LinkState::Epoch,
-                            observer,
-                            last_heard: now,
-                            pong: 0,
-                            acked: 0,
-                        },
-                    );
-                    self.maybe_new_epoch(out);
-                } else if l
-                    .links
-                    .get(&from)
-                    .is_none_or(|k| k.state == LinkState::Epoch)
-                {
-                    // (A repeated FollowerInfo from a follower already being synced is ignored.)
-                    l.links.insert(
-                        from,
-                        Link {
-                            state: LinkState::Epoch,
-                            observer,
-                            last_heard: now,
-                            pong: 0,
-                            acked: 0,
-                        },
-                    );
-                    out.push(Output::Send {
-                        to: from,
-                        msg: Msg::LeaderInfo { epoch: l.epoch },
-                    });
-                }
-            }
-            Msg::AckEpoch {
-                current_epoch,
-                last_zxid,
-                fresh,
-            } => {
-                if fresh {
-                    l.epoch_acks.insert(from);
-                }
-                if fresh
-                    && (current_epoch, last_zxid) > (self.current_epoch, self.last_logged)
-                    && l.phase != LeaderPhase::Active
-                {
-                    tracing::warn!(
-                        sid = self.cfg.id,
-                        from,
-                        "a follower is ahead of us; re-electing"
-                    );
-                    return self.look(out);
-                }
-                if l.links
-                    .get(&from)
-                    .is_some_and(|k| k.state == LinkState::Epoch)
-                {
-                    self.sync_follower(from, last_zxid, out);
-                }
-            }
-            Msg::NeedSnap => self.send_snap(from, out),
-            Msg::AckNewLeader => {
-                if let Some(k) = l.links.get_mut(&from) {
-                    k.state = LinkState::UpToDate;
-                }
-                if l.phase == LeaderPhase::Active {
-                    out.push(Output::Send {
-                        to: from,
-                        msg: Msg::UpToDate,
-                    });
-                } else {
-                    self.maybe_activate(out);
-                }
-            }
-            Msg::Ack { zxid } => {
-                if let Some(k) = l.links.get_mut(&from) {
-                    k.acked = k.acked.max(zxid);
-                }
-                if self.cfg.voters.contains(&from) {
-                    for p in l.pending.iter_mut() {
-                        if let Pending::Proposal { txn, acks, .. } = p
-                            && txn.zxid == zxid
-                        {
-                            acks.insert(from);
-                            break;
-                        }
-                    }
-                    self.try_commit(out);
-                }
-            }
-            Msg::Forward {
-                id,
-                session,
-                auth,
-                request,
-            } => {
-                self.submit(
-                    Origin::Remote(from, id),
-                    Envelope {
-                        session,
-                        auth,
-                        request,
-                    },
-                    out,
-                );
-            }
-            Msg::Touch { sessions } => {
-                let now = self.now;
-                for s in sessions {
-                    l.sessions.touch(s, now);
-                }
-            }
-            Msg::Pong { seq } => {
-                if let Some(k) = l.links.get_mut(&from) {
-                    k.pong = k.pong.max(seq);
-                }
-                self.try_commit(out);
-            }
-            Msg::SyncReq { id } => {
-                l.seq += 1;
-                let seq = l.seq;
-                l.pending.push_back(Pending::Barrier {
-                    origin: Origin::Remote(from, id),
-                    seq,
-                });
-                for (s, k) in &l.links {
-                    if k.state != LinkState::Epoch && !k.observer {
-                        out.push(Output::Send {
-                            to: *s,
-                            msg: Msg::Ping { seq },
-                        });
-                    }
-                }
-                self.try_commit(out);
-            }
-            other => tracing::debug!(
-                sid = self.cfg.id,
-                from,
-                kind = other.kind(),
-                "unexpected message for a leader"
-            ),
-        }
-    }
-
-    fn maybe_new_epoch(&mut self, out: &mut Vec<Output>) {
-        let quorum = self.cfg.quorum();
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        if l.phase != LeaderPhase::Discovery || l.infos.len() < quorum {
-            return;
-        }
-        let epoch = l
-            .infos
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(0)
-            .max(self.current_epoch)
-            + 1;
-        if let Err(e) = self.log.set_accepted_epoch(epoch) {
-            return self.storage_failed(e, out);
-        }
-        self.accepted_epoch = epoch;
-        l.epoch = epoch;
-        l.phase = LeaderPhase::Sync;
-        tracing::info!(
-            sid = self.cfg.id,
-            epoch,
-            "new epoch agreed by a quorum; synchronising followers"
-        );
-        for s in l.links.keys() {
-            out.push(Output::Send {
-                to: *s,
-                msg: Msg::LeaderInfo { epoch },
-            });
-        }
-    }
-
-    fn committed_zxid(&self) -> Zxid {
-        self.tree.read().last_zxid()
-    }
-
-    /// Bring a follower up to date: DIFF, TRUNC+DIFF or SNAP, then the pending proposals, then
-    /// NEWLEADER. From here on it receives proposals and commits.
-    fn sync_follower(&mut self, to: Sid, last: Zxid, out: &mut Vec<Output>) {
-        let committed = self.committed_zxid();
-        let plan = (|| -> Result<Option<Zxid>, StorageError> {
-            // Some(from): DIFF after `from` (after a TRUNC to it if needed); None: SNAP.
-            if last == committed || (last != 0 && self.log.contains(last)?) {
-                return Ok(Some(last));
-            }
-            match self.log.floor(last)? {
-                Some(t) => Ok(Some(t)),
-                None => Ok(None),
-            }
-        })();
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => return self.storage_failed(e, out),
-        };
-        match plan {
-            Some(from) => {
-                if from != last {
-                    out.push(Output::Send {
-                        to,
-                        msg: Msg::Trunc { to: from },
-                    });
-                    metrics::counter!("roster_zab_syncs_total", "kind" => "trunc").increment(1);
-                    self.syncs.trunc += 1;
-                }
-                let mut txns = Vec::new();
-                let res = self.log.replay_after(from, &mut |t: Txn| {
-                    if t.zxid <= committed {
-                        txns.push(Arc::new(t));
-                    }
-                });
-                if let Err(e) = res {
-                    return self.storage_failed(e, out);
-                }
-                tracing::info!(
-                    sid = self.cfg.id,
-                    follower = to,
-                    from = format!("{from:#x}"),
-                    txns = txns.len(),
-                    "DIFF"
-                );
-                metrics::counter!("roster_zab_syncs_total", "kind" => "diff").increment(1);
-                self.syncs.diff += 1;
-                out.push(Output::Send {
-                    to,
-                    msg: Msg::Diff { committed, txns },
-                });
-            }
-            None => return self.send_snap(to, out),
-        }
-        self.finish_sync(to, out);
-    }
-
-    fn send_snap(&mut self, to: Sid, out: &mut Vec<Output>) {
-        let (zxid, data) = {
-            let t = self.tree.read();
-            (t.last_zxid(), t.snapshot())
-        };
-        tracing::info!(
-            sid = self.cfg.id,
-            follower = to,
-            zxid = format!("{zxid:#x}"),
-            bytes = data.len(),
-            "SNAP"
-        );
-        metrics::counter!("roster_zab_syncs_total", "kind" => "snap").increment(1);
-        self.syncs.snap += 1;
-        out.push(Output::Send {
-            to,
-            msg: Msg::Snap { zxid, data },
-        });
-        self.finish_sync(to, out);
-    }
-
-    fn finish_sync(&mut self, to: Sid, out: &mut Vec<Output>) {
-        let last = self.last_logged;
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        let observer = l.links.get(&to).is_some_and(|k| k.observer);
-        if !observer {
-            for p in &l.pending {
-                if let Pending::Proposal { txn, .. } = p {
-                    out.push(Output::Send {
-                        to,
-                        msg: Msg::Proposal {
-                            txn: txn.clone(),
-                            origin: None,
-                        },
-                    });
-                }
-            }
-        }
-        out.push(Output::Send {
-            to,
-            msg: Msg::NewLeader {
-                epoch: l.epoch,
-                zxid: last,
-            },
-        });
-        if let Some(k) = l.links.get_mut(&to) {
-            k.state = LinkState::Synced;
-        }
-    }
-
-    fn maybe_activate(&mut self, out: &mut Vec<Output>) {
-        let quorum = self.cfg.quorum();
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        if l.phase != LeaderPhase::Sync {
-            return;
-        }
-        let acked = 1 + l
-            .links
-            .iter()
-            .filter(|(s, k)| {
-                k.state == LinkState::UpToDate
-                    && !k.observer
-                    && self.cfg.voters.contains(s)
-                    && l.epoch_acks.contains(s)
-            })
-            .count();
-        if acked < quorum {
-            return;
-        }
-        if let Err(e) = self.log.set_current_epoch(l.epoch) {
-            return self.storage_failed(e, out);
-        }
-        self.current_epoch = l.epoch;
-        l.phase = LeaderPhase::Active;
-        if let Some(t) = self.looking_since.take() {
-            metrics::histogram!("roster_zab_election_seconds")
-                .record(self.now.saturating_sub(t) as f64 / 1000.0);
-        }
-        l.counter = 0;
-        // Sessions: every committed session gets its full timeout under the new leader.
-        {
-            let tree = self.tree.read();
-            for (id, m) in tree.sessions() {
-                l.sessions.add(*id, m.timeout_ms as u64, self.now);
-            }
-        }
-        l.next_session =
-            ((((wall_ms() as u64) << 24) >> 8) as i64) | ((self.cfg.id as i64 & 0xff) << 56);
-        for (s, k) in &l.links {
-            if k.state == LinkState::UpToDate {
-                out.push(Output::Send {
-                    to: *s,
-                    msg: Msg::UpToDate,
-                });
-            }
-        }
-        tracing::info!(
-            sid = self.cfg.id,
-            epoch = l.epoch,
-            followers = acked - 1,
-            "leading: active"
-        );
-    }
-
-    fn next_zxid(l: &mut Leader) -> Zxid {
-        l.counter += 1;
-        ((l.epoch as i64) << 32) | l.counter as i64
-    }
-
-    fn submit(&mut self, origin: Origin, env: Envelope, out: &mut Vec<Output>) {
-        match &mut self.role {
-            Role_::Leading(l) if l.phase == LeaderPhase::Active => {
-                let zxid = Self::next_zxid(l);
-                let time = wall_ms();
-                let op = match &env.request {
-                    Request::CreateSession { timeout_ms } => {
-                        let tree = self.tree.read();
-                        let mut id = l.next_session;
-                        while id == 0 || tree.sessions().contains_key(&id) {
-                            id += 1;
-                        }
-                        l.next_session = id + 1;
-                        let passwd: [u8; 16] = rand::random();
-                        Ok((
-                            id,
-                            TxnOp::CreateSession {
-                                timeout_ms: *timeout_ms,
-                                passwd: passwd.to_vec(),
-                            },
-                        ))
-                    }
-                    _ => {
-                        let tree = self.tree.read();
-                        self.outstanding
-                            .prepare(&tree, &env, zxid, time, &self.cfg.prep)
-                            .map(|op| (env.session, op))
-                    }
-                };
-                match op {
-                    Ok((session, op)) => {
-                        let txn = Arc::new(Txn {
-                            zxid,
-                            time,
-                            session,
-                            op,
-                        });
-                        self.propose(txn, origin, out);
-                    }
-                    Err(outcome) => {
-                        l.counter -= 1; // failed requests consume no zxid
-                        l.pending.push_back(Pending::Failed { origin, outcome });
-                        self.try_commit(out);
-                    }
-                }
-            }
-            Role_::Following(f) if f.phase == FollowerPhase::Active => match origin {
-                Origin::Local(id) => {
-                    let Envelope {
-                        session,
-                        auth,
-                        request,
-                    } = env;
-                    out.push(Output::Send {
-                        to: f.leader,
-                        msg: Msg::Forward {
-                            id,
-                            session,
-                            auth,
-                            request,
-                        },
-                    });
-                }
-                _ => tracing::warn!(
-                    sid = self.cfg.id,
-                    "a follower was asked to order a forwarded write"
-                ),
-            },
-            _ => {
-                if let Origin::Local(o) = origin {
-                    out.push(Output::Reply {
-                        origin: o,
-                        result: Err(BackendError::Unavailable(
-                            "no leader (election in progress)".into(),
-                        )),
-                    });
-                }
-            }
-        }
-    }
-
-    fn propose(&mut self, txn: Arc<Txn>, origin: Origin, out: &mut Vec<Output>) {
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        for (s, k) in &l.links {
-            if k.state != LinkState::Epoch && !k.observer {
-                let o = match origin {
-                    Origin::Remote(p, id) if p == *s => Some(id),
-                    _ => None,
-                };
-                out.push(Output::Send {
-                    to: *s,
-                    msg: Msg::Proposal {
-                        txn: txn.clone(),
-                        origin: o,
-                    },
-                });
-            }
-        }
-        self.last_logged = txn.zxid;
-        self.to_log.push(txn.clone());
-        l.pending.push_back(Pending::Proposal {
-            txn,
-            origin,
-            acks: HashSet::new(),
-        });
-    }
-
-    fn try_commit(&mut self, out: &mut Vec<Output>) {
-        let quorum = self.cfg.commit_quorum();
-        loop {
-            let Role_::Leading(l) = &mut self.role else {
-                return;
-            };
-            let ready = match l.pending.front() {
-                None => false,
-                Some(Pending::Proposal { acks, .. }) => {
-                    acks.iter().filter(|s| self.cfg.voters.contains(s)).count() >= quorum
-                }
-                Some(Pending::Failed { .. }) => true,
-                Some(Pending::Barrier { seq, .. }) => {
-                    1 + l
-                        .links
-                        .iter()
-                        .filter(|(s, k)| {
-                            !k.observer && self.cfg.voters.contains(s) && k.pong >= *seq
-                        })
-                        .count()
-                        >= quorum
-                }
-            };
-            if !ready {
-                return;
-            }
-            match l.pending.pop_front().expect("front exists") {
-                Pending::Proposal { txn, origin, .. } => {
-                    for (s, k) in &l.links {
-                        match k.state {
-                            LinkState::Epoch => {}
-                            _ if k.observer => {
-                                let o = match origin {
-                                    Origin::Remote(p, id) if p == *s => Some(id),
-                                    _ => None,
-                                };
-                                out.push(Output::Send {
-                                    to: *s,
-                                    msg: Msg::Inform {
-                                        txn: txn.clone(),
-                                        origin: o,
-                                    },
-                                });
-                            }
-                            _ => out.push(Output::Send {
-                                to: *s,
-                                msg: Msg::Commit { zxid: txn.zxid },
-                            }),
-                        }
-                    }
-                    let outcome = self.apply(&txn);
-                    if let Origin::Local(o) = origin {
-                        out.push(Output::Reply {
-                            origin: o,
-                            result: Ok(Applied {
-                                zxid: txn.zxid,
-                                outcome,
-                            }),
-                        });
-                    }
-                }
-                Pending::Failed { origin, outcome } => match origin {
-                    Origin::Local(o) => {
-                        let zxid = self.committed_zxid();
-                        out.push(Output::Reply {
-                            origin: o,
-                            result: Ok(Applied { zxid, outcome }),
-                        });
-                    }
-                    Origin::Remote(p, id) => out.push(Output::Send {
-                        to: p,
-                        msg: Msg::Failed { id, outcome },
-                    }),
-                    Origin::None => {}
-                },
-                Pending::Barrier { origin, .. } => match origin {
-                    Origin::Local(o) => {
-                        let zxid = self.committed_zxid();
-                        out.push(Output::Barrier {
-                            origin: o,
-                            result: Ok(zxid),
-                        });
-                    }
-                    Origin::Remote(p, id) => out.push(Output::Send {
-                        to: p,
-                        msg: Msg::SyncDone { id },
-                    }),
-                    Origin::None => {}
-                },
-            }
-        }
-    }
-
-    fn barrier(&mut self, origin: u64, out: &mut Vec<Output>) {
-        match &mut self.role {
-            Role_::Leading(l) if l.phase == LeaderPhase::Active => {
-                l.seq += 1;
-                let seq = l.seq;
-                l.pending.push_back(Pending::Barrier {
-                    origin: Origin::Local(origin),
-                    seq,
-                });
-                for (s, k) in &l.links {
-                    if k.state != LinkState::Epoch && !k.observer {
-                        out.push(Output::Send {
-                            to: *s,
-                            msg: Msg::Ping { seq },
-                        });
-                    }
-                }
-                self.try_commit(out);
-            }
-            Role_::Following(f) if f.phase == FollowerPhase::Active => {
-                out.push(Output::Send {
-                    to: f.leader,
-                    msg: Msg::SyncReq { id: origin },
-                });
-            }
-            _ => out.push(Output::Barrier {
-                origin,
-                result: Err(BackendError::Unavailable(
-                    "no leader (election in progress)".into(),
-                )),
-            }),
-        }
-    }
-
-    fn touch(&mut self, sessions: Vec<SessionId>) {
-        let now = self.now;
-        match &mut self.role {
-            Role_::Leading(l) => {
-                for s in sessions {
-                    l.sessions.touch(s, now);
-                }
-            }
-            Role_::Following(f) => f.touched.extend(sessions),
-            Role_::Looking(_) => {}
-        }
-    }
-
-    fn expire_sessions(&mut self, out: &mut Vec<Output>) {
-        let now = self.now;
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        let expired = l.sessions.expired(now);
-        for id in expired {
-            tracing::info!(
-                sid = self.cfg.id,
-                session = format!("{id:#x}"),
-                "session expired"
-            );
-            metrics::counter!("roster_sessions_expired_total").increment(1);
-            let env = Envelope {
-                session: id,
-                ..Envelope::internal(Request::CloseSession)
-            };
-            self.submit(Origin::None, env, out);
-        }
-    }
-
-    fn sweep_containers(&mut self, out: &mut Vec<Output>) {
-        let now = self.now;
-        let Role_::Leading(l) = &mut self.role else {
-            return;
-        };
-        if now.saturating_sub(l.last_container_check) < self.cfg.container_check_ms {
-            return;
-        }
-        l.last_container_check = now;
-        let due = self.tree.read().expired_containers(wall_ms());
-        for path in due {
-            self.submit(
-                Origin::None,
-                Envelope::internal(Request::DeleteContainer { path }),
-                out,
-            );
-        }
-    }
-
-    // ---------------------------------------------------------------- follower
-
-    fn follower_message(&mut self, msg: Msg, out: &mut Vec<Output>) {
-        let now = self.now;
-        let observer = self.cfg.is_observer();
-        let Role_::Following(f) = &mut self.role else {
-            return;
-        };
-        f.last_heard = now;
-        let leader = f.leader;
-        match msg {
-            Msg::LeaderInfo { epoch } => {
-                if epoch < self.accepted_epoch {
-                    tracing::warn!(
-                        sid = self.cfg.id,
-                        leader,
-                        epoch,
-                        accepted = self.accepted_epoch,
-                        "leader proposes an old epoch; looking"
-                    );
-                    return self.look(out);
-                }
-                let fresh = epoch > self.accepted_epoch;
-                if fresh {
-                    if let Err(e) = self.log.set_accepted_epoch(epoch) {
-                        return self.storage_failed(e, out);
-                    }
-                    self.accepted_epoch = epoch;
-                }
-                f.phase = FollowerPhase::Sync;
-                out.push(Output::Send {
-                    to: leader,
-                    msg: Msg::AckEpoch {
-                        current_epoch: self.current_epoch,
-                        last_zxid: self.last_logged,
-                        fresh,
-                    },
-                });
-            }
-            Msg::Trunc { to } => {
-                tracing::info!(sid = self.cfg.id, to = format!("{to:#x}"), "TRUNC");
-                self.unapplied.retain(|z, _| *z <= to);
-                self.to_log.retain(|t| t.zxid <= to);
-                if let Err(e) = self.log.truncate_after(to) {
-                    return self.storage_failed(e, out);
-                }
-                self.last_logged = to;
-                if self.tree.read().last_zxid() > to {
-                    // Our state holds txns the new leader does not: rebuild it from disk.
-                    match recover(&self.log) {
-                        Ok(t) if t.last_zxid() == to => self.tree.write().replace_state(t),
-                        _ => {
-                            out.push(Output::Send {
-                                to: leader,
-                                msg: Msg::NeedSnap,
-                            });
-                        }
-                    }
-                }
-            }
-            Msg::Diff { committed, txns } => {
-                // Our own logged-but-unapplied txns up to `committed` are part of the leader's
-                // history: apply them and the diff together, in zxid order.
-                let mut todo: BTreeMap<Zxid, (Arc<Txn>, bool)> = BTreeMap::new();
-                let keep = self.unapplied.split_off(&(committed + 1));
-                for (z, t) in std::mem::replace(&mut self.unapplied, keep) {
-                    todo.insert(z, (t, false));
-                }
-                for t in txns {
-                    todo.entry(t.zxid).or_insert((t, true));
-                }
-                for (z, (t, from_leader)) in todo {
-                    if z <= self.tree.read().last_zxid() {
-                        continue;
-                    }
-                    if from_leader && z > self.last_logged {
-                        self.last_logged = z;
-                        self.to_log.push(t.clone());
-                    }
-                    self.apply(&t);
-                }
-                self.flush_quietly(out);
-            }
-            Msg::Snap { zxid, data } => match Tree::restore(&data) {
-                Ok(t) => {
-                    let res = self
-                        .log
-                        .clear()
-                        .and_then(|()| self.log.save_snapshot(zxid, data));
-                    if let Err(e) = res {
-                        return self.storage_failed(e, out);
-                    }
-                    self.tree.write().replace_state(t);
-                    self.unapplied.clear();
-                    self.to_log.clear();
-                    self.last_logged = zxid;
-                    tracing::info!(
-                        sid = self.cfg.id,
-                        zxid = format!("{zxid:#x}"),
-                        "installed the leader's snapshot"
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(sid = self.cfg.id, error = %e, "corrupt snapshot from the leader");
-                    self.look(out);
-                }
-            },
-            Msg::NewLeader { epoch, .. } => {
-                self.flush_quietly(out);
-                if let Err(e) = self.log.set_current_epoch(epoch) {
-                    return self.storage_failed(e, out);
-                }
-                self.current_epoch = epoch;
-                out.push(Output::Send {
-                    to: leader,
-                    msg: Msg::AckNewLeader,
-                });
-            }
-            Msg::UpToDate => {
-                f.phase = FollowerPhase::Active;
-                if let Some(t) = self.looking_since.take() {
-                    metrics::histogram!("roster_zab_election_seconds")
-                        .record(now.saturating_sub(t) as f64 / 1000.0);
-                }
-                tracing::info!(
-                    sid = self.cfg.id,
-                    leader,
-                    epoch = self.current_epoch,
-                    "following: up to date"
-                );
-            }
-            Msg::Proposal { txn, origin } => {
-                if let Some(o) = origin {
-                    f.waiting.insert(txn.zxid, o);
-                }
-                if txn.zxid > self.last_logged {
-                    self.last_logged = txn.zxid;
-                    self.to_log.push(txn.clone());
-                    self.unapplied.insert(txn.zxid, txn);
-                }
-            }
-            Msg::Commit { zxid } => {
-                // Apply in order everything up to zxid (commits arrive in zxid order).
-                let ready: Vec<Zxid> = self.unapplied.range(..=zxid).map(|(z, _)| *z).collect();
-                if !self.to_log.is_empty() {
-                    self.flush_quietly(out);
-                }
-                for z in ready {
-                    let txn = self.unapplied.remove(&z).expect("listed above");
-                    if txn.zxid <= self.tree.read().last_zxid() {
-                        continue;
-                    }
-                    let outcome = self.apply(&txn);
-                    if let Role_::Following(f) = &mut self.role
-                        && let Some(o) = f.waiting.remove(&z)
-                    {
-                        out.push(Output::Reply {
-                            origin: o,
-                            result: Ok(Applied { zxid: z, outcome }),
-                        });
-                    }
-                }
-            }
-            Msg::Inform { txn, origin } if observer => {
-                if txn.zxid > self.tree.read().last_zxid() {
-                    if txn.zxid > self.last_logged {
-                        self.last_logged = txn.zxid;
-                        self.to_log.push(txn.clone());
-                    }
-                    let outcome = self.apply(&txn);
-                    if let Some(o) = origin {
-                        out.push(Output::Reply {
-                            origin: o,
-                            result: Ok(Applied {
-                                zxid: txn.zxid,
-                                outcome,
-                            }),
-                        });
-                    }
-                }
-            }
-            Msg::Failed { id, outcome } => {
-                let zxid = self.tree.read().last_zxid();
-                out.push(Output::Reply {
-                    origin: id,
-                    result: Ok(Applied { zxid, outcome }),
-                });
-            }
-            Msg::Ping { seq } => out.push(Output::Send {
-                to: leader,
-                msg: Msg::Pong { seq },
-            }),
-            Msg::SyncDone { id } => {
-                let zxid = self.tree.read().last_zxid();
-                out.push(Output::Barrier {
-                    origin: id,
-                    result: Ok(zxid),
-                });
-            }
-            other => tracing::debug!(
-                sid = self.cfg.id,
-                leader,
-                kind = other.kind(),
-                "unexpected message for a follower"
-            ),
-        }
-    }
-
-    /// Log what is pending without sending ACKs (sync-phase txns are acknowledged by NEWLEADER).
-    fn flush_quietly(&mut self, out: &mut Vec<Output>) {
-        if self.to_log.is_empty() {
-            return;
-        }
-        let txns = std::mem::take(&mut self.to_log);
-        let mut acks = Vec::new();
-        // Proposals among them still need their ACK.
-        for t in &txns {
-            if self.unapplied.contains_key(&t.zxid) {
-                acks.push(t.zxid);
-            }
-        }
-        let mut wb = WriteBatch::default();
-        TxnLog::stage(&mut wb, &txns);
-        if let Err(e) = self.log.commit(wb) {
-            return self.storage_failed(e, out);
-        }
-        if let Role_::Following(f) = &self.role
-            && !self.cfg.is_observer()
-        {
-            for zxid in acks {
-                out.push(Output::Send {
-                    to: f.leader,
-                    msg: Msg::Ack { zxid },
-                });
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- apply
 
-    fn apply_unapplied(&mut self) {
+    pub(super) fn apply_unapplied(&mut self) {
         let txns: Vec<Arc<Txn>> = std::mem::take(&mut self.unapplied).into_values().collect();
         for t in txns {
             if t.zxid > self.tree.read().last_zxid() {
@@ -1880,7 +655,7 @@ impl Peer {
         }
     }
 
-    fn apply(&mut self, txn: &Arc<Txn>) -> Outcome {
+    pub(super) fn apply(&mut self, txn: &Arc<Txn>) -> Outcome {
         let outcome = self.tree.write().apply(txn);
         self.outstanding.applied(txn.zxid);
         let now = self.now;
@@ -1903,7 +678,7 @@ impl Peer {
         outcome
     }
 
-    fn snapshot(&mut self) {
+    pub(super) fn snapshot(&mut self) {
         // Only committed state may be snapshotted: flush first so the log covers it.
         let t0 = std::time::Instant::now();
         let (zxid, bytes) = {

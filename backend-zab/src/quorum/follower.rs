@@ -1,0 +1,250 @@
+//! A follower or observer: accepting the epoch, being synchronised, logging and acknowledging
+//! proposals, applying commits.
+
+use super::msg::Msg;
+use super::peer::*;
+use crate::txnlog::TxnLog;
+use roster_core::Zxid;
+use roster_core::storage::WriteBatch;
+use roster_core::tree::Tree;
+use roster_core::txn::{Applied, Txn};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl Peer {
+    pub(super) fn follower_message(&mut self, msg: Msg, out: &mut Vec<Output>) {
+        let now = self.now;
+        let observer = self.cfg.is_observer();
+        let Role_::Following(f) = &mut self.role else {
+            return;
+        };
+        f.last_heard = now;
+        let leader = f.leader;
+        match msg {
+            Msg::LeaderInfo { epoch } => {
+                if epoch < self.accepted_epoch {
+                    tracing::warn!(
+                        sid = self.cfg.id,
+                        leader,
+                        epoch,
+                        accepted = self.accepted_epoch,
+                        "leader proposes an old epoch; looking"
+                    );
+                    return self.look(out);
+                }
+                let fresh = epoch > self.accepted_epoch;
+                if fresh {
+                    if let Err(e) = self.log.set_accepted_epoch(epoch) {
+                        return self.storage_failed(e, out);
+                    }
+                    self.accepted_epoch = epoch;
+                }
+                f.phase = FollowerPhase::Sync;
+                out.push(Output::Send {
+                    to: leader,
+                    msg: Msg::AckEpoch {
+                        current_epoch: self.current_epoch,
+                        last_zxid: self.last_logged,
+                        fresh,
+                    },
+                });
+            }
+            Msg::Trunc { to } => {
+                tracing::info!(sid = self.cfg.id, to = format!("{to:#x}"), "TRUNC");
+                self.unapplied.retain(|z, _| *z <= to);
+                self.to_log.retain(|t| t.zxid <= to);
+                if let Err(e) = self.log.truncate_after(to) {
+                    return self.storage_failed(e, out);
+                }
+                self.last_logged = to;
+                if self.tree.read().last_zxid() > to {
+                    // Our state holds txns the new leader does not: rebuild it from disk.
+                    match recover(&self.log) {
+                        Ok(t) if t.last_zxid() == to => self.tree.write().replace_state(t),
+                        _ => {
+                            out.push(Output::Send {
+                                to: leader,
+                                msg: Msg::NeedSnap,
+                            });
+                        }
+                    }
+                }
+            }
+            Msg::Diff { committed, txns } => {
+                // Our own logged-but-unapplied txns up to `committed` are part of the leader's
+                // history: apply them and the diff together, in zxid order.
+                let mut todo: BTreeMap<Zxid, (Arc<Txn>, bool)> = BTreeMap::new();
+                let keep = self.unapplied.split_off(&(committed + 1));
+                for (z, t) in std::mem::replace(&mut self.unapplied, keep) {
+                    todo.insert(z, (t, false));
+                }
+                for t in txns {
+                    todo.entry(t.zxid).or_insert((t, true));
+                }
+                for (z, (t, from_leader)) in todo {
+                    if z <= self.tree.read().last_zxid() {
+                        continue;
+                    }
+                    if from_leader && z > self.last_logged {
+                        self.last_logged = z;
+                        self.to_log.push(t.clone());
+                    }
+                    self.apply(&t);
+                }
+                self.flush_quietly(out);
+            }
+            Msg::Snap { zxid, data } => match Tree::restore(&data) {
+                Ok(t) => {
+                    let res = self
+                        .log
+                        .clear()
+                        .and_then(|()| self.log.save_snapshot(zxid, data));
+                    if let Err(e) = res {
+                        return self.storage_failed(e, out);
+                    }
+                    self.tree.write().replace_state(t);
+                    self.unapplied.clear();
+                    self.to_log.clear();
+                    self.last_logged = zxid;
+                    tracing::info!(
+                        sid = self.cfg.id,
+                        zxid = format!("{zxid:#x}"),
+                        "installed the leader's snapshot"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(sid = self.cfg.id, error = %e, "corrupt snapshot from the leader");
+                    self.look(out);
+                }
+            },
+            Msg::NewLeader { epoch, .. } => {
+                self.flush_quietly(out);
+                if let Err(e) = self.log.set_current_epoch(epoch) {
+                    return self.storage_failed(e, out);
+                }
+                self.current_epoch = epoch;
+                out.push(Output::Send {
+                    to: leader,
+                    msg: Msg::AckNewLeader,
+                });
+            }
+            Msg::UpToDate => {
+                f.phase = FollowerPhase::Active;
+                if let Some(t) = self.looking_since.take() {
+                    metrics::histogram!("roster_zab_election_seconds")
+                        .record(now.saturating_sub(t) as f64 / 1000.0);
+                }
+                tracing::info!(
+                    sid = self.cfg.id,
+                    leader,
+                    epoch = self.current_epoch,
+                    "following: up to date"
+                );
+            }
+            Msg::Proposal { txn, origin } => {
+                if let Some(o) = origin {
+                    f.waiting.insert(txn.zxid, o);
+                }
+                if txn.zxid > self.last_logged {
+                    self.last_logged = txn.zxid;
+                    self.to_log.push(txn.clone());
+                    self.unapplied.insert(txn.zxid, txn);
+                }
+            }
+            Msg::Commit { zxid } => {
+                // Apply in order everything up to zxid (commits arrive in zxid order).
+                let ready: Vec<Zxid> = self.unapplied.range(..=zxid).map(|(z, _)| *z).collect();
+                if !self.to_log.is_empty() {
+                    self.flush_quietly(out);
+                }
+                for z in ready {
+                    let txn = self.unapplied.remove(&z).expect("listed above");
+                    if txn.zxid <= self.tree.read().last_zxid() {
+                        continue;
+                    }
+                    let outcome = self.apply(&txn);
+                    if let Role_::Following(f) = &mut self.role
+                        && let Some(o) = f.waiting.remove(&z)
+                    {
+                        out.push(Output::Reply {
+                            origin: o,
+                            result: Ok(Applied { zxid: z, outcome }),
+                        });
+                    }
+                }
+            }
+            Msg::Inform { txn, origin } if observer => {
+                if txn.zxid > self.tree.read().last_zxid() {
+                    if txn.zxid > self.last_logged {
+                        self.last_logged = txn.zxid;
+                        self.to_log.push(txn.clone());
+                    }
+                    let outcome = self.apply(&txn);
+                    if let Some(o) = origin {
+                        out.push(Output::Reply {
+                            origin: o,
+                            result: Ok(Applied {
+                                zxid: txn.zxid,
+                                outcome,
+                            }),
+                        });
+                    }
+                }
+            }
+            Msg::Failed { id, outcome } => {
+                let zxid = self.tree.read().last_zxid();
+                out.push(Output::Reply {
+                    origin: id,
+                    result: Ok(Applied { zxid, outcome }),
+                });
+            }
+            Msg::Ping { seq } => out.push(Output::Send {
+                to: leader,
+                msg: Msg::Pong { seq },
+            }),
+            Msg::SyncDone { id } => {
+                let zxid = self.tree.read().last_zxid();
+                out.push(Output::Barrier {
+                    origin: id,
+                    result: Ok(zxid),
+                });
+            }
+            other => tracing::debug!(
+                sid = self.cfg.id,
+                leader,
+                kind = other.kind(),
+                "unexpected message for a follower"
+            ),
+        }
+    }
+
+    /// Log what is pending without sending ACKs (sync-phase txns are acknowledged by NEWLEADER).
+    pub(super) fn flush_quietly(&mut self, out: &mut Vec<Output>) {
+        if self.to_log.is_empty() {
+            return;
+        }
+        let txns = std::mem::take(&mut self.to_log);
+        let mut acks = Vec::new();
+        // Proposals among them still need their ACK.
+        for t in &txns {
+            if self.unapplied.contains_key(&t.zxid) {
+                acks.push(t.zxid);
+            }
+        }
+        let mut wb = WriteBatch::default();
+        TxnLog::stage(&mut wb, &txns);
+        if let Err(e) = self.log.commit(wb) {
+            return self.storage_failed(e, out);
+        }
+        if let Role_::Following(f) = &self.role
+            && !self.cfg.is_observer()
+        {
+            for zxid in acks {
+                out.push(Output::Send {
+                    to: f.leader,
+                    msg: Msg::Ack { zxid },
+                });
+            }
+        }
+    }
+}
