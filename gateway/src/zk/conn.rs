@@ -302,6 +302,9 @@ async fn requests_loop(
     let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let limit = s.server.cfg.max_outstanding_per_connection.max(1);
     let conn = s.conn.clone();
+    // Any packet keeps the session alive; a burst needs only one touch per quarter tick.
+    let touch_every = std::time::Duration::from_millis((s.server.cfg.tick_ms / 4).max(1));
+    let mut last_touch = Instant::now() - touch_every;
     loop {
         tokio::select! {
             biased;
@@ -324,8 +327,11 @@ async fn requests_loop(
                 };
                 conn.received.fetch_add(1, Ordering::Relaxed);
                 s.server.registry.stats.packets_received.fetch_add(1, Ordering::Relaxed);
-                let _ = s.server.backend.touch(&[s.id]).await;
                 let started = Instant::now();
+                if started.duration_since(last_touch) >= touch_every {
+                    last_touch = started;
+                    let _ = s.server.backend.touch(&[s.id]).await;
+                }
                 match proto::decode_request(&frame) {
                     Ok((hdr, req)) => {
                         tracing::trace!(conn = conn.id, xid = hdr.xid, op = hdr.op, "request");
