@@ -7,6 +7,7 @@ dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 dpkg -s zookeeper >/dev/null 2>&1 || need_apt+=(zookeeper)
 dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   apt-get update -q
