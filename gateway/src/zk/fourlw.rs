@@ -67,6 +67,7 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
             let rows: Vec<(&str, String)> = vec![
                 ("zk_version", ZK_VERSION.to_string()),
                 ("zk_server_state", status.role.as_str().to_string()),
+                ("zk_peer_state", peer_state(&status)),
                 ("zk_avg_latency", format!("{avg:.4}")),
                 ("zk_max_latency", format!("{max:.0}")),
                 ("zk_min_latency", format!("{min:.0}")),
@@ -229,6 +230,24 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
         }
     }
     s
+}
+
+/// ZooKeeper's `zk_peer_state`: `<state> - <ZAB phase>`.
+fn peer_state(s: &roster_core::backend::ClusterStatus) -> String {
+    use roster_core::backend::Role;
+    let state = match s.role {
+        Role::Standalone => return "standalone".into(),
+        Role::Leader => "leading",
+        Role::Follower => "following",
+        Role::Observer => "observing",
+        Role::Looking => "looking",
+    };
+    let phase = match (s.role, s.ready) {
+        (Role::Looking, _) => "election",
+        (_, true) => "broadcast",
+        (_, false) => "synchronization",
+    };
+    format!("{state} - {phase}")
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
