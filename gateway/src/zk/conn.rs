@@ -34,12 +34,29 @@ pub enum Out {
     Close,
 }
 
+/// Most frames queued for one client before it is considered stuck and disconnected: a client
+/// that stops reading must not make the server buffer without bound.
+pub const MAX_QUEUED_FRAMES: u64 = 100_000;
+
+/// Queue a frame for the writer, or disconnect a client that does not read.
+pub fn enqueue(out: &mpsc::UnboundedSender<Out>, conn: &ConnStats, m: Out) {
+    if conn.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_FRAMES {
+        if conn.queued.load(Ordering::Relaxed) == MAX_QUEUED_FRAMES + 1 {
+            tracing::warn!(conn = conn.id, peer = %conn.peer, "client does not read its replies and events; disconnecting");
+            metrics::counter!("roster_zk_slow_clients_total").increment(1);
+        }
+        conn.kill.notify_one();
+        return;
+    }
+    let _ = out.send(m);
+}
+
 /// Delivers watch events into a connection's outbound queue.
-struct ConnSink(mpsc::UnboundedSender<Out>);
+struct ConnSink(mpsc::UnboundedSender<Out>, Arc<ConnStats>);
 
 impl WatchSink for ConnSink {
     fn notify(&self, event: WatchedEvent) {
-        let _ = self.0.send(Out::Event(event));
+        enqueue(&self.0, &self.1, Out::Event(event));
     }
 }
 
@@ -141,6 +158,7 @@ async fn writer(
             buf.clear();
         }
         conn.sent.fetch_add(n, Ordering::Relaxed);
+        conn.queued.fetch_sub(n, Ordering::Relaxed);
         server
             .registry
             .stats
@@ -173,7 +191,7 @@ impl Session {
         let mut buf = BytesMut::with_capacity(64);
         proto::encode_reply(&mut buf, xid, zxid, err, body);
         self.conn.last_zxid.store(zxid, Ordering::Relaxed);
-        let _ = self.out.send(Out::Frame(buf));
+        enqueue(&self.out, &self.conn, Out::Frame(buf));
     }
 }
 
@@ -217,7 +235,7 @@ async fn session_loop(
             read_only: req.read_only.map(|_| false),
         };
         proto::encode_connect_response(&mut buf, &resp);
-        let _ = out.send(Out::Frame(buf));
+        enqueue(&out, conn, Out::Frame(buf));
         let _ = out.send(Out::Close);
     };
     let (session, passwd) = if req.session_id == 0 {
@@ -266,7 +284,7 @@ async fn session_loop(
         read_only: req.read_only.map(|_| false),
     };
     proto::encode_connect_response(&mut buf, &resp);
-    let _ = out.send(Out::Frame(buf));
+    enqueue(&out, conn, Out::Frame(buf));
     conn.timeout_ms.store(timeout as i64, Ordering::Relaxed);
     server.registry.bind(session, conn);
     {
@@ -274,7 +292,7 @@ async fn session_loop(
         let t = tree.read();
         t.watches()
             .lock()
-            .register_sink(conn.id, Arc::new(ConnSink(out.clone())));
+            .register_sink(conn.id, Arc::new(ConnSink(out.clone(), conn.clone())));
     }
     tracing::debug!(conn = conn.id, %peer, session = format!("{session:#x}"), timeout, resumed = req.session_id != 0, "session established");
     let mut s = Session {

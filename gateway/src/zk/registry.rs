@@ -22,6 +22,8 @@ pub struct ConnStats {
     pub received: AtomicU64,
     pub sent: AtomicU64,
     pub outstanding: AtomicU64,
+    /// Frames queued for the socket and not yet written.
+    pub queued: AtomicU64,
     pub last_zxid: AtomicI64,
     pub started: Instant,
     /// Tells the connection to close (session expired or moved).
@@ -109,6 +111,7 @@ impl Registry {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             last_zxid: AtomicI64::new(0),
             started: Instant::now(),
             kill: Notify::new(),

@@ -779,10 +779,14 @@ fn set_watches(s: &Session, t: &Tree, w: SetWatches2) {
     }
     drop(wm);
     for (kind, path) in fire {
-        let _ = s.out.send(Out::Event(WatchedEvent {
-            kind,
-            path: path.into(),
-            zxid: t.last_zxid(),
-        }));
+        super::conn::enqueue(
+            &s.out,
+            &s.conn,
+            Out::Event(WatchedEvent {
+                kind,
+                path: path.into(),
+                zxid: t.last_zxid(),
+            }),
+        );
     }
 }
