@@ -235,7 +235,7 @@ async fn session_loop(
             read_only: req.read_only.map(|_| false),
         };
         proto::encode_connect_response(&mut buf, &resp);
-        enqueue(&out, conn, Out::Frame(buf));
+        enqueue(out, conn, Out::Frame(buf));
         let _ = out.send(Out::Close);
     };
     let (session, passwd) = if req.session_id == 0 {
