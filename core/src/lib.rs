@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod backend;
 pub mod error;
+pub mod linearizability;
 pub mod path;
 pub mod session;
 pub mod stat;
