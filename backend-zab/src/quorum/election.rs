@@ -265,6 +265,7 @@ impl Peer {
             waiting: HashMap::new(),
             touched: HashSet::new(),
             started: self.now,
+            awaiting_snap: false,
         });
         let msg = Msg::FollowerInfo {
             accepted_epoch: self.accepted_epoch,

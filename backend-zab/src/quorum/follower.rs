@@ -49,8 +49,36 @@ impl Peer {
                     },
                 });
             }
+            Msg::Diff { .. }
+            | Msg::NewLeader { .. }
+            | Msg::Proposal { .. }
+            | Msg::Commit { .. }
+                if f.awaiting_snap => {}
+            // Broadcast traffic from before this synchronisation began (we may have timed out and
+            // rejoined): the sync will bring us everything.
+            Msg::Proposal { .. } | Msg::Commit { .. } | Msg::Inform { .. }
+                if f.phase == FollowerPhase::Discovery => {}
             Msg::Trunc { to } => {
                 tracing::info!(sid = self.cfg.id, to = format!("{to:#x}"), "TRUNC");
+                // The leader truncates to the last zxid it has at or below ours; that is a common
+                // point only if we hold it too. Otherwise our history departed earlier: SNAP.
+                let has = match self.log.contains(to) {
+                    Ok(h) => h || to == 0,
+                    Err(e) => return self.storage_failed(e, out),
+                };
+                if !has {
+                    tracing::info!(
+                        sid = self.cfg.id,
+                        to = format!("{to:#x}"),
+                        "TRUNC point not in our log; asking for a snapshot"
+                    );
+                    f.awaiting_snap = true;
+                    out.push(Output::Send {
+                        to: leader,
+                        msg: Msg::NeedSnap,
+                    });
+                    return;
+                }
                 self.unapplied.retain(|z, _| *z <= to);
                 self.to_log.retain(|t| t.zxid <= to);
                 if let Err(e) = self.log.truncate_after(to) {
@@ -62,6 +90,9 @@ impl Peer {
                     match recover(&self.log) {
                         Ok(t) if t.last_zxid() == to => self.tree.write().replace_state(t),
                         _ => {
+                            if let Role_::Following(f) = &mut self.role {
+                                f.awaiting_snap = true;
+                            }
                             out.push(Output::Send {
                                 to: leader,
                                 msg: Msg::NeedSnap,
@@ -95,6 +126,7 @@ impl Peer {
             }
             Msg::Snap { zxid, data } => match Tree::restore(&data) {
                 Ok(t) => {
+                    f.awaiting_snap = false;
                     let res = self
                         .log
                         .clear()
@@ -146,10 +178,39 @@ impl Peer {
                     f.waiting.insert(txn.zxid, o);
                 }
                 if txn.zxid > self.last_logged {
+                    // Proposals of one epoch are numbered without gaps; a gap means we missed one
+                    // (our link was reset behind our back): re-synchronise rather than diverge.
+                    let same_epoch = txn.zxid >> 32 == self.last_logged >> 32;
+                    let contiguous = if same_epoch {
+                        txn.zxid == self.last_logged + 1
+                    } else {
+                        txn.zxid & 0xffff_ffff == 1
+                    };
+                    if !contiguous {
+                        tracing::warn!(
+                            sid = self.cfg.id,
+                            leader,
+                            zxid = format!("{:#x}", txn.zxid),
+                            last = format!("{:#x}", self.last_logged),
+                            "gap in the proposal stream; re-synchronising"
+                        );
+                        return self.look(out);
+                    }
                     self.last_logged = txn.zxid;
                     self.to_log.push(txn.clone());
                     self.unapplied.insert(txn.zxid, txn);
                 }
+            }
+            Msg::Commit { zxid }
+                if zxid > self.tree.read().last_zxid() && !self.unapplied.contains_key(&zxid) =>
+            {
+                tracing::warn!(
+                    sid = self.cfg.id,
+                    leader,
+                    zxid = format!("{zxid:#x}"),
+                    "commit for a proposal we never received; re-synchronising"
+                );
+                self.look(out);
             }
             Msg::Commit { zxid } => {
                 // Apply in order everything up to zxid (commits arrive in zxid order).

@@ -48,12 +48,9 @@ impl Peer {
                         },
                     );
                     self.maybe_new_epoch(out);
-                } else if l
-                    .links
-                    .get(&from)
-                    .is_none_or(|k| k.state == LinkState::Epoch)
-                {
-                    // (A repeated FollowerInfo from a follower already being synced is ignored.)
+                } else {
+                    // A follower (re)starting its synchronisation, even one we thought was in
+                    // sync (it may have timed out on us): start over from the epoch.
                     l.links.insert(
                         from,
                         Link {

@@ -189,6 +189,8 @@ pub(super) struct Follower {
     pub(super) waiting: HashMap<Zxid, u64>,
     pub(super) touched: HashSet<SessionId>,
     pub(super) started: u64,
+    /// We asked for a snapshot: ignore the rest of the current synchronisation until it comes.
+    pub(super) awaiting_snap: bool,
 }
 
 pub(super) enum Role_ {
