@@ -181,6 +181,24 @@ fn a_write_that_never_returned_cannot_act_before_its_call() {
 }
 
 #[test]
+fn identical_never_returned_writes_each_take_effect_at_most_once() {
+    let reads_of_1_between_writes_of_2 = |n: usize| {
+        let mut h = vec![w_lost(0, 0, 1), w_lost(1, 0, 1)];
+        for k in 0..n as u64 {
+            h.push(w(2, 100 * k + 10, 100 * k + 20, 2));
+            h.push(r(2, 100 * k + 30, 100 * k + 40, Some(1)));
+        }
+        h
+    };
+    assert_lin(&reads_of_1_between_writes_of_2(2));
+    let (prefix, stuck) = assert_not_lin(&reads_of_1_between_writes_of_2(3));
+    assert_eq!(stuck, 7);
+    // write 2, lost 1, read 1, twice; then write 2 and no lost write left for the last read.
+    assert_eq!(prefix.len(), 7);
+    assert_eq!(&prefix[..3], &[2, 0, 3]);
+}
+
+#[test]
 fn a_completed_op_with_unknown_result_must_fall_inside_its_interval() {
     let unknown = Op {
         client: 0,
