@@ -33,12 +33,28 @@ fn nines(p: f64) -> f64 {
 }
 
 /// Latency by percentile, one line per series; x is spaced in "nines" (50, 90, 99, 99.9 …).
-pub fn percentiles(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+pub fn percentiles(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let ymax = series.iter().flat_map(|(_, c)| c.iter().map(|p| p.1)).fold(0.01f64, f64::max) * 1.5;
-    let ymin = series.iter().flat_map(|(_, c)| c.iter().map(|p| p.1)).filter(|v| *v > 0.0).fold(ymax, f64::min) * 0.7;
-    let xmax = series.iter().flat_map(|(_, c)| c.iter().map(|p| nines(p.0))).fold(1.0f64, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|p| p.1))
+        .fold(0.01f64, f64::max)
+        * 1.5;
+    let ymin = series
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|p| p.1))
+        .filter(|v| *v > 0.0)
+        .fold(ymax, f64::min)
+        * 0.7;
+    let xmax = series
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(|p| nines(p.0)))
+        .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
@@ -53,7 +69,16 @@ pub fn percentiles(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)
         .x_labels(xmax.ceil() as usize + 1)
         .x_label_formatter(&|x| {
             let p = 100.0 * (1.0 - 10f64.powf(-x));
-            if p < 99.0 { format!("{p:.0}%") } else { format!("{p:.3}%").trim_end_matches('0').to_string() }
+            if p < 99.0 {
+                format!("{p:.0}%")
+            } else {
+                format!(
+                    "{}%",
+                    format!("{p:.4}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                )
+            }
         })
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
@@ -61,7 +86,10 @@ pub fn percentiles(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)
     for (i, (name, curve)) in series.iter().enumerate() {
         let c = color(i);
         chart
-            .draw_series(LineSeries::new(curve.iter().map(|(p, v)| (nines(*p), v.max(ymin))), c.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                curve.iter().map(|(p, v)| (nines(*p), v.max(ymin))),
+                c.stroke_width(2),
+            ))
             .map_err(err)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
@@ -78,10 +106,20 @@ pub fn percentiles(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)
 }
 
 /// Grouped bars: one group per `groups` entry, one bar per series (values aligned with groups).
-pub fn bars(path: &Path, title: &str, y_desc: &str, groups: &[String], series: &[(String, Vec<f64>)]) -> anyhow::Result<()> {
+pub fn bars(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let ymax = series.iter().flat_map(|(_, v)| v.iter().copied()).fold(1.0f64, f64::max) * 1.15;
+    let ymax = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(1.0f64, f64::max)
+        * 1.15;
     let n = groups.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -95,7 +133,13 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, groups: &[String], series: &
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(y_desc)
-        .y_label_formatter(&|y| if *y < 0.0 { String::new() } else { format!("{y:.0}") })
+        .y_label_formatter(&|y| {
+            if *y < 0.0 {
+                String::new()
+            } else {
+                format!("{y:.0}")
+            }
+        })
         .draw()
         .map_err(err)?;
     let k = series.len().max(1) as f64;
@@ -113,23 +157,31 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, groups: &[String], series: &
         chart
             .draw_series(values.iter().enumerate().map(|(i, v)| {
                 let x = i as f64 + 0.1 + (j as f64 + 0.5) * width;
-                Text::new(format!("{v:.0}"), (x, *v), ("sans-serif", 12).into_font().color(&BLACK).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Bottom,
+                Text::new(
+                    format!("{v:.0}"),
+                    (x, *v),
+                    ("sans-serif", 12).into_font().color(&BLACK).pos(
+                        plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Bottom,
+                        ),
                     ),
-                ))
+                )
             }))
             .map_err(err)?;
     }
     chart
         .draw_series(groups.iter().enumerate().map(|(i, g)| {
-            Text::new(g.clone(), (i as f64 + 0.5, -0.04 * ymax), ("sans-serif", 14).into_font().color(&BLACK).pos(
-                plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Center,
+            Text::new(
+                g.clone(),
+                (i as f64 + 0.5, -0.04 * ymax),
+                ("sans-serif", 14).into_font().color(&BLACK).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
                 ),
-            ))
+            )
         }))
         .map_err(err)?;
     chart
@@ -144,12 +196,23 @@ pub fn bars(path: &Path, title: &str, y_desc: &str, groups: &[String], series: &
 }
 
 /// Throughput (ops/s per 100 ms bucket) over time, one line per series; errors as dots.
-pub fn timeline(path: &Path, title: &str, series: &[(String, Vec<TimelinePoint>)]) -> anyhow::Result<()> {
+pub fn timeline(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<TimelinePoint>)],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let per_s = |p: &TimelinePoint| p.ok as f64 * 10.0;
-    let ymax = series.iter().flat_map(|(_, t)| t.iter().map(per_s)).fold(1.0f64, f64::max) * 1.1;
-    let xmax = series.iter().flat_map(|(_, t)| t.iter().map(|p| p.t_s)).fold(0.1f64, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|(_, t)| t.iter().map(per_s))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let xmax = series
+        .iter()
+        .flat_map(|(_, t)| t.iter().map(|p| p.t_s))
+        .fold(0.1f64, f64::max);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
@@ -157,16 +220,29 @@ pub fn timeline(path: &Path, title: &str, series: &[(String, Vec<TimelinePoint>)
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..xmax, 0f64..ymax)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("ops/s (100 ms buckets)").draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ops/s (100 ms buckets)")
+        .draw()
+        .map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let c = color(i);
         chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.t_s, per_s(p))), c.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.t_s, per_s(p))),
+                c.stroke_width(1),
+            ))
             .map_err(err)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart
-            .draw_series(points.iter().filter(|p| p.errors > 0).map(|p| Circle::new((p.t_s, 0.0), 3, RED.filled())))
+            .draw_series(
+                points
+                    .iter()
+                    .filter(|p| p.errors > 0)
+                    .map(|p| Circle::new((p.t_s, 0.0), 3, RED.filled())),
+            )
             .map_err(err)?;
     }
     chart
@@ -184,8 +260,18 @@ pub fn timeline(path: &Path, title: &str, series: &[(String, Vec<TimelinePoint>)
 pub fn knee(path: &Path, title: &str, knee: &Knee) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let xmax = knee.steps.iter().map(|s| s.offered_rate).fold(1.0f64, f64::max) * 1.05;
-    let ymax = knee.steps.iter().map(|s| s.p99_ms).fold(knee.p99_bound_ms, f64::max) * 1.2;
+    let xmax = knee
+        .steps
+        .iter()
+        .map(|s| s.offered_rate)
+        .fold(1.0f64, f64::max)
+        * 1.05;
+    let ymax = knee
+        .steps
+        .iter()
+        .map(|s| s.p99_ms)
+        .fold(knee.p99_bound_ms, f64::max)
+        * 1.2;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
@@ -193,20 +279,37 @@ pub fn knee(path: &Path, title: &str, knee: &Knee) -> anyhow::Result<()> {
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..xmax, 0f64..ymax)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("offered rate (ops/s)").y_desc("latency (ms)").draw().map_err(err)?;
-    for (i, (name, f)) in [("p50", (|s: &crate::load::KneeStep| s.p50_ms) as fn(&_) -> f64), ("p99", |s| s.p99_ms)]
-        .into_iter()
-        .enumerate()
+    chart
+        .configure_mesh()
+        .x_desc("offered rate (ops/s)")
+        .y_desc("latency (ms)")
+        .draw()
+        .map_err(err)?;
+    for (i, (name, f)) in [
+        (
+            "p50",
+            (|s: &crate::load::KneeStep| s.p50_ms) as fn(&_) -> f64,
+        ),
+        ("p99", |s| s.p99_ms),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let c = color(i);
         chart
-            .draw_series(LineSeries::new(knee.steps.iter().map(|s| (s.offered_rate, f(s))), c.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                knee.steps.iter().map(|s| (s.offered_rate, f(s))),
+                c.stroke_width(2),
+            ))
             .map_err(err)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
     chart
-        .draw_series(LineSeries::new([(0.0, knee.p99_bound_ms), (xmax, knee.p99_bound_ms)], BLACK.stroke_width(1)))
+        .draw_series(LineSeries::new(
+            [(0.0, knee.p99_bound_ms), (xmax, knee.p99_bound_ms)],
+            BLACK.stroke_width(1),
+        ))
         .map_err(err)?
         .label(format!("bound {} ms", knee.p99_bound_ms))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));

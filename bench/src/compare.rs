@@ -66,10 +66,14 @@ pub async fn compare(
                 order.reverse();
             }
             for system in order {
-                let dir = systems.work_dir.join(format!("r{round}-{}-{system}", w.label()));
+                let dir = systems
+                    .work_dir
+                    .join(format!("r{round}-{}-{system}", w.label()));
                 let _ = std::fs::remove_dir_all(&dir);
                 eprintln!("== round {round}/{rounds}: {} on {system}", w.label());
-                let mut dep = systems.start(system, &dir).with_context(|| format!("starting {system}"))?;
+                let mut dep = systems
+                    .start(system, &dir)
+                    .with_context(|| format!("starting {system}"))?;
                 let mut p = base.clone();
                 p.spec.target = dep.connect_string();
                 p.server_pid = dep.server_pids().first().copied();
@@ -85,7 +89,12 @@ pub async fn compare(
                 }
                 let result = result.with_context(|| format!("{} on {system}", w.label()))?;
                 stopped.with_context(|| format!("stopping {system}"))?;
-                report.runs.push(RunRecord { system: name, target: p.spec.target, round: Some(round), result });
+                report.runs.push(RunRecord {
+                    system: name,
+                    target: p.spec.target,
+                    round: Some(round),
+                    result,
+                });
             }
         }
     }
@@ -100,7 +109,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Median figures per workload and system, and their ratios.
@@ -108,15 +121,31 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
     type Figure = (&'static str, bool, fn(&RunRecord) -> f64);
     let figures: [Figure; 9] = [
         ("throughput ops/s", true, main_rate),
-        ("p50 ms", false, |r| r.result.main_op().map_or(f64::NAN, |o| o.p50_ms)),
-        ("p99 ms", false, |r| r.result.main_op().map_or(f64::NAN, |o| o.p99_ms)),
-        ("p99.9 ms", false, |r| r.result.main_op().map_or(f64::NAN, |o| o.p999_ms)),
-        ("max ms", false, |r| r.result.main_op().map_or(f64::NAN, |o| o.max_ms)),
-        ("errors", false, |r| r.result.ops.iter().map(|o| o.error_count() as f64).sum()),
-        ("server RSS peak MiB", false, |r| r.result.server.as_ref().map_or(f64::NAN, |s| s.rss_peak_mb)),
-        ("server CPU %", false, |r| r.result.server.as_ref().map_or(f64::NAN, |s| s.cpu_percent)),
+        ("p50 ms", false, |r| {
+            r.result.main_op().map_or(f64::NAN, |o| o.p50_ms)
+        }),
+        ("p99 ms", false, |r| {
+            r.result.main_op().map_or(f64::NAN, |o| o.p99_ms)
+        }),
+        ("p99.9 ms", false, |r| {
+            r.result.main_op().map_or(f64::NAN, |o| o.p999_ms)
+        }),
+        ("max ms", false, |r| {
+            r.result.main_op().map_or(f64::NAN, |o| o.max_ms)
+        }),
+        ("errors", false, |r| {
+            r.result.ops.iter().map(|o| o.error_count() as f64).sum()
+        }),
+        ("server RSS peak MiB", false, |r| {
+            r.result.server.as_ref().map_or(f64::NAN, |s| s.rss_peak_mb)
+        }),
+        ("server CPU %", false, |r| {
+            r.result.server.as_ref().map_or(f64::NAN, |s| s.cpu_percent)
+        }),
         ("ops per server CPU-second", true, |r| {
-            r.result.server.as_ref().map_or(f64::NAN, |s| main_rate(r) / (s.cpu_percent / 100.0).max(1e-9))
+            r.result.server.as_ref().map_or(f64::NAN, |s| {
+                main_rate(r) / (s.cpu_percent / 100.0).max(1e-9)
+            })
         }),
     ];
     let mut workloads: Vec<String> = Vec::new();
@@ -128,7 +157,14 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
     let mut rows = Vec::new();
     for w in workloads {
         for (name, higher, f) in figures {
-            let of = |sys: &str| median(runs.iter().filter(|r| r.system == sys && r.result.workload == w).map(f).collect());
+            let of = |sys: &str| {
+                median(
+                    runs.iter()
+                        .filter(|r| r.system == sys && r.result.workload == w)
+                        .map(f)
+                        .collect(),
+                )
+            };
             let (ro, zk) = (of("roster"), of("zookeeper"));
             let ratio = if zk == 0.0 && ro == 0.0 { 1.0 } else { ro / zk };
             rows.push(CompareRow {

@@ -36,7 +36,10 @@ pub trait Deployment {
     }
     /// Injects a fault. Standalone deployments have nothing to fail over to.
     fn inject(&mut self, fault: Fault) -> anyhow::Result<()> {
-        bail!("fault {fault:?} needs an ensemble; {} is standalone", self.system())
+        bail!(
+            "fault {fault:?} needs an ensemble; {} is standalone",
+            self.system()
+        )
     }
     /// Stops whatever this deployment started (attached servers are left alone).
     fn stop(&mut self) -> anyhow::Result<()>;
@@ -44,7 +47,9 @@ pub trait Deployment {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Sends a four-letter word and returns the answer.
@@ -57,13 +62,20 @@ pub fn four_letter(addr: &str, word: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn wait_imok(addr: &str, deadline: Duration, mut alive: impl FnMut() -> bool) -> anyhow::Result<()> {
+fn wait_imok(
+    addr: &str,
+    deadline: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let until = Instant::now() + deadline;
     while Instant::now() < until {
         if !alive() {
             bail!("server at {addr} exited during startup");
         }
-        if four_letter(addr, "ruok").map(|a| a == "imok").unwrap_or(false) {
+        if four_letter(addr, "ruok")
+            .map(|a| a == "imok")
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -88,16 +100,27 @@ impl RosterStandalone {
         let child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--zk-listen", &addr, "--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "--zk-listen",
+                &addr,
+                "--http-listen",
+                &format!("127.0.0.1:{http_port}"),
+            ])
             .args(["--four-letter-words", "*"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut me = RosterStandalone { child: Some(child), addr, dir: dir.to_path_buf() };
+        let mut me = RosterStandalone {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+        };
         let child = me.child.as_mut().expect("just set");
-        if let Err(e) = wait_imok(&me.addr, Duration::from_secs(30), || matches!(child.try_wait(), Ok(None))) {
+        if let Err(e) = wait_imok(&me.addr, Duration::from_secs(30), || {
+            matches!(child.try_wait(), Ok(None))
+        }) {
             let _ = me.stop();
             return Err(e).with_context(|| format!("see {}", me.dir.join("roster.log").display()));
         }
@@ -113,11 +136,18 @@ impl Deployment for RosterStandalone {
         self.addr.clone()
     }
     fn server_pids(&self) -> Vec<u32> {
-        self.child.as_ref().map(|c| vec![c.id()]).unwrap_or_default()
+        self.child
+            .as_ref()
+            .map(|c| vec![c.id()])
+            .unwrap_or_default()
     }
     fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let until = Instant::now() + Duration::from_secs(15);
         while Instant::now() < until {
             if child.try_wait()?.is_some() {
@@ -166,7 +196,9 @@ impl ZooKeeperStandalone {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let pid = std::fs::read_to_string(dir.join("zookeeper.pid")).ok().and_then(|s| s.trim().parse().ok());
+        let pid = std::fs::read_to_string(dir.join("zookeeper.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         Ok(ZooKeeperStandalone {
             start_script: start_script.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -191,7 +223,12 @@ impl Deployment for ZooKeeperStandalone {
             return Ok(());
         }
         let stop = self.start_script.with_file_name("stop.sh");
-        let status = Command::new("bash").arg(&stop).arg(&self.dir).stdin(Stdio::null()).stdout(Stdio::null()).status()?;
+        let status = Command::new("bash")
+            .arg(&stop)
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()?;
         if !status.success() {
             bail!("{} {} failed", stop.display(), self.dir.display());
         }

@@ -39,7 +39,13 @@ pub type Outcome = Option<(&'static str, Result<(), zookeeper_client::Error>)>;
 
 /// Runs `op(client, seq)` closed-loop on `clients.len() × depth` workers until `stop`.
 /// `seq` is a global sequence number, unique per call. Returns the measured window.
-pub async fn closed_loop<F, Fut>(clients: &[Client], depth: usize, stop: Stop, rec: Arc<Recorder>, op: F) -> Duration
+pub async fn closed_loop<F, Fut>(
+    clients: &[Client],
+    depth: usize,
+    stop: Stop,
+    rec: Arc<Recorder>,
+    op: F,
+) -> Duration
 where
     F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -52,16 +58,26 @@ where
     let mut workers = Vec::new();
     for client in clients {
         for _ in 0..depth.max(1) {
-            let (client, op, counter, rec) = (client.clone(), op.clone(), counter.clone(), rec.clone());
+            let (client, op, counter, rec) =
+                (client.clone(), op.clone(), counter.clone(), rec.clone());
             workers.push(tokio::spawn(async move {
                 loop {
                     let seq = counter.fetch_add(1, Ordering::Relaxed);
-                    if max_ops.is_some_and(|n| seq >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    if max_ops.is_some_and(|n| seq >= n)
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
                         break;
                     }
                     let t = Instant::now();
-                    let Some((name, result)) = op(client.clone(), seq).await else { break };
-                    rec.record(name, t, Instant::now(), result.err().map(|e| error_kind(&e)));
+                    let Some((name, result)) = op(client.clone(), seq).await else {
+                        break;
+                    };
+                    rec.record(
+                        name,
+                        t,
+                        Instant::now(),
+                        result.err().map(|e| error_kind(&e)),
+                    );
                 }
             }));
         }
@@ -77,7 +93,13 @@ const MAX_IN_FLIGHT: usize = 20_000;
 
 /// Sends `op` at `rate` per second, spread round-robin over `clients`, for `duration`.
 /// Latency runs from each request's intended send time.
-pub async fn open_loop<F, Fut>(clients: &[Client], rate: f64, duration: Duration, rec: Arc<Recorder>, op: F) -> Duration
+pub async fn open_loop<F, Fut>(
+    clients: &[Client],
+    rate: f64,
+    duration: Duration,
+    rec: Arc<Recorder>,
+    op: F,
+) -> Duration
 where
     F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -99,16 +121,30 @@ where
             }
             match in_flight.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    let (client, op, rec) = (clients[seq as usize % clients.len()].clone(), op.clone(), rec.clone());
+                    let (client, op, rec) = (
+                        clients[seq as usize % clients.len()].clone(),
+                        op.clone(),
+                        rec.clone(),
+                    );
                     let s = seq;
                     tasks.spawn(async move {
                         if let Some((name, result)) = op(client, s).await {
-                            rec.record(name, intended, Instant::now(), result.err().map(|e| error_kind(&e)));
+                            rec.record(
+                                name,
+                                intended,
+                                Instant::now(),
+                                result.err().map(|e| error_kind(&e)),
+                            );
                         }
                         drop(permit);
                     });
                 }
-                Err(_) => rec.record("backlog", intended, Instant::now(), Some("ClientBacklog".into())),
+                Err(_) => rec.record(
+                    "backlog",
+                    intended,
+                    Instant::now(),
+                    Some("ClientBacklog".into()),
+                ),
             }
             seq += 1;
         }
@@ -188,5 +224,9 @@ where
         knee_rate = Some(rate);
         rate *= factor;
     }
-    Knee { p99_bound_ms: bound_ms, knee_rate, steps }
+    Knee {
+        p99_bound_ms: bound_ms,
+        knee_rate,
+        steps,
+    }
 }

@@ -32,10 +32,19 @@ pub fn measure(dir: &Path, fsync_samples: u64, rtt_samples: u64) -> anyhow::Resu
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let (fsync_p50_ms, fsync_p99_ms) = fsync_latency(dir, fsync_samples)?;
     let (rtt_p50, rtt_p99) = loopback_rtt(rtt_samples)?;
     Ok(Machine {
@@ -60,7 +69,8 @@ fn micros_hist() -> Histogram<u64> {
 fn fsync_latency(dir: &Path, samples: u64) -> anyhow::Result<(f64, f64)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!(".roster-bench-fsync-{}", std::process::id()));
-    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let block = vec![0x5au8; 4096];
     let mut h = micros_hist();
     let result = (|| -> anyhow::Result<()> {
@@ -74,7 +84,10 @@ fn fsync_latency(dir: &Path, samples: u64) -> anyhow::Result<(f64, f64)> {
     })();
     let _ = std::fs::remove_file(&path);
     result.context("measuring fsync")?;
-    Ok((h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+    Ok((
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    ))
 }
 
 /// (p50, p99) in microseconds of a one-byte round trip through a TCP echo thread on loopback.
@@ -103,7 +116,10 @@ fn loopback_rtt(samples: u64) -> anyhow::Result<(f64, f64)> {
         }
     }
     let _ = echo.join();
-    Ok((h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64))
+    Ok((
+        h.value_at_quantile(0.5) as f64,
+        h.value_at_quantile(0.99) as f64,
+    ))
 }
 
 #[cfg(test)]

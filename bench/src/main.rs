@@ -27,7 +27,11 @@ use crate::report::{Report, RunRecord};
 use crate::workloads::{KneeOpts, Params, Workload};
 
 #[derive(Parser)]
-#[command(name = "roster-bench", about = "Load harness for Roster and Apache ZooKeeper", version)]
+#[command(
+    name = "roster-bench",
+    about = "Load harness for Roster and Apache ZooKeeper",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -162,8 +166,15 @@ static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A name unique to this process and call, for a run's base path.
 pub fn run_id() -> String {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{}-{ms}-{}", std::process::id(), RUN_COUNTER.fetch_add(1, Ordering::Relaxed))
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!(
+        "{}-{ms}-{}",
+        std::process::id(),
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl LoadArgs {
@@ -172,7 +183,10 @@ impl LoadArgs {
         for name in &self.workload {
             if name == "mixed" {
                 for share in &self.read_share {
-                    anyhow::ensure!((0.0..=100.0).contains(share), "--read-share is a percentage: {share}");
+                    anyhow::ensure!(
+                        (0.0..=100.0).contains(share),
+                        "--read-share is a percentage: {share}"
+                    );
                     out.push(Workload::parse(name, *share)?);
                 }
             } else {
@@ -225,19 +239,29 @@ impl LoadArgs {
         if let Some(n) = self.ops {
             m.insert("ops".into(), n.to_string());
         }
-        m.insert("duration_s".into(), self.duration.map_or("10 (default)".into(), |d| d.to_string()));
+        m.insert(
+            "duration_s".into(),
+            self.duration
+                .map_or("10 (default)".into(), |d| d.to_string()),
+        );
         m.insert("warmup_s".into(), self.warmup.to_string());
         if let Some(r) = self.rate {
             m.insert("rate".into(), r.to_string());
         }
-        m.insert("session_timeout_ms".into(), self.session_timeout_ms.to_string());
+        m.insert(
+            "session_timeout_ms".into(),
+            self.session_timeout_ms.to_string(),
+        );
         m
     }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("roster-bench: cannot start the runtime: {e}");
@@ -279,24 +303,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("pid in {}", f.display()))?,
         ),
         (None, None) => {
-            let port = args.target.split(',').next().and_then(|h| h.rsplit(':').next()).and_then(|p| p.parse().ok());
+            let port = args
+                .target
+                .split(',')
+                .next()
+                .and_then(|h| h.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
             let pid = port.and_then(server_stats::pid_listening_on);
             if pid.is_none() {
-                eprintln!("note: no local process found listening on the target port; server RSS/CPU not sampled");
+                eprintln!(
+                    "note: no local process found listening on the target port; server RSS/CPU not sampled"
+                );
             }
             pid
         }
     };
-    eprintln!("measuring the machine (fsync in {}, loopback)", args.fsync_dir.display());
+    eprintln!(
+        "measuring the machine (fsync in {}, loopback)",
+        args.fsync_dir.display()
+    );
     let m = machine::measure(&args.fsync_dir, args.load.fsync_samples, 2000)?;
     let mut report = Report::new("run", m, args.load.describe());
     for w in workloads {
         eprintln!("== {} on {}", w.label(), args.target);
         let mut p = params.clone();
         p.run_id = run_id();
-        let result = workloads::run(w, &p).await.with_context(|| format!("workload {}", w.label()))?;
+        let result = workloads::run(w, &p)
+            .await
+            .with_context(|| format!("workload {}", w.label()))?;
         print_summary(&args.label, &result);
-        report.runs.push(RunRecord { system: args.label.clone(), target: args.target.clone(), round: None, result });
+        report.runs.push(RunRecord {
+            system: args.label.clone(),
+            target: args.target.clone(),
+            round: None,
+            result,
+        });
         report.write(&args.load.out)?;
     }
     report.write(&args.load.out)?;
@@ -308,7 +349,10 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let workloads = args.load.workloads()?;
     let params = args.load.params("")?;
     std::fs::create_dir_all(&args.work_dir)?;
-    eprintln!("measuring the machine (fsync in {}, loopback)", args.work_dir.display());
+    eprintln!(
+        "measuring the machine (fsync in {}, loopback)",
+        args.work_dir.display()
+    );
     let m = machine::measure(&args.work_dir, args.load.fsync_samples, 2000)?;
     let mut describe = args.load.describe();
     describe.insert("rounds".into(), args.rounds.to_string());
@@ -322,7 +366,14 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         zookeeper_pid: args.zookeeper_pid,
         work_dir: args.work_dir,
     };
-    let outcome = compare::compare(&systems, &workloads, args.rounds.max(1), &params, &mut report).await;
+    let outcome = compare::compare(
+        &systems,
+        &workloads,
+        args.rounds.max(1),
+        &params,
+        &mut report,
+    )
+    .await;
     // Whatever was measured is written, even when a later run failed.
     report.comparison = compare::summarize(&report.runs);
     report.write(&args.load.out)?;

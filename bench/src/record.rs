@@ -56,7 +56,10 @@ impl Recorder {
     pub fn new() -> Self {
         Recorder {
             start: Instant::now(),
-            inner: Mutex::new(Inner { ops: BTreeMap::new(), timeline: Vec::new() }),
+            inner: Mutex::new(Inner {
+                ops: BTreeMap::new(),
+                timeline: Vec::new(),
+            }),
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
@@ -69,14 +72,21 @@ impl Recorder {
 
     /// Operations and errors recorded so far (for progress lines).
     pub fn counts(&self) -> (u64, u64) {
-        (self.ops.load(Ordering::Relaxed), self.errors.load(Ordering::Relaxed))
+        (
+            self.ops.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
     }
 
     /// Records one operation that started (or was meant to start) at `from` and finished at `to`.
     /// Failed operations count as errors by kind; their latency is not in the histogram.
     pub fn record(&self, op: &'static str, from: Instant, to: Instant, error: Option<String>) {
-        let micros = to.saturating_duration_since(from).as_micros().clamp(1, MAX_MICROS as u128) as u64;
-        let slot = (to.saturating_duration_since(self.start).as_nanos() / BUCKET.as_nanos()) as usize;
+        let micros = to
+            .saturating_duration_since(from)
+            .as_micros()
+            .clamp(1, MAX_MICROS as u128) as u64;
+        let slot =
+            (to.saturating_duration_since(self.start).as_nanos() / BUCKET.as_nanos()) as usize;
         self.ops.fetch_add(1, Ordering::Relaxed);
         if error.is_some() {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +105,11 @@ impl Recorder {
             Some(kind) => *acc.errors.entry(kind.clone()).or_insert(0) += 1,
         }
         while inner.timeline.len() <= slot {
-            inner.timeline.push(Bucket { ok: 0, err: 0, hist: histogram(2) });
+            inner.timeline.push(Bucket {
+                ok: 0,
+                err: 0,
+                hist: histogram(2),
+            });
         }
         let bucket = &mut inner.timeline[slot];
         match error {
@@ -111,7 +125,11 @@ impl Recorder {
     /// last completion), so phases run one after another each get their own rate.
     pub fn summarize(&self) -> Vec<OpStats> {
         let inner = self.inner.lock();
-        inner.ops.iter().map(|(name, acc)| OpStats::from_acc(name, acc)).collect()
+        inner
+            .ops
+            .iter()
+            .map(|(name, acc)| OpStats::from_acc(name, acc))
+            .collect()
     }
 
     /// The 100 ms timeline.
@@ -125,7 +143,11 @@ impl Recorder {
                 t_s: (i as f64 + 1.0) * BUCKET.as_secs_f64(),
                 ok: b.ok,
                 errors: b.err,
-                p99_ms: if b.ok > 0 { ms(b.hist.value_at_quantile(0.99)) } else { 0.0 },
+                p99_ms: if b.ok > 0 {
+                    ms(b.hist.value_at_quantile(0.99))
+                } else {
+                    0.0
+                },
             })
             .collect()
     }
@@ -157,7 +179,9 @@ pub struct OpStats {
 
 /// Percentiles drawn in charts: evenly spaced in "nines" up to 99.999.
 pub fn curve_percentiles() -> Vec<f64> {
-    (0..=50).map(|i| 100.0 * (1.0 - 10f64.powf(-(i as f64) / 10.0))).collect()
+    (0..=50)
+        .map(|i| 100.0 * (1.0 - 10f64.powf(-(i as f64) / 10.0)))
+        .collect()
 }
 
 impl OpStats {
@@ -168,7 +192,13 @@ impl OpStats {
         };
         let h = &acc.hist;
         let ok = h.len();
-        let q = |p: f64| if ok > 0 { ms(h.value_at_quantile(p)) } else { 0.0 };
+        let q = |p: f64| {
+            if ok > 0 {
+                ms(h.value_at_quantile(p))
+            } else {
+                0.0
+            }
+        };
         let secs = elapsed.as_secs_f64().max(1e-9);
         OpStats {
             op: name.to_string(),
@@ -182,7 +212,10 @@ impl OpStats {
             p999_ms: q(0.999),
             max_ms: if ok > 0 { ms(h.max()) } else { 0.0 },
             curve: if ok > 0 {
-                curve_percentiles().into_iter().map(|p| (p, ms(h.value_at_percentile(p)))).collect()
+                curve_percentiles()
+                    .into_iter()
+                    .map(|p| (p, ms(h.value_at_percentile(p))))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -248,8 +281,18 @@ mod tests {
         for i in 1..=1000u64 {
             rec.record("get", t0, t0 + Duration::from_micros(i * 10), None);
         }
-        rec.record("get", t0, t0 + Duration::from_secs(1), Some("Timeout".into()));
-        rec.record("get", t0, t0 + Duration::from_millis(1), Some("NoNode".into()));
+        rec.record(
+            "get",
+            t0,
+            t0 + Duration::from_secs(1),
+            Some("Timeout".into()),
+        );
+        rec.record(
+            "get",
+            t0,
+            t0 + Duration::from_millis(1),
+            Some("NoNode".into()),
+        );
         let stats = rec.summarize();
         assert_eq!(stats.len(), 1);
         let s = &stats[0];

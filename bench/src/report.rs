@@ -82,7 +82,10 @@ impl Report {
     fn representatives(&self) -> Vec<&RunRecord> {
         let mut groups: BTreeMap<(String, String), Vec<&RunRecord>> = BTreeMap::new();
         for r in &self.runs {
-            groups.entry((r.result.workload.clone(), r.system.clone())).or_default().push(r);
+            groups
+                .entry((r.result.workload.clone(), r.system.clone()))
+                .or_default()
+                .push(r);
         }
         groups
             .into_values()
@@ -106,17 +109,29 @@ impl Report {
                 .iter()
                 .filter(|r| &r.result.workload == w)
                 .flat_map(|r| {
-                    r.result.ops.iter().filter(|o| !o.curve.is_empty()).map(move |o| {
-                        let name = if multi { format!("{} {}", r.system, o.op) } else { o.op.clone() };
-                        (name, o.curve.clone())
-                    })
+                    r.result
+                        .ops
+                        .iter()
+                        .filter(|o| !o.curve.is_empty())
+                        .map(move |o| {
+                            let name = if multi {
+                                format!("{} {}", r.system, o.op)
+                            } else {
+                                o.op.clone()
+                            };
+                            (name, o.curve.clone())
+                        })
                 })
                 .collect();
             if series.is_empty() {
                 continue;
             }
             let file = format!("latency-{w}.svg");
-            chart::percentiles(&dir.join(&file), &format!("{w}: latency by percentile"), &series)?;
+            chart::percentiles(
+                &dir.join(&file),
+                &format!("{w}: latency by percentile"),
+                &series,
+            )?;
             files.push(file);
         }
 
@@ -127,7 +142,9 @@ impl Report {
                 let values = workloads
                     .iter()
                     .map(|w| {
-                        reps.iter().find(|r| &r.system == s && &r.result.workload == w).map_or(0.0, |r| main_rate(r))
+                        reps.iter()
+                            .find(|r| &r.system == s && &r.result.workload == w)
+                            .map_or(0.0, |r| main_rate(r))
                     })
                     .collect();
                 (s.clone(), values)
@@ -135,7 +152,13 @@ impl Report {
             .collect();
         if !workloads.is_empty() {
             let file = "throughput.svg".to_string();
-            chart::bars(&dir.join(&file), "throughput of the main operation", "ops/s", &workloads, &series)?;
+            chart::bars(
+                &dir.join(&file),
+                "throughput of the main operation",
+                "ops/s",
+                &workloads,
+                &series,
+            )?;
             files.push(file);
         }
 
@@ -149,14 +172,25 @@ impl Report {
                 continue;
             }
             let file = format!("timeline-{w}.svg");
-            chart::timeline(&dir.join(&file), &format!("{w}: throughput over time"), &series)?;
+            chart::timeline(
+                &dir.join(&file),
+                &format!("{w}: throughput over time"),
+                &series,
+            )?;
             files.push(file);
         }
 
         for r in &reps {
             if let Some(k) = &r.result.knee {
                 let file = format!("knee-{}-{}.svg", r.system, r.result.workload);
-                chart::knee(&dir.join(&file), &format!("{} {}: latency vs offered rate", r.system, r.result.workload), k)?;
+                chart::knee(
+                    &dir.join(&file),
+                    &format!(
+                        "{} {}: latency vs offered rate",
+                        r.system, r.result.workload
+                    ),
+                    k,
+                )?;
                 files.push(file);
             }
         }
@@ -170,7 +204,10 @@ impl Report {
         let _ = writeln!(s, "# roster-bench {} report\n", self.kind);
         let _ = writeln!(s, "Command: `{}`\n", self.command.join(" "));
         let _ = writeln!(s, "## Machine\n");
-        let _ = writeln!(s, "| CPU | cores | kernel | fsync p50 / p99 | loopback RTT p50 / p99 |");
+        let _ = writeln!(
+            s,
+            "| CPU | cores | kernel | fsync p50 / p99 | loopback RTT p50 / p99 |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|");
         let _ = writeln!(
             s,
@@ -186,14 +223,29 @@ impl Report {
             m.loopback_rtt_p99_us
         );
         if !self.params.is_empty() {
-            let _ = writeln!(s, "Parameters: {}\n", self.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                s,
+                "Parameters: {}\n",
+                self.params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         if !self.comparison.is_empty() {
             let _ = writeln!(s, "## Roster / ZooKeeper (median over rounds)\n");
-            let _ = writeln!(s, "| workload | figure | Roster | ZooKeeper | Roster/ZooKeeper | better |");
+            let _ = writeln!(
+                s,
+                "| workload | figure | Roster | ZooKeeper | Roster/ZooKeeper | better |"
+            );
             let _ = writeln!(s, "|---|---|---:|---:|---:|---|");
             for c in &self.comparison {
-                let better = if (c.ratio > 1.0) == c.higher_is_better { "Roster" } else { "ZooKeeper" };
+                let better = if (c.ratio > 1.0) == c.higher_is_better {
+                    "Roster"
+                } else {
+                    "ZooKeeper"
+                };
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {:.2} | {} |",
@@ -212,18 +264,30 @@ impl Report {
             s,
             "| system | round | workload | mode | op | ok | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server RSS peak MiB | server CPU % |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in &self.runs {
             let (rss, cpu) = r
                 .result
                 .server
                 .as_ref()
-                .map_or(("—".into(), "—".into()), |v| (format!("{:.1}", v.rss_peak_mb), format!("{:.0}", v.cpu_percent)));
+                .map_or(("—".into(), "—".into()), |v| {
+                    (
+                        format!("{:.1}", v.rss_peak_mb),
+                        format!("{:.0}", v.cpu_percent),
+                    )
+                });
             for o in &r.result.ops {
                 let errors = if o.errors.is_empty() {
                     "0".to_string()
                 } else {
-                    o.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")
+                    o.errors
+                        .iter()
+                        .map(|(k, n)| format!("{k}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 let _ = writeln!(
                     s,
@@ -246,12 +310,27 @@ impl Report {
             }
         }
         s.push('\n');
-        let extras: Vec<_> = self.runs.iter().filter(|r| !r.result.extras.is_empty()).collect();
+        let extras: Vec<_> = self
+            .runs
+            .iter()
+            .filter(|r| !r.result.extras.is_empty())
+            .collect();
         if !extras.is_empty() {
             let _ = writeln!(s, "## Workload figures\n");
             for r in extras {
-                let figs: Vec<String> = r.result.extras.iter().map(|(k, v)| format!("{k} = {}", fmt_num(*v))).collect();
-                let _ = writeln!(s, "- {} {}: {}", r.system, r.result.workload, figs.join(", "));
+                let figs: Vec<String> = r
+                    .result
+                    .extras
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", fmt_num(*v)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "- {} {}: {}",
+                    r.system,
+                    r.result.workload,
+                    figs.join(", ")
+                );
             }
             s.push('\n');
         }
@@ -263,9 +342,13 @@ impl Report {
                     r.system,
                     r.result.workload,
                     k.p99_bound_ms,
-                    k.knee_rate.map_or("below the first step".into(), |r| format!("{r:.0} ops/s"))
+                    k.knee_rate
+                        .map_or("below the first step".into(), |r| format!("{r:.0} ops/s"))
                 );
-                let _ = writeln!(s, "| offered/s | achieved/s | p50 ms | p99 ms | errors |\n|---:|---:|---:|---:|---:|");
+                let _ = writeln!(
+                    s,
+                    "| offered/s | achieved/s | p50 ms | p99 ms | errors |\n|---:|---:|---:|---:|---:|"
+                );
                 for st in &k.steps {
                     let _ = writeln!(
                         s,

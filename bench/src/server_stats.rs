@@ -24,13 +24,18 @@ pub struct ServerStats {
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 10 || cols[3] != "0A" {
                 continue; // not LISTEN
             }
-            let local_port = cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if local_port == Some(port) {
                 inodes.push(format!("socket:[{}]", cols[9]));
             }
@@ -40,8 +45,16 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
         return None;
     }
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(target) = std::fs::read_link(fd.path())
                 && inodes.iter().any(|i| target.as_os_str() == i.as_str())
@@ -56,7 +69,13 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
 /// Resident set size in MiB, from /proc/<pid>/status.
 pub fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
@@ -146,7 +165,11 @@ pub struct Watch {
 impl Watch {
     /// Starts watching `pid` (sampling every 200 ms).
     pub fn start(pid: u32) -> Watch {
-        Watch { cpu0: cpu_seconds(pid), t0: Instant::now(), sampler: Sampler::start(pid, Duration::from_millis(200)) }
+        Watch {
+            cpu0: cpu_seconds(pid),
+            t0: Instant::now(),
+            sampler: Sampler::start(pid, Duration::from_millis(200)),
+        }
     }
 
     /// The figures since start.

@@ -10,9 +10,11 @@ use zookeeper_client as zk;
 pub use zk::Client;
 
 /// Persistent nodes, open ACL (what every benchmark node uses).
-pub const PERSISTENT: zk::CreateOptions<'static> = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+pub const PERSISTENT: zk::CreateOptions<'static> =
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
 /// Ephemeral nodes, open ACL.
-pub const EPHEMERAL: zk::CreateOptions<'static> = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+pub const EPHEMERAL: zk::CreateOptions<'static> =
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
 
 /// How a session is opened.
 #[derive(Clone, Debug)]
@@ -26,7 +28,9 @@ pub struct SessionSpec {
 
 /// Opens one session.
 pub async fn connect(spec: &SessionSpec) -> anyhow::Result<Client> {
-    let mut c = Client::connector().with_session_timeout(spec.session_timeout).with_fail_eagerly();
+    let mut c = Client::connector()
+        .with_session_timeout(spec.session_timeout)
+        .with_fail_eagerly();
     if spec.detached {
         c = c.with_detached();
     }
@@ -64,12 +68,19 @@ pub async fn connect_many(
 /// A short, stable name for an error, for the errors-by-kind table.
 pub fn error_kind(e: &zk::Error) -> String {
     let debug = format!("{e:?}");
-    debug.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("Unknown").to_string()
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("Unknown")
+        .to_string()
 }
 
 /// Creates `path` and any missing parents as persistent nodes.
 pub async fn ensure_path(client: &Client, path: &str) -> anyhow::Result<()> {
-    client.mkdir(path, &PERSISTENT).await.with_context(|| format!("creating {path}"))
+    client
+        .mkdir(path, &PERSISTENT)
+        .await
+        .with_context(|| format!("creating {path}"))
 }
 
 /// Removes `path` and everything under it, pipelining deletes; gives up after `budget`.
@@ -98,7 +109,9 @@ fn remove_tree_inner<'a>(
                 async move {
                     match client.delete(&child_path, None).await {
                         Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-                        Err(zk::Error::NotEmpty) => remove_tree_inner(client, child_path, deadline).await,
+                        Err(zk::Error::NotEmpty) => {
+                            remove_tree_inner(client, child_path, deadline).await
+                        }
                         Err(e) => Err(e).with_context(|| format!("deleting {child_path}")),
                     }
                 }
@@ -124,7 +137,10 @@ pub async fn wait_children(
     mut done: impl FnMut(i32) -> bool,
 ) -> anyhow::Result<Option<Instant>> {
     loop {
-        let stat = client.check_stat(path).await.with_context(|| format!("stat {path}"))?;
+        let stat = client
+            .check_stat(path)
+            .await
+            .with_context(|| format!("stat {path}"))?;
         let n = stat.map(|s| s.num_children).unwrap_or(0);
         if done(n) {
             return Ok(Some(Instant::now()));
@@ -140,7 +156,13 @@ pub async fn wait_children(
 mod tests {
     #[test]
     fn error_kinds_are_variant_names() {
-        assert_eq!(super::error_kind(&super::zk::Error::NodeExists), "NodeExists");
-        assert_eq!(super::error_kind(&super::zk::Error::UnexpectedError("x y".into())), "UnexpectedError");
+        assert_eq!(
+            super::error_kind(&super::zk::Error::NodeExists),
+            "NodeExists"
+        );
+        assert_eq!(
+            super::error_kind(&super::zk::Error::UnexpectedError("x y".into())),
+            "UnexpectedError"
+        );
     }
 }

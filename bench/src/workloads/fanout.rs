@@ -37,8 +37,14 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
     let sent_at = Arc::new(Mutex::new(Instant::now()));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
-    for c in clients[1..].iter().cloned() {
-        let (tx, node, sent_at, rec) = (tx.clone(), node.clone(), sent_at.clone(), rec.clone());
+    for c in clients.iter().skip(1) {
+        let (c, tx, node, sent_at, rec) = (
+            c.clone(),
+            tx.clone(),
+            node.clone(),
+            sent_at.clone(),
+            rec.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let w = match c.get_and_watch_data(&node).await {
@@ -87,7 +93,12 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         let t = Instant::now();
         *sent_at.lock() = t;
         let r = writer.set_data(&node, &value, None).await;
-        rec.record("set", t, Instant::now(), r.err().map(|e| zk::error_kind(&e)));
+        rec.record(
+            "set",
+            t,
+            Instant::now(),
+            r.err().map(|e| zk::error_kind(&e)),
+        );
         let mut notified = 0usize;
         let mut last = t;
         while notified < watchers {

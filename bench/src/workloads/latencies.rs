@@ -43,17 +43,33 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         (Simple::Ephemeral, &edir),
     ] {
         eprintln!("zk-latencies: {} × {n}", kind.label());
-        load::closed_loop(&clients, p.depth, Stop::Ops(n), rec.clone(), op(kind, d, value.clone(), n)).await;
+        load::closed_loop(
+            &clients,
+            p.depth,
+            Stop::Ops(n),
+            rec.clone(),
+            op(kind, d, value.clone(), n),
+        )
+        .await;
     }
 
     let watched = (n as usize).min(MAX_WATCHED);
     let (watcher, writer) = (clients[0].clone(), clients[1].clone());
     for round in 0..WATCH_ROUNDS {
-        eprintln!("zk-latencies: watch round {} of {WATCH_ROUNDS} on {watched} nodes", round + 1);
+        eprintln!(
+            "zk-latencies: watch round {} of {WATCH_ROUNDS} on {watched} nodes",
+            round + 1
+        );
         let mut armed = Vec::with_capacity(watched);
         let arm_t = Instant::now();
-        let arms: Vec<_> = (0..watched).map(|i| watcher.get_and_watch_data(&format!("{edir}/{i}"))).collect();
-        for (i, a) in futures::future::join_all(arms).await.into_iter().enumerate() {
+        let arms: Vec<_> = (0..watched)
+            .map(|i| watcher.get_and_watch_data(&format!("{edir}/{i}")))
+            .collect();
+        for (i, a) in futures::future::join_all(arms)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             match a {
                 Ok((_, _, w)) => {
                     rec.record("watch-arm", arm_t, Instant::now(), None);
@@ -79,7 +95,12 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         }
         for r in futures::future::join_all(sets).await {
             if let Err(e) = r {
-                rec.record("watch-trigger", t0, Instant::now(), Some(zk::error_kind(&e)));
+                rec.record(
+                    "watch-trigger",
+                    t0,
+                    Instant::now(),
+                    Some(zk::error_kind(&e)),
+                );
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -97,7 +118,11 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         mode: format!("closed({}x{}) × {n} nodes", clients.len(), p.depth),
         elapsed_s: elapsed.as_secs_f64(),
         ops: rec.summarize(),
-        extras: [("nodes".to_string(), n as f64), ("watched_nodes".to_string(), watched as f64)].into(),
+        extras: [
+            ("nodes".to_string(), n as f64),
+            ("watched_nodes".to_string(), watched as f64),
+        ]
+        .into(),
         timeline: rec.timeline(),
         knee: None,
         server,

@@ -34,8 +34,17 @@ pub enum Workload {
 }
 
 /// Every workload name `--workload` accepts.
-pub const NAMES: &[&str] =
-    &["create", "set", "get", "delete", "mixed", "zk-latencies", "watch-fanout", "session-storm", "ephemeral-storm"];
+pub const NAMES: &[&str] = &[
+    "create",
+    "set",
+    "get",
+    "delete",
+    "mixed",
+    "zk-latencies",
+    "watch-fanout",
+    "session-storm",
+    "ephemeral-storm",
+];
 
 impl Workload {
     /// Parses a name; `mixed` is expanded once per read share by the caller.
@@ -45,7 +54,9 @@ impl Workload {
             "set" => Workload::Simple(Simple::Set),
             "get" => Workload::Simple(Simple::Get),
             "delete" => Workload::Simple(Simple::Delete),
-            "mixed" => Workload::Simple(Simple::Mixed { read_percent: read_share_percent }),
+            "mixed" => Workload::Simple(Simple::Mixed {
+                read_percent: read_share_percent,
+            }),
             "zk-latencies" => Workload::ZkLatencies,
             "watch-fanout" => Workload::WatchFanout,
             "session-storm" => Workload::SessionStorm,
@@ -103,7 +114,9 @@ impl Params {
     }
 
     fn value(&self) -> Vec<u8> {
-        (0..self.value_size).map(|i| b'a' + (i % 26) as u8).collect()
+        (0..self.value_size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect()
     }
 }
 

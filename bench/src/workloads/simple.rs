@@ -53,25 +53,45 @@ pub fn op(
     dir: &str,
     value: Arc<Vec<u8>>,
     keys: u64,
-) -> impl Fn(Client, u64) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>> + Clone + Send + Sync + 'static {
+) -> impl Fn(Client, u64) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
     let dir: Arc<str> = Arc::from(dir);
     move |client: Client, seq: u64| {
         let (dir, value) = (dir.clone(), value.clone());
         Box::pin(async move {
             let keyed = || format!("{dir}/{}", mix(seq) % keys.max(1));
             let r = match kind {
-                Simple::Create => ("create", client.create(&format!("{dir}/{seq}"), &value, &PERSISTENT).await.map(drop)),
-                Simple::Ephemeral => {
-                    ("ephemeral-create", client.create(&format!("{dir}/{seq}"), &value, &EPHEMERAL).await.map(drop))
-                }
+                Simple::Create => (
+                    "create",
+                    client
+                        .create(&format!("{dir}/{seq}"), &value, &PERSISTENT)
+                        .await
+                        .map(drop),
+                ),
+                Simple::Ephemeral => (
+                    "ephemeral-create",
+                    client
+                        .create(&format!("{dir}/{seq}"), &value, &EPHEMERAL)
+                        .await
+                        .map(drop),
+                ),
                 Simple::Delete => ("delete", client.delete(&format!("{dir}/{seq}"), None).await),
-                Simple::Set => ("set", client.set_data(&keyed(), &value, None).await.map(drop)),
+                Simple::Set => (
+                    "set",
+                    client.set_data(&keyed(), &value, None).await.map(drop),
+                ),
                 Simple::Get => ("get", client.get_data(&keyed()).await.map(drop)),
                 Simple::Mixed { read_percent } => {
                     if (mix(seq ^ 0x5eed) % 10_000) as f64 / 100.0 < read_percent {
                         ("get", client.get_data(&keyed()).await.map(drop))
                     } else {
-                        ("set", client.set_data(&keyed(), &value, None).await.map(drop))
+                        (
+                            "set",
+                            client.set_data(&keyed(), &value, None).await.map(drop),
+                        )
                     }
                 }
             };
@@ -122,17 +142,46 @@ pub async fn run(kind: Simple, p: &Params) -> anyhow::Result<WorkloadResult> {
 
     if !p.warmup.is_zero() && kind != Simple::Delete {
         eprintln!("warming up for {:?}", p.warmup);
-        let f = op(kind, if matches!(kind, Simple::Create | Simple::Ephemeral) { &warm_dir } else { &keys_dir }, value.clone(), p.keys);
-        load::closed_loop(&clients, p.depth, Stop::For(p.warmup), Arc::new(Recorder::new()), f).await;
+        let f = op(
+            kind,
+            if matches!(kind, Simple::Create | Simple::Ephemeral) {
+                &warm_dir
+            } else {
+                &keys_dir
+            },
+            value.clone(),
+            p.keys,
+        );
+        load::closed_loop(
+            &clients,
+            p.depth,
+            Stop::For(p.warmup),
+            Arc::new(Recorder::new()),
+            f,
+        )
+        .await;
     }
 
-    let dir = if matches!(kind, Simple::Set | Simple::Get | Simple::Mixed { .. }) { &keys_dir } else { &work_dir };
+    let dir = if matches!(kind, Simple::Set | Simple::Get | Simple::Mixed { .. }) {
+        &keys_dir
+    } else {
+        &work_dir
+    };
     let f = op(kind, dir, value.clone(), p.keys);
     let rec = Arc::new(Recorder::new());
     let watch = p.server_pid.map(Watch::start);
     let t0 = Instant::now();
     let (mode, knee) = if let Some(k) = &p.knee {
-        let knee = load::find_knee(&clients, k.start_rate, k.factor, k.step, k.max_steps, k.p99_bound_ms, f).await;
+        let knee = load::find_knee(
+            &clients,
+            k.start_rate,
+            k.factor,
+            k.step,
+            k.max_steps,
+            k.p99_bound_ms,
+            f,
+        )
+        .await;
         ("knee".to_string(), Some(knee))
     } else if let Some(rate) = p.rate {
         let _progress = Progress::start(kind.label(), rec.clone());
@@ -166,7 +215,10 @@ fn fail_on_errors(rec: &Recorder, what: &str) -> anyhow::Result<()> {
     let stats = rec.summarize();
     let errors: u64 = stats.iter().map(|s| s.error_count()).sum();
     if errors > 0 {
-        let kinds: Vec<String> = stats.iter().flat_map(|s| s.errors.iter().map(|(k, n)| format!("{k}×{n}"))).collect();
+        let kinds: Vec<String> = stats
+            .iter()
+            .flat_map(|s| s.errors.iter().map(|(k, n)| format!("{k}×{n}")))
+            .collect();
         anyhow::bail!("{what}: {errors} errors ({})", kinds.join(", "));
     }
     Ok(())

@@ -29,9 +29,15 @@ pub async fn run_session_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
     let watch = p.server_pid.map(Watch::start);
     let t0 = Instant::now();
 
-    let detached = SessionSpec { detached: true, ..p.spec.clone() };
+    let detached = SessionSpec {
+        detached: true,
+        ..p.spec.clone()
+    };
     let r = rec.clone();
-    let clients = zk::connect_many(&detached, n, CONNECT_PARALLEL, |a, b| r.record("connect", a, b, None)).await?;
+    let clients = zk::connect_many(&detached, n, CONNECT_PARALLEL, |a, b| {
+        r.record("connect", a, b, None)
+    })
+    .await?;
     let timeout = clients[0].session_timeout();
     let value = p.value();
     let creates = clients.iter().enumerate().map(|(i, c)| {
@@ -39,23 +45,41 @@ pub async fn run_session_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
         async move {
             let t = Instant::now();
             let r = c.create(&path, value, &EPHEMERAL).await;
-            rec.record("ephemeral-create", t, Instant::now(), r.err().map(|e| zk::error_kind(&e)));
+            rec.record(
+                "ephemeral-create",
+                t,
+                Instant::now(),
+                r.err().map(|e| zk::error_kind(&e)),
+            );
         }
     });
-    futures::stream::iter(creates).buffer_unordered(CONNECT_PARALLEL).collect::<()>().await;
-    let count = observer.check_stat(&dir).await?.map(|s| s.num_children).unwrap_or(0);
+    futures::stream::iter(creates)
+        .buffer_unordered(CONNECT_PARALLEL)
+        .collect::<()>()
+        .await;
+    let count = observer
+        .check_stat(&dir)
+        .await?
+        .map(|s| s.num_children)
+        .unwrap_or(0);
 
     // Drop every connection at once; the sessions stay open on the server until it expires them.
     let dropped = Instant::now();
     drop(clients);
     let deadline = dropped + timeout * 4 + Duration::from_secs(30);
     let mut first_gone = None;
-    let all_gone = zk::wait_children(&observer, &dir, Duration::from_millis(20), deadline, |left| {
-        if left < count && first_gone.is_none() {
-            first_gone = Some(Instant::now());
-        }
-        left == 0
-    })
+    let all_gone = zk::wait_children(
+        &observer,
+        &dir,
+        Duration::from_millis(20),
+        deadline,
+        |left| {
+            if left < count && first_gone.is_none() {
+                first_gone = Some(Instant::now());
+            }
+            left == 0
+        },
+    )
     .await?;
     let elapsed = t0.elapsed();
     let server = watch.map(Watch::finish);
@@ -68,7 +92,10 @@ pub async fn run_session_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
         ("all_expired_after_drop_s".to_string(), secs(all_gone)),
     ]
     .into();
-    extras.insert("cleanup_beyond_timeout_s".into(), secs(all_gone) - timeout.as_secs_f64());
+    extras.insert(
+        "cleanup_beyond_timeout_s".into(),
+        secs(all_gone) - timeout.as_secs_f64(),
+    );
     if all_gone.is_none() {
         eprintln!("warning: ephemerals of expired sessions still present at the deadline");
     }
@@ -100,12 +127,23 @@ pub async fn run_ephemeral_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
     let t0 = Instant::now();
     let f = op(Simple::Ephemeral, &dir, Arc::new(p.value()), p.keys);
     load::closed_loop(&clients, p.depth, p.stop, rec.clone(), f).await;
-    let count = observer.check_stat(&dir).await?.map(|s| s.num_children).unwrap_or(0);
+    let count = observer
+        .check_stat(&dir)
+        .await?
+        .map(|s| s.num_children)
+        .unwrap_or(0);
 
     let closing = Instant::now();
     drop(clients); // each session sends closeSession: its ephemerals go at once
     let deadline = closing + p.spec.session_timeout * 4 + Duration::from_secs(30);
-    let gone = zk::wait_children(&observer, &dir, Duration::from_millis(10), deadline, |left| left == 0).await?;
+    let gone = zk::wait_children(
+        &observer,
+        &dir,
+        Duration::from_millis(10),
+        deadline,
+        |left| left == 0,
+    )
+    .await?;
     let elapsed = t0.elapsed();
     let server = watch.map(Watch::finish);
     cleanup(p, &observer).await;
@@ -116,7 +154,10 @@ pub async fn run_ephemeral_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
         ops: rec.summarize(),
         extras: [
             ("ephemerals_registered".to_string(), count as f64),
-            ("all_removed_after_close_s".to_string(), gone.map_or(f64::NAN, |t| (t - closing).as_secs_f64())),
+            (
+                "all_removed_after_close_s".to_string(),
+                gone.map_or(f64::NAN, |t| (t - closing).as_secs_f64()),
+            ),
         ]
         .into(),
         timeline: rec.timeline(),
