@@ -26,20 +26,26 @@ pub struct SessionSpec {
     pub detached: bool,
 }
 
-/// Opens one session.
+/// Opens one session, retrying for a while: a server that has just started (a cold JVM)
+/// may drop the first handshakes.
 pub async fn connect(spec: &SessionSpec) -> anyhow::Result<Client> {
-    let mut c = Client::connector()
-        .with_session_timeout(spec.session_timeout)
-        .with_fail_eagerly();
-    if spec.detached {
-        c = c.with_detached();
+    let deadline = Instant::now() + spec.session_timeout.max(Duration::from_secs(5)) * 3;
+    loop {
+        let mut c = Client::connector().with_session_timeout(spec.session_timeout);
+        if spec.detached {
+            c = c.with_detached();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match tokio::time::timeout(left, c.connect(&spec.target)).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(_) => anyhow::anyhow!("timed out"),
+        };
+        if Instant::now() + Duration::from_millis(200) >= deadline {
+            return Err(err).with_context(|| format!("connecting to {}", spec.target));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Bounded: a server that accepts but never answers must not hang the harness.
-    let deadline = spec.session_timeout.max(Duration::from_secs(5)) * 2;
-    tokio::time::timeout(deadline, c.connect(&spec.target))
-        .await
-        .with_context(|| format!("connecting to {} timed out", spec.target))?
-        .with_context(|| format!("connecting to {}", spec.target))
 }
 
 /// Opens `n` sessions, at most `parallel` handshakes at a time. Calls `each` with the time each
