@@ -30,7 +30,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 zk_port=$(free_port)
 http_port=$(free_port)
 "$roster_bin" --data-dir "$work/data" --zk-listen "127.0.0.1:$zk_port" --http-listen "127.0.0.1:$http_port" \
-  --four-letter-words '*' > "$work/roster.log" 2>&1 &
+  --four-letter-words '*' --max-client-connections 0 > "$work/roster.log" 2>&1 &
 roster_pid=$!
 ruok() { python3 - "$zk_port" <<'PY' 2>/dev/null
 import socket, sys

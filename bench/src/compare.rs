@@ -176,6 +176,33 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
                 higher_is_better: higher,
             });
         }
+        // Workload figures (expiry times, lost notifications…): lower is better for all of them.
+        let mut keys: Vec<&String> = runs
+            .iter()
+            .filter(|r| r.result.workload == w)
+            .flat_map(|r| r.result.extras.keys())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let of = |sys: &str| {
+                median(
+                    runs.iter()
+                        .filter(|r| r.system == sys && r.result.workload == w)
+                        .filter_map(|r| r.result.extras.get(k).copied())
+                        .collect(),
+                )
+            };
+            let (ro, zk) = (of("roster"), of("zookeeper"));
+            rows.push(CompareRow {
+                workload: w.clone(),
+                figure: k.clone(),
+                roster: ro,
+                zookeeper: zk,
+                ratio: if zk == 0.0 && ro == 0.0 { 1.0 } else { ro / zk },
+                higher_is_better: false,
+            });
+        }
     }
     rows
 }

@@ -107,6 +107,9 @@ impl RosterStandalone {
                 &format!("127.0.0.1:{http_port}"),
             ])
             .args(["--four-letter-words", "*"])
+            // As the ZooKeeper side (start.sh sets maxClientCnxns=0): every session of a
+            // storm comes from 127.0.0.1.
+            .args(["--max-client-connections", "0"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

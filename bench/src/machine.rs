@@ -16,6 +16,8 @@ pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
     pub kernel: String,
+    /// 1-minute load average when measured: other work on the machine skews every figure.
+    pub load_avg_1m: f64,
     /// Directory where fsync was measured.
     pub fsync_dir: String,
     pub fsync_samples: u64,
@@ -45,12 +47,17 @@ pub fn measure(dir: &Path, fsync_samples: u64, rtt_samples: u64) -> anyhow::Resu
         .unwrap_or_default()
         .trim()
         .to_string();
+    let load_avg_1m = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN);
     let (fsync_p50_ms, fsync_p99_ms) = fsync_latency(dir, fsync_samples)?;
     let (rtt_p50, rtt_p99) = loopback_rtt(rtt_samples)?;
     Ok(Machine {
         cpu_model,
         cores,
         kernel,
+        load_avg_1m,
         fsync_dir: dir.display().to_string(),
         fsync_samples,
         fsync_p50_ms,

@@ -211,10 +211,11 @@ impl Report {
         let _ = writeln!(s, "|---|---|---|---|---|");
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} / {:.2} ms ({} × 4 KiB in `{}`) | {:.0} / {:.0} µs |\n",
+            "| {} | {} | {} | {:.2} | {:.2} / {:.2} ms ({} × 4 KiB in `{}`) | {:.0} / {:.0} µs |\n",
             m.cpu_model,
             m.cores,
             m.kernel,
+            m.load_avg_1m,
             m.fsync_p50_ms,
             m.fsync_p99_ms,
             m.fsync_samples,

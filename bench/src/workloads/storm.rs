@@ -1,6 +1,8 @@
 //! Storms. Session storm: many sessions connect, each registers one ephemeral, then all
 //! connections drop at the same moment without closing their sessions; the figure is how long
 //! the server takes to expire them all and remove their ephemerals (versus the session timeout).
+//! (Servers cap connections per client address — ZooKeeper's `maxClientCnxns`, Roster's
+//! `--max-client-connections`, 60 by default — so a storm needs that cap raised or off.)
 //! Ephemeral storm: many sessions register ephemerals as fast as they can (a fleet restarting),
 //! then all close at once; the figure is how long until every ephemeral is gone.
 
