@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Smoke test of roster-bench for CI: every workload runs for about two seconds against a
+# standalone Roster started here, and each must produce a report with nonzero operations and
+# no failed run. It asserts that the harness works, never how fast anything is.
+#   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir=${CARGO_TARGET_DIR:-target}
+roster_bin=${ROSTER_BIN:-$target_dir/debug/roster}
+bench_bin=${ROSTER_BENCH_BIN:-$target_dir/debug/roster-bench}
+if [ ! -x "$bench_bin" ]; then cargo build -q -p roster-bench; fi
+if [ ! -x "$roster_bin" ]; then
+  echo "smoke: no roster binary at $roster_bin (set ROSTER_BIN or build roster-gateway)" >&2
+  exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/roster-bench-smoke.XXXXXX")
+roster_pid=""
+cleanup() {
+  if [ -n "$roster_pid" ] && kill -0 "$roster_pid" 2>/dev/null; then
+    kill "$roster_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$roster_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$roster_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+zk_port=$(free_port)
+http_port=$(free_port)
+"$roster_bin" --data-dir "$work/data" --zk-listen "127.0.0.1:$zk_port" --http-listen "127.0.0.1:$http_port" \
+  --four-letter-words '*' --max-client-connections 0 > "$work/roster.log" 2>&1 &
+roster_pid=$!
+ruok() { python3 - "$zk_port" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.sendall(b"ruok")
+print(s.recv(16).decode(), end="")
+PY
+}
+for _ in $(seq 150); do
+  [ "$(ruok || true)" = imok ] && break
+  kill -0 "$roster_pid" 2>/dev/null || { echo "smoke: roster exited" >&2; cat "$work/roster.log" >&2; exit 1; }
+  sleep 0.2
+done
+[ "$(ruok || true)" = imok ] || { echo "smoke: roster did not answer ruok" >&2; exit 1; }
+
+failed=0
+passed=0
+check() { # name, out dir: a report with at least one run and nonzero ops in every run
+  python3 - "$2/report.json" "$1" <<'PY'
+import json, sys
+path, name = sys.argv[1], sys.argv[2]
+r = json.load(open(path))
+runs = r.get("runs", [])
+assert runs, f"{name}: no runs in {path}"
+for run in runs:
+    ok = sum(o["ok"] for o in run["result"]["ops"])
+    assert ok > 0, f"{name}: {run['result']['workload']} did no operation"
+assert r["machine"]["cores"] >= 1
+PY
+}
+run() { # name, extra args…
+  local name=$1; shift
+  local out="$work/out-$name"
+  echo "smoke: $name" >&2
+  if timeout 120 "$bench_bin" run --target "127.0.0.1:$zk_port" --label roster --out "$out" \
+       --fsync-samples 10 "$@" > "$work/$name.log" 2>&1 \
+     && check "$name" "$out" && [ -f "$out/report.md" ] && ls "$out"/*.svg > /dev/null; then
+    passed=$((passed + 1))
+  else
+    echo "smoke: $name FAILED; its output:" >&2
+    tail -n 30 "$work/$name.log" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+common=(--sessions 4 --depth 4 --keys 100 --value-size 64)
+run create          --workload create "${common[@]}" --duration 2
+run set             --workload set "${common[@]}" --duration 2 --warmup 0.5
+run get             --workload get "${common[@]}" --duration 2
+run delete          --workload delete "${common[@]}" --duration 2
+run mixed           --workload mixed --read-share 0,50,90,100 "${common[@]}" --duration 1
+run open-loop       --workload get "${common[@]}" --rate 500 --duration 2
+run zk-latencies    --workload zk-latencies "${common[@]}" --ops 200
+run watch-fanout    --workload watch-fanout --sessions 20 --duration 2
+run session-storm   --workload session-storm --sessions 50 --session-timeout-ms 4000
+run ephemeral-storm --workload ephemeral-storm "${common[@]}" --duration 2
+
+echo "bench smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

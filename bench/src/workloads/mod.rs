@@ -1,0 +1,167 @@
+//! The workloads. Each opens its own sessions, prepares what it needs under
+//! `/roster-bench/<run-id>`, measures, and (unless told to keep it) removes its tree.
+
+mod fanout;
+mod latencies;
+mod simple;
+mod storm;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::{Knee, Stop};
+use crate::record::{OpStats, TimelinePoint};
+use crate::server_stats::ServerStats;
+use crate::zk::SessionSpec;
+
+pub use simple::Simple;
+
+/// A named workload.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    /// One of the single-operation workloads (create, set, get, delete, mixed).
+    Simple(Simple),
+    /// The zk-latencies sequence: create, set, get, delete, ephemeral create, watch ×5.
+    ZkLatencies,
+    /// One writer, many watchers: notification latency.
+    WatchFanout,
+    /// Thousands of sessions connect, each with an ephemeral, then all expire at once.
+    SessionStorm,
+    /// Many sessions register ephemerals as fast as they can, then all close at once.
+    EphemeralStorm,
+}
+
+/// Every workload name `--workload` accepts.
+pub const NAMES: &[&str] = &[
+    "create",
+    "set",
+    "get",
+    "delete",
+    "mixed",
+    "zk-latencies",
+    "watch-fanout",
+    "session-storm",
+    "ephemeral-storm",
+];
+
+impl Workload {
+    /// Parses a name; `mixed` is expanded once per read share by the caller.
+    pub fn parse(name: &str, read_share_percent: f64) -> anyhow::Result<Workload> {
+        Ok(match name {
+            "create" => Workload::Simple(Simple::Create),
+            "set" => Workload::Simple(Simple::Set),
+            "get" => Workload::Simple(Simple::Get),
+            "delete" => Workload::Simple(Simple::Delete),
+            "mixed" => Workload::Simple(Simple::Mixed {
+                read_percent: read_share_percent,
+            }),
+            "zk-latencies" => Workload::ZkLatencies,
+            "watch-fanout" => Workload::WatchFanout,
+            "session-storm" => Workload::SessionStorm,
+            "ephemeral-storm" => Workload::EphemeralStorm,
+            other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
+        })
+    }
+
+    /// Name as shown in reports (`mixed-90` for 90 % reads).
+    pub fn label(&self) -> String {
+        match self {
+            Workload::Simple(s) => s.label(),
+            Workload::ZkLatencies => "zk-latencies".into(),
+            Workload::WatchFanout => "watch-fanout".into(),
+            Workload::SessionStorm => "session-storm".into(),
+            Workload::EphemeralStorm => "ephemeral-storm".into(),
+        }
+    }
+}
+
+/// Open-loop rate ramp to find where p99 crosses a bound.
+#[derive(Clone, Debug)]
+pub struct KneeOpts {
+    pub start_rate: f64,
+    pub factor: f64,
+    pub step: Duration,
+    pub max_steps: usize,
+    pub p99_bound_ms: f64,
+}
+
+/// How to drive a workload.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub spec: SessionSpec,
+    pub sessions: usize,
+    pub depth: usize,
+    pub stop: Stop,
+    pub warmup: Duration,
+    /// Open loop at this rate (ops/s) instead of closed loop.
+    pub rate: Option<f64>,
+    pub knee: Option<KneeOpts>,
+    pub value_size: usize,
+    pub keys: u64,
+    /// Remove the run's tree afterwards (not needed on a throw-away server).
+    pub cleanup: bool,
+    /// Unique per run; names the base path.
+    pub run_id: String,
+    /// Server to sample during the measured phase.
+    pub server_pid: Option<u32>,
+}
+
+impl Params {
+    fn base(&self) -> String {
+        format!("/roster-bench/{}", self.run_id)
+    }
+
+    fn value(&self) -> Vec<u8> {
+        (0..self.value_size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect()
+    }
+}
+
+/// What one workload measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub workload: String,
+    /// `closed(16x8)`, `open(5000/s)` or `knee`.
+    pub mode: String,
+    /// The measured phase, seconds.
+    pub elapsed_s: f64,
+    pub ops: Vec<OpStats>,
+    /// Figures particular to a workload (expiry times, notifications per round…).
+    pub extras: BTreeMap<String, f64>,
+    pub timeline: Vec<TimelinePoint>,
+    pub knee: Option<Knee>,
+    pub server: Option<ServerStats>,
+}
+
+impl WorkloadResult {
+    /// The figures of the workload's main operation (the first listed for multi-op workloads).
+    pub fn main_op(&self) -> Option<&OpStats> {
+        self.ops.iter().max_by_key(|o| o.ok)
+    }
+}
+
+/// Runs one workload.
+pub async fn run(w: Workload, p: &Params) -> anyhow::Result<WorkloadResult> {
+    let mut result = match w {
+        Workload::Simple(s) => simple::run(s, p).await?,
+        Workload::ZkLatencies => latencies::run(p).await?,
+        Workload::WatchFanout => fanout::run(p).await?,
+        Workload::SessionStorm => storm::run_session_storm(p).await?,
+        Workload::EphemeralStorm => storm::run_ephemeral_storm(p).await?,
+    };
+    result.workload = w.label();
+    Ok(result)
+}
+
+/// Removes the run's tree if asked; a failure is reported, not fatal.
+async fn cleanup(p: &Params, client: &crate::zk::Client) {
+    if !p.cleanup {
+        return;
+    }
+    if let Err(e) = crate::zk::remove_tree(client, &p.base(), Duration::from_secs(120)).await {
+        eprintln!("warning: cleanup of {} failed: {e:#}", p.base());
+    }
+}
