@@ -129,6 +129,11 @@ impl Proposer {
                     if self.lead.as_ref().is_some_and(|l| state != ServerState::Leader || l.term != term) {
                         self.step_down("no longer leader");
                     }
+                    // Become ready at once (not on the first request): session expiry and the
+                    // container manager run only on a ready leader.
+                    if state == ServerState::Leader && self.lead.is_none() {
+                        self.ensure_leading().await;
+                    }
                 }
             }
         }

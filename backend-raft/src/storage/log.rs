@@ -53,10 +53,32 @@ impl LogStore {
         })
     }
 
+    /// Is the entry at `index` purged?
+    fn purged(&self, index: u64) -> bool {
+        self.inner
+            .state
+            .lock()
+            .0
+            .as_ref()
+            .is_some_and(|p| p.index() >= index)
+    }
+
     fn read_range(&self, from: u64, to: u64) -> io::Result<Vec<Entry>> {
-        if from >= to {
+        // A range whose start is purged (possibly while it is being read: `purge` marks before it
+        // deletes) reads as empty rather than as a later part of the range: a replication stream
+        // that planned the range before the purge then finds the follower needs a snapshot,
+        // instead of sending entries that do not follow its `prev_log_id`.
+        if from >= to || self.purged(from) {
             return Ok(Vec::new());
         }
+        let out = self.read_present(from, to)?;
+        if self.purged(from) {
+            return Ok(Vec::new());
+        }
+        Ok(out)
+    }
+
+    fn read_present(&self, from: u64, to: u64) -> io::Result<Vec<Entry>> {
         // The tail first: an entry leaves it only after it is in the engine, so reading it
         // before the engine never misses one.
         let mut out: BTreeMap<u64, Entry> = self
