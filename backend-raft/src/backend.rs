@@ -322,8 +322,7 @@ impl RaftBackend {
     pub(crate) async fn wait_applied(&self, p: Progress) -> Result<(), BackendError> {
         let mut rx = self.shared.progress.subscribe();
         let wait = rx.wait_for(|cur| cur.zxid >= p.zxid && cur.index >= p.index);
-        match tokio::time::timeout(Duration::from_millis(self.cfg.request_timeout_ms), wait).await
-        {
+        match tokio::time::timeout(Duration::from_millis(self.cfg.request_timeout_ms), wait).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(BackendError::ShuttingDown),
             Err(_) => Err(BackendError::Unavailable(format!(

@@ -38,7 +38,12 @@ impl RaftBackend {
 
     /// Voters and learners with their addresses.
     pub fn members(&self) -> Members {
-        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         let voters: BTreeSet<NodeId> = m.voter_ids().collect();
         let mut out = Members {
             voters: BTreeMap::new(),

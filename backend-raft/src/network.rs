@@ -14,9 +14,9 @@ use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError,
 use openraft::network::RPCOption;
 use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use parking_lot::Mutex;
-use roster_core::{SessionId, Zxid};
 use roster_core::backend::BackendError;
 use roster_core::txn::{Applied, Envelope};
+use roster_core::{SessionId, Zxid};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -85,7 +85,10 @@ pub enum ForwardReply {
     Applied(Applied),
     Touched,
     /// The leader's applied position; the follower waits until it has applied as far.
-    Barrier { zxid: Zxid, index: u64 },
+    Barrier {
+        zxid: Zxid,
+        index: u64,
+    },
     Admin,
 }
 
@@ -107,8 +110,7 @@ pub trait Transport: Send + Sync + 'static {
         rpc: AppendEntriesRequest,
     ) -> Result<AppendEntriesResponse, TransportError>;
     async fn vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError>;
-    async fn pre_vote(&self, to: &Peer, rpc: VoteRequest)
-    -> Result<VoteResponse, TransportError>;
+    async fn pre_vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError>;
     async fn install_snapshot(
         &self,
         to: &Peer,
@@ -302,11 +304,7 @@ impl Transport for Endpoint {
         n.handle_vote(rpc).await
     }
 
-    async fn pre_vote(
-        &self,
-        to: &Peer,
-        rpc: VoteRequest,
-    ) -> Result<VoteResponse, TransportError> {
+    async fn pre_vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
         let n = self.router.target(self.from, to.id)?;
         n.handle_pre_vote(rpc).await
     }

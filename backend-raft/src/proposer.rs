@@ -87,8 +87,8 @@ impl Proposer {
         let (tx, rx) = mpsc::channel(queue_depth);
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         // As ZooKeeper: the server id in the top byte, wall-clock ms below.
-        let next_session = (((wall_ms() as u64) << 24) >> 8) as i64
-            | ((cfg.server_id as i64 & 0xff) << 56);
+        let next_session =
+            (((wall_ms() as u64) << 24) >> 8) as i64 | ((cfg.server_id as i64 & 0xff) << 56);
         let p = Proposer {
             shared,
             raft,

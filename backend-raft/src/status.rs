@@ -53,14 +53,23 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>) {
             metrics::gauge!("roster_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
             for r in [Role::Leader, Role::Follower, Role::Observer, Role::Looking] {
                 let on = role(m.state) == r;
-                metrics::gauge!("roster_backend_role", "role" => r.as_str()).set(if on { 1.0 } else { 0.0 });
+                metrics::gauge!("roster_backend_role", "role" => r.as_str()).set(if on {
+                    1.0
+                } else {
+                    0.0
+                });
             }
             if let Some(leader) = m.current_leader {
                 let key = (m.current_term, leader);
                 if last_leader != Some(key) {
                     last_leader = Some(key);
                     metrics::counter!("roster_raft_elections_total").increment(1);
-                    tracing::info!(node = me.cfg.node_id, term = m.current_term, leader, "leader known");
+                    tracing::info!(
+                        node = me.cfg.node_id,
+                        term = m.current_term,
+                        leader,
+                        "leader known"
+                    );
                 }
             }
             if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {

@@ -78,7 +78,11 @@ async fn relay_touches(me: Arc<RaftBackend>) {
             }
         }
         Route::Remote(peer) => {
-            if let Err(e) = me.transport.forward(&peer, Forward::Touch(ids.clone())).await {
+            if let Err(e) = me
+                .transport
+                .forward(&peer, Forward::Touch(ids.clone()))
+                .await
+            {
                 tracing::debug!(leader = peer.id, error = %e, "session touch relay failed; retrying next tick");
                 me.touched.lock().extend(ids);
             }

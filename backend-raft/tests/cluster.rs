@@ -64,7 +64,10 @@ async fn writes_through_any_member_apply_everywhere_identically() {
     names.dedup();
     assert_eq!(names.len(), 60);
     let expect: Vec<String> = (0..60).map(|i| format!("/q/n-{i:010}")).collect();
-    assert_eq!(names, expect.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        expect.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
     zxids.sort();
     zxids.dedup();
     assert_eq!(zxids.len(), 60, "every write got its own zxid");
@@ -169,7 +172,10 @@ async fn a_restarted_member_recovers_from_its_engine_and_catches_up() {
     // Alone (cut off from the others) it recovers what it had from snapshot + log.
     c.router.isolate(victim);
     let n = c.open(victim, engine.clone()).await;
-    wait_for(10, "local recovery", || n.tree().read().last_zxid() >= before).await;
+    wait_for(10, "local recovery", || {
+        n.tree().read().last_zxid() >= before
+    })
+    .await;
     assert_eq!(n.tree().read().digest(), digest);
     // Rejoined, it catches up with what was written while it was away.
     for i in 0..20 {

@@ -64,7 +64,10 @@ async fn a_learner_is_added_promoted_and_a_member_removed() {
     c.stop(victim).await;
     for i in 0..10 {
         let a = retry(10, "write after removal", || {
-            learner.submit(env(s, create(&format!("/after{i}"), CreateMode::Persistent)))
+            learner.submit(env(
+                s,
+                create(&format!("/after{i}"), CreateMode::Persistent),
+            ))
         })
         .await;
         assert!(learner.tree().read().get(&created(&a)).is_some());

@@ -6,8 +6,8 @@
 use super::writer::{WriteCmd, Writer};
 use super::{COMMITTED_KEY, PURGED_KEY, VOTE_KEY, decode, encode, index_key, io_err};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
-use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use parking_lot::Mutex;
 use roster_core::storage::{Engine, Space, WriteBatch};
 use std::collections::BTreeMap;
@@ -161,7 +161,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let (purged, last) = self.inner.state.lock().clone();
+        let (purged, last) = *self.inner.state.lock();
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,
@@ -205,7 +205,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -215,7 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut tail = self.inner.tail.lock();
             for e in entries {
-                let id = e.log_id.clone();
+                let id = e.log_id;
                 batch.put(Space::Log, index_key(id.index()), encode(&e));
                 tail.insert(id.index(), e);
                 written.push(id);
@@ -251,7 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut tail = self.inner.tail.lock();
             tail.split_off(&from);
             let mut st = self.inner.state.lock();
-            st.1 = last_log_id.clone().or_else(|| st.0.clone());
+            st.1 = last_log_id.or_else(|| st.0);
         }
         let mut b = WriteBatch::default();
         b.delete_range(Space::Log, index_key(from), index_key(u64::MAX));
@@ -265,9 +269,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut tail = self.inner.tail.lock();
             *tail = tail.split_off(&upto);
             let mut st = self.inner.state.lock();
-            st.0 = Some(log_id.clone());
+            st.0 = Some(log_id);
             if st.1.as_ref().is_none_or(|l| l.index() < log_id.index()) {
-                st.1 = Some(log_id.clone());
+                st.1 = Some(log_id);
             }
         }
         let mut b = WriteBatch::default();

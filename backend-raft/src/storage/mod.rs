@@ -7,8 +7,8 @@ mod state_machine;
 mod writer;
 
 pub use log::LogStore;
-pub use state_machine::StateMachine;
 pub use state_machine::Progress;
+pub use state_machine::StateMachine;
 pub(crate) use state_machine::{Reply, Shared, Waiter, load};
 
 use roster_core::storage::StorageError;

@@ -211,7 +211,7 @@ pub(crate) fn load(engine: &dyn Engine) -> io::Result<(Tree, SmMeta)> {
 
 async fn store(engine: Arc<dyn Engine>, snap: &Snapshot) -> io::Result<()> {
     let bytes = encode(&StoredSnapshot {
-        last_log_id: snap.meta.last_log_id.clone(),
+        last_log_id: snap.meta.last_log_id,
         membership: snap.meta.last_membership.clone(),
         data: snap.snapshot.clone(),
     });
@@ -260,12 +260,11 @@ impl StateMachine {
                     metrics::counter!("roster_backend_txns_total").increment(n as u64);
                 }
                 EntryPayload::Membership(m) => {
-                    self.shared.meta.lock().membership =
-                        StoredMembership::new(Some(log_id.clone()), m);
+                    self.shared.meta.lock().membership = StoredMembership::new(Some(log_id), m);
                 }
                 EntryPayload::Blank => {}
             }
-            self.shared.meta.lock().last_applied = Some(log_id.clone());
+            self.shared.meta.lock().last_applied = Some(log_id);
             tree.last_zxid()
         };
         metrics::gauge!("roster_backend_last_zxid").set(zxid as f64);
@@ -309,7 +308,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
         let t0 = Instant::now();
         store(self.engine.clone(), &snap).await?;
-        metrics::histogram!("roster_raft_snapshot_store_seconds").record(t0.elapsed().as_secs_f64());
+        metrics::histogram!("roster_raft_snapshot_store_seconds")
+            .record(t0.elapsed().as_secs_f64());
         metrics::counter!("roster_backend_snapshots_total").increment(1);
         tracing::info!(last_log_id = ?snap.meta.last_log_id, bytes = snap.snapshot.len(), "snapshot stored");
         Ok(snap)
@@ -322,7 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let m = self.shared.meta.lock();
-        Ok((m.last_applied.clone(), m.membership.clone()))
+        Ok((m.last_applied, m.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -350,7 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let m = self.shared.meta.lock();
             Snapshot {
                 meta: SnapshotMeta {
-                    last_log_id: m.last_applied.clone(),
+                    last_log_id: m.last_applied,
                     last_membership: m.membership.clone(),
                 },
                 snapshot: tree.snapshot(),
@@ -363,7 +363,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let t0 = Instant::now();
         let new_tree = Tree::restore(&snapshot)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -380,7 +384,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *new_tree.watches().lock() = watches;
             *tree = new_tree;
             let mut m = self.shared.meta.lock();
-            m.last_applied = meta.last_log_id.clone();
+            m.last_applied = meta.last_log_id;
             m.membership = meta.last_membership.clone();
             self.shared.outstanding.lock().clear();
             tree.last_zxid()
@@ -399,7 +403,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .get(Space::Snapshot, SNAPSHOT_KEY)
             .map_err(io_err)?
         {
-            Some(b) => Ok(Some(decode::<StoredSnapshot>("snapshot", &b)?.into_snapshot())),
+            Some(b) => Ok(Some(
+                decode::<StoredSnapshot>("snapshot", &b)?.into_snapshot(),
+            )),
             None => Ok(None),
         }
     }
