@@ -129,6 +129,7 @@ impl RaftBackend {
         );
         let shared = Arc::new(Shared::new(tree, meta, cfg.tick_ms));
         let log = LogStore::open(engine.clone(), cfg.max_batch, cfg.node_id)?;
+        let retain_from = log.retain_from();
         let sm = StateMachine::new(shared.clone(), engine);
         let rcfg = openraft::Config {
             cluster_name: "roster".into(),
@@ -177,7 +178,7 @@ impl RaftBackend {
             closed: AtomicBool::new(false),
         });
         crate::timers::spawn_all(&me);
-        crate::status::spawn_metrics(&me);
+        crate::status::spawn_metrics(&me, retain_from);
         tracing::info!(
             node = me.cfg.node_id,
             ms = t0.elapsed().as_millis() as u64,

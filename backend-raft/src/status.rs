@@ -6,6 +6,7 @@ use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use roster_core::backend::{ClusterStatus, Role};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn role(state: ServerState) -> Role {
     match state {
@@ -36,7 +37,7 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
 }
 
 /// Keep gauges in step with openraft's metrics; count leader changes seen.
-pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>) {
+pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) {
     let mut rx = me.raft.metrics();
     let weak = Arc::downgrade(me);
     tokio::spawn(async move {
@@ -72,6 +73,17 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>) {
                     );
                 }
             }
+            // Keep what the slowest member's replication may still read (see `LogStore`).
+            let floor = match &m.replication {
+                Some(repl) => repl
+                    .iter()
+                    .filter(|(peer, _)| **peer != me.cfg.node_id)
+                    .map(|(_, matched)| matched.as_ref().map(|l| l.index() + 1).unwrap_or(0))
+                    .min()
+                    .unwrap_or(u64::MAX),
+                None => u64::MAX,
+            };
+            retain_from.store(floor, Ordering::Release);
             if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
                 for (peer, matched) in repl {
                     if *peer == me.cfg.node_id {

@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct Inner {
     engine: Arc<dyn Engine>,
@@ -23,6 +24,13 @@ struct Inner {
     tail: Mutex<BTreeMap<u64, Entry>>,
     /// Last purged and last present log ids.
     state: Mutex<(Option<LogId>, Option<LogId>)>,
+    /// Entries from this index on are kept even when purged: a leader's replication stream
+    /// to a lagging member may have planned to read them (openraft does not re-plan a stream
+    /// whose start was purged under it). Set from the leader's replication progress; members
+    /// that left the membership stop holding it back. `u64::MAX` when not leading.
+    retain_from: Arc<AtomicU64>,
+    /// Purged entries not yet deleted because of `retain_from`: delete up to here.
+    purge_pending: Mutex<u64>,
 }
 
 /// openraft's log store over an [`Engine`].
@@ -49,30 +57,26 @@ impl LogStore {
                 writer,
                 tail: Mutex::new(BTreeMap::new()),
                 state: Mutex::new((purged, last)),
+                retain_from: Arc::new(AtomicU64::new(u64::MAX)),
+                purge_pending: Mutex::new(0),
             }),
         })
     }
 
-    /// Is the entry at `index` purged?
-    fn purged(&self, index: u64) -> bool {
-        self.inner
-            .state
-            .lock()
-            .0
-            .as_ref()
-            .is_some_and(|p| p.index() >= index)
+    /// The first index a replication stream may still read (see `Inner::retain_from`).
+    pub(crate) fn retain_from(&self) -> Arc<AtomicU64> {
+        self.inner.retain_from.clone()
     }
 
     fn read_range(&self, from: u64, to: u64) -> io::Result<Vec<Entry>> {
-        // A range whose start is purged (possibly while it is being read: `purge` marks before it
-        // deletes) reads as empty rather than as a later part of the range: a replication stream
-        // that planned the range before the purge then finds the follower needs a snapshot,
-        // instead of sending entries that do not follow its `prev_log_id`.
-        if from >= to || self.purged(from) {
+        if from >= to {
             return Ok(Vec::new());
         }
         let out = self.read_present(from, to)?;
-        if self.purged(from) {
+        // A range whose start is gone reads as empty, never as a later part of the range (that
+        // would not follow the request's `prev_log_id`). Purge keeps what replication may
+        // still read, so this only happens for a range that was never there.
+        if out.first().is_some_and(|e| e.log_id.index() != from) {
             return Ok(Vec::new());
         }
         Ok(out)
@@ -266,17 +270,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let upto = log_id.index() + 1;
         {
-            let mut tail = self.inner.tail.lock();
-            *tail = tail.split_off(&upto);
             let mut st = self.inner.state.lock();
             st.0 = Some(log_id);
-            if st.1.as_ref().is_none_or(|l| l.index() < log_id.index()) {
+            if st.1.is_none_or(|l| l.index() < log_id.index()) {
                 st.1 = Some(log_id);
             }
         }
+        let delete_to = {
+            let mut pending = self.inner.purge_pending.lock();
+            *pending = (*pending).max(upto);
+            (*pending).min(self.inner.retain_from.load(Ordering::Acquire))
+        };
+        {
+            let mut tail = self.inner.tail.lock();
+            *tail = tail.split_off(&delete_to);
+        }
         let mut b = WriteBatch::default();
         b.put(Space::Meta, PURGED_KEY, encode(&log_id));
-        b.delete_range(Space::Log, index_key(0), index_key(upto));
+        b.delete_range(Space::Log, index_key(0), index_key(delete_to));
         self.inner.writer.write_durable(b).await
     }
 }
