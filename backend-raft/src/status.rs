@@ -1,0 +1,99 @@
+//! What this member reports: `ClusterStatus` for 4lw and status pages, and Prometheus metrics
+//! kept in step with openraft's own metrics.
+
+use crate::backend::RaftBackend;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use roster_core::backend::{ClusterStatus, Role};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn role(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Learner => Role::Observer,
+        ServerState::Candidate | ServerState::Shutdown => Role::Looking,
+    }
+}
+
+pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
+    let m = b.raft.metrics().borrow_watched().clone();
+    let last = b.shared.tree.read().last_zxid();
+    let members = m.membership_config.voter_ids().count();
+    ClusterStatus {
+        backend: "raft",
+        role: role(m.state),
+        server_id: b.cfg.node_id,
+        leader: m.current_leader,
+        epoch: m.current_term,
+        last_zxid: last,
+        // Raft commits by log index; this member's applied zxid is what it can vouch for.
+        committed_zxid: last,
+        members,
+        outstanding: b.shared.outstanding.lock().len(),
+        ready: !b.is_shut_down() && m.current_leader.is_some() && m.running_state.is_ok(),
+    }
+}
+
+/// Keep gauges in step with openraft's metrics; count leader changes seen.
+pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) {
+    let mut rx = me.raft.metrics();
+    let weak = Arc::downgrade(me);
+    tokio::spawn(async move {
+        let mut last_leader: Option<(u64, u64)> = None;
+        while rx.changed().await.is_ok() {
+            let Some(me) = weak.upgrade() else { return };
+            let m = rx.borrow_watched().clone();
+            metrics::gauge!("roster_raft_term").set(m.current_term as f64);
+            metrics::gauge!("roster_raft_commit_index")
+                .set(m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0) as f64);
+            metrics::gauge!("roster_raft_applied_index")
+                .set(m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0) as f64);
+            metrics::gauge!("roster_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("roster_raft_leader_id").set(m.current_leader.unwrap_or(0) as f64);
+            for r in [Role::Leader, Role::Follower, Role::Observer, Role::Looking] {
+                let on = role(m.state) == r;
+                metrics::gauge!("roster_backend_role", "role" => r.as_str()).set(if on {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+            if let Some(leader) = m.current_leader {
+                let key = (m.current_term, leader);
+                if last_leader != Some(key) {
+                    last_leader = Some(key);
+                    metrics::counter!("roster_raft_elections_total").increment(1);
+                    tracing::info!(
+                        node = me.cfg.node_id,
+                        term = m.current_term,
+                        leader,
+                        "leader known"
+                    );
+                }
+            }
+            // Keep what the slowest member's replication may still read (see `LogStore`).
+            let floor = match &m.replication {
+                Some(repl) => repl
+                    .iter()
+                    .filter(|(peer, _)| **peer != me.cfg.node_id)
+                    .map(|(_, matched)| matched.as_ref().map(|l| l.index() + 1).unwrap_or(0))
+                    .min()
+                    .unwrap_or(u64::MAX),
+                None => u64::MAX,
+            };
+            retain_from.store(floor, Ordering::Release);
+            if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
+                for (peer, matched) in repl {
+                    if *peer == me.cfg.node_id {
+                        continue;
+                    }
+                    let lag = last.saturating_sub(matched.as_ref().map(|l| l.index()).unwrap_or(0));
+                    metrics::gauge!("roster_raft_replication_lag_entries", "peer" => peer.to_string())
+                        .set(lag as f64);
+                }
+            }
+        }
+    });
+}

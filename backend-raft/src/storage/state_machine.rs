@@ -1,0 +1,412 @@
+//! The tree as openraft's state machine. Applying an entry applies its `Txn`s to the tree in
+//! zxid order, fires watches, publishes them, and answers the leader's waiting submitters.
+//! Snapshots are `Tree::snapshot()` bytes plus the Raft metadata they cover, kept in
+//! `Space::Snapshot`; installing one replaces the tree (this node's watches carry over).
+
+use super::{SNAPSHOT_KEY, decode, encode, io_err};
+use crate::network::ForwardError;
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use parking_lot::Mutex;
+use roster_core::backend::{BackendError, TreeView};
+use roster_core::session::SessionTracker;
+use roster_core::storage::{Engine, Space, WriteBatch};
+use roster_core::tree::Tree;
+use roster_core::tree::prep::Outstanding;
+use roster_core::txn::{Applied, Outcome, Txn, TxnOp};
+use roster_core::{SessionId, Zxid};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+use tokio::sync::{broadcast, oneshot, watch};
+
+/// Where this node's state machine is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Last applied zxid.
+    pub zxid: Zxid,
+    /// Index of the last applied log entry.
+    pub index: u64,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Applied, ForwardError>>;
+
+/// Someone waiting for the state machine to reach a zxid.
+pub(crate) enum Waiter {
+    /// The submitter of the txn with this zxid.
+    Txn(Reply),
+    /// A request that failed prep: answered once everything prepared before it is applied, so
+    /// replies keep submission order.
+    Failed(Outcome, Reply),
+    /// A barrier: answered once everything prepared before it is applied.
+    Barrier(oneshot::Sender<Result<Progress, ForwardError>>),
+}
+
+impl Waiter {
+    pub(crate) fn fail(self, e: ForwardError) {
+        match self {
+            Waiter::Txn(r) | Waiter::Failed(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Waiter::Barrier(r) => {
+                let _ = r.send(Err(e));
+            }
+        }
+    }
+}
+
+/// The Raft position the state machine has reached, changed together with the tree.
+pub(crate) struct SmMeta {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// State shared by the state machine, the leader's proposer and the backend front.
+pub(crate) struct Shared {
+    pub tree: TreeView,
+    pub meta: Mutex<SmMeta>,
+    /// Prepared but not yet applied (leader only).
+    pub outstanding: Mutex<Outstanding>,
+    /// Session expiry (acted on by the leader only).
+    pub sessions: Mutex<SessionTracker>,
+    pub tick_ms: u64,
+    /// Submitters and barriers waiting for a zxid to be applied (leader only).
+    pub waiters: Mutex<BTreeMap<Zxid, Vec<Waiter>>>,
+    pub applied_tx: broadcast::Sender<Arc<Txn>>,
+    pub progress: watch::Sender<Progress>,
+    pub started: Instant,
+    /// The term this node leads and prepares in; 0 when it is not (ready to be) the leader.
+    pub leading_term: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(tree: Tree, meta: SmMeta, tick_ms: u64) -> Shared {
+        let progress = Progress {
+            zxid: tree.last_zxid(),
+            index: meta.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+        };
+        let (applied_tx, _) = broadcast::channel(4096);
+        Shared {
+            tree: Arc::new(parking_lot::RwLock::new(tree)),
+            meta: Mutex::new(meta),
+            outstanding: Mutex::new(Outstanding::default()),
+            sessions: Mutex::new(SessionTracker::new(tick_ms)),
+            tick_ms,
+            waiters: Mutex::new(BTreeMap::new()),
+            applied_tx,
+            progress: watch::channel(progress).0,
+            started: Instant::now(),
+            leading_term: AtomicU64::new(0),
+        }
+    }
+
+    /// Monotonic ms since start, the session tracker's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Track every committed session afresh with its full timeout (a new leader, as ZooKeeper).
+    pub fn rearm_sessions(&self) {
+        let tree = self.tree.read();
+        let now = self.now_ms();
+        let mut t = SessionTracker::new(self.tick_ms);
+        for (id, meta) in tree.sessions() {
+            t.add(*id, meta.timeout_ms.max(0) as u64, now);
+        }
+        *self.sessions.lock() = t;
+    }
+
+    /// Fail every waiter (this node stopped leading; outcomes are unknown).
+    pub fn fail_waiters(&self, e: ForwardError) {
+        let all = std::mem::take(&mut *self.waiters.lock());
+        for w in all.into_values().flatten() {
+            w.fail(e.clone());
+        }
+    }
+
+    /// Answer waiters up to `zxid`; `outcomes` are the txns just applied.
+    fn resolve(&self, zxid: Zxid, index: u64, mut outcomes: HashMap<Zxid, Outcome>) {
+        let done = {
+            let mut w = self.waiters.lock();
+            if w.first_key_value().is_none_or(|(k, _)| *k > zxid) {
+                return;
+            }
+            let rest = w.split_off(&(zxid + 1));
+            std::mem::replace(&mut *w, rest)
+        };
+        for (z, ws) in done {
+            for w in ws {
+                match w {
+                    Waiter::Txn(r) => {
+                        let res = match outcomes.remove(&z) {
+                            Some(outcome) => Ok(Applied { zxid: z, outcome }),
+                            None => Err(ForwardError::Backend(BackendError::Unavailable(
+                                "the state moved past this write by snapshot; outcome unknown"
+                                    .into(),
+                            ))),
+                        };
+                        let _ = r.send(res);
+                    }
+                    Waiter::Failed(outcome, r) => {
+                        let _ = r.send(Ok(Applied { zxid, outcome }));
+                    }
+                    Waiter::Barrier(r) => {
+                        let _ = r.send(Ok(Progress { zxid, index }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot as stored in the engine.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    last_log_id: Option<LogId>,
+    membership: StoredMembership,
+    data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: self.last_log_id,
+                last_membership: self.membership,
+            },
+            snapshot: self.data,
+        }
+    }
+}
+
+/// Load the stored snapshot, if any, as the starting tree and Raft position.
+pub(crate) fn load(engine: &dyn Engine) -> io::Result<(Tree, SmMeta)> {
+    match engine.get(Space::Snapshot, SNAPSHOT_KEY).map_err(io_err)? {
+        Some(bytes) => {
+            let s: StoredSnapshot = decode("snapshot", &bytes)?;
+            let tree = Tree::restore(&s.data)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            Ok((
+                tree,
+                SmMeta {
+                    last_applied: s.last_log_id,
+                    membership: s.membership,
+                },
+            ))
+        }
+        None => Ok((
+            Tree::new(),
+            SmMeta {
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+        )),
+    }
+}
+
+async fn store(engine: Arc<dyn Engine>, snap: &Snapshot) -> io::Result<()> {
+    let bytes = encode(&StoredSnapshot {
+        last_log_id: snap.meta.last_log_id,
+        membership: snap.meta.last_membership.clone(),
+        data: snap.snapshot.clone(),
+    });
+    tokio::task::spawn_blocking(move || {
+        let mut b = WriteBatch::default();
+        b.put(Space::Snapshot, SNAPSHOT_KEY, bytes);
+        engine.write(b, true).map_err(io_err)
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))?
+}
+
+/// The tree as openraft's state machine.
+pub struct StateMachine {
+    pub(crate) shared: Arc<Shared>,
+    engine: Arc<dyn Engine>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(shared: Arc<Shared>, engine: Arc<dyn Engine>) -> StateMachine {
+        StateMachine { shared, engine }
+    }
+
+    fn apply_entry(&self, entry: Entry) {
+        let log_id = entry.log_id;
+        let mut outcomes = HashMap::new();
+        let zxid = {
+            let mut tree = self.shared.tree.write();
+            match entry.payload {
+                EntryPayload::Normal(p) => {
+                    let n = p.txns.len();
+                    for txn in p.txns {
+                        if txn.zxid <= tree.last_zxid() {
+                            // Broken invariant (zxids increase along the log); applying it twice
+                            // would diverge, so it is skipped loudly.
+                            tracing::error!(zxid = format!("{:#x}", txn.zxid), last = format!("{:#x}", tree.last_zxid()), %log_id, "txn does not advance the zxid; skipped");
+                            continue;
+                        }
+                        let outcome = tree.apply(&txn);
+                        self.shared.outstanding.lock().applied(txn.zxid);
+                        self.track_session(&txn);
+                        let zxid = txn.zxid;
+                        let _ = self.shared.applied_tx.send(Arc::new(txn));
+                        outcomes.insert(zxid, outcome);
+                    }
+                    metrics::counter!("roster_backend_txns_total").increment(n as u64);
+                }
+                EntryPayload::Membership(m) => {
+                    self.shared.meta.lock().membership = StoredMembership::new(Some(log_id), m);
+                }
+                EntryPayload::Blank => {}
+            }
+            self.shared.meta.lock().last_applied = Some(log_id);
+            tree.last_zxid()
+        };
+        metrics::gauge!("roster_backend_last_zxid").set(zxid as f64);
+        metrics::gauge!("roster_raft_applied_index").set(log_id.index() as f64);
+        self.shared.progress.send_replace(Progress {
+            zxid,
+            index: log_id.index(),
+        });
+        self.shared.resolve(zxid, log_id.index(), outcomes);
+    }
+
+    fn track_session(&self, txn: &Txn) {
+        let id: SessionId = txn.session;
+        match &txn.op {
+            TxnOp::CreateSession { timeout_ms, .. } => {
+                let now = self.shared.now_ms();
+                self.shared
+                    .sessions
+                    .lock()
+                    .add(id, (*timeout_ms).max(0) as u64, now);
+            }
+            TxnOp::CloseSession => self.shared.sessions.lock().remove(id),
+            _ => {}
+        }
+    }
+}
+
+/// Builds a snapshot from what the tree held when the builder was made.
+pub struct SnapshotBuilder {
+    snapshot: Option<Snapshot>,
+    engine: Arc<dyn Engine>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let snap = self
+            .snapshot
+            .take()
+            .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
+        let t0 = Instant::now();
+        store(self.engine.clone(), &snap).await?;
+        metrics::histogram!("roster_raft_snapshot_store_seconds")
+            .record(t0.elapsed().as_secs_f64());
+        metrics::counter!("roster_backend_snapshots_total").increment(1);
+        tracing::info!(last_log_id = ?snap.meta.last_log_id, bytes = snap.snapshot.len(), "snapshot stored");
+        Ok(snap)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let m = self.shared.meta.lock();
+        Ok((m.last_applied, m.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            self.apply_entry(entry);
+            if let Some(r) = responder {
+                r.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Taken under the tree's read lock so bytes and position agree. This stalls applying
+        // for the time the tree takes to serialize.
+        let t0 = Instant::now();
+        let snapshot = {
+            let tree = self.shared.tree.read();
+            let m = self.shared.meta.lock();
+            Snapshot {
+                meta: SnapshotMeta {
+                    last_log_id: m.last_applied,
+                    last_membership: m.membership.clone(),
+                },
+                snapshot: tree.snapshot(),
+            }
+        };
+        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
+        SnapshotBuilder {
+            snapshot: Some(snapshot),
+            engine: self.engine.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let t0 = Instant::now();
+        let new_tree = Tree::restore(&snapshot)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let snap = Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        };
+        // Durable first: once the tree says it holds this state, a restart must too.
+        store(self.engine.clone(), &snap).await?;
+        let zxid = {
+            let mut tree = self.shared.tree.write();
+            // This node's clients keep their watches.
+            let watches = std::mem::take(&mut *tree.watches().lock());
+            *new_tree.watches().lock() = watches;
+            *tree = new_tree;
+            let mut m = self.shared.meta.lock();
+            m.last_applied = meta.last_log_id;
+            m.membership = meta.last_membership.clone();
+            self.shared.outstanding.lock().clear();
+            tree.last_zxid()
+        };
+        self.shared.rearm_sessions();
+        let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        self.shared.progress.send_replace(Progress { zxid, index });
+        self.shared.resolve(zxid, index, HashMap::new());
+        tracing::info!(last_log_id = ?meta.last_log_id, zxid = format!("{zxid:#x}"), ms = t0.elapsed().as_millis() as u64, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        match self
+            .engine
+            .get(Space::Snapshot, SNAPSHOT_KEY)
+            .map_err(io_err)?
+        {
+            Some(b) => Ok(Some(
+                decode::<StoredSnapshot>("snapshot", &b)?.into_snapshot(),
+            )),
+            None => Ok(None),
+        }
+    }
+}
