@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Generate the Roster Grafana dashboards (deploy/grafana/dashboards/*.json).
+
+The JSON files are committed (Grafana provisioning reads them as they are); this script is their
+source. Edit it, run `python3 deploy/grafana/build.py`, commit both. `--check` exits non-zero if a
+committed file differs from what the script generates (deploy/test-observability.sh runs it).
+
+Every query uses only metrics the server exports today (docs/metrics.md) and the template
+variables $cluster (single value), $instance and $protocol (multi, "All" = .*), plus Grafana's
+$__rate_interval and $__range.
+"""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "dashboards")
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'cluster="$cluster", instance=~"$instance"'  # the usual label selector
+CL = 'cluster="$cluster"'
+RI = "$__rate_interval"
+LEADER = '(roster_backend_role{%s, role="leader"} == 1)' % CL
+
+
+class Board:
+    def __init__(self, uid, title, description, extra_vars=()):
+        self.uid, self.title, self.description = uid, title, description
+        self.panels, self.next_id, self.x, self.y, self.row_h = [], 1, 0, 0, 0
+        self.extra_vars = list(extra_vars)
+
+    def _id(self):
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def row(self, title):
+        if self.x:
+            self.y += self.row_h
+            self.x, self.row_h = 0, 0
+        self.panels.append({"id": self._id(), "type": "row", "title": title, "collapsed": False,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.y += 1
+
+    def _place(self, w, h):
+        if self.x + w > 24:
+            self.y += self.row_h
+            self.x, self.row_h = 0, 0
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+    def panel(self, kind, title, targets, unit="short", w=8, h=8, description="", options=None,
+              field=None, mappings=None):
+        tg = []
+        for n, t in enumerate(targets):
+            expr, legend = t if isinstance(t, tuple) else (t, "")
+            tg.append({"refId": chr(ord("A") + n), "datasource": DS, "expr": expr,
+                       "legendFormat": legend or "__auto", "range": True,
+                       "instant": kind in ("stat",)})
+        defaults = {"unit": unit}
+        if mappings:
+            defaults["mappings"] = mappings
+        if field:
+            defaults.update(field)
+        p = {"id": self._id(), "type": kind, "title": title, "description": description,
+             "datasource": DS, "gridPos": self._place(w, h), "targets": tg,
+             "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options or {}}
+        if kind == "timeseries":
+            p["options"] = options or {"legend": {"displayMode": "list", "placement": "bottom",
+                                                  "showLegend": True},
+                                       "tooltip": {"mode": "multi", "sort": "desc"}}
+        self.panels.append(p)
+
+    def text(self, title, content, w=24, h=4):
+        self.panels.append({"id": self._id(), "type": "text", "title": title,
+                            "gridPos": self._place(w, h),
+                            "options": {"mode": "markdown", "content": content}})
+
+    def stat(self, title, expr, unit="short", legend="", w=4, h=4, text_mode="auto",
+             description="", mappings=None):
+        self.panel("stat", title, [(expr, legend)], unit=unit, w=w, h=h, description=description,
+                   mappings=mappings,
+                   options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                              "values": False},
+                            "textMode": text_mode, "colorMode": "value", "graphMode": "none",
+                            "orientation": "auto", "justifyMode": "auto"})
+
+    def json(self):
+        var_ds = {"name": "datasource", "label": "Data source", "type": "datasource",
+                  "query": "prometheus", "current": {}, "hide": 0, "refresh": 1,
+                  "options": [], "regex": "", "includeAll": False, "multi": False}
+
+        def qvar(name, label, query, include_all, multi):
+            v = {"name": name, "label": label, "type": "query", "datasource": DS,
+                 "definition": query, "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+                 "refresh": 2, "sort": 1, "hide": 0, "regex": "", "current": {}, "options": [],
+                 "includeAll": include_all, "multi": multi}
+            if include_all:
+                v["allValue"] = ".*"
+            return v
+
+        tvars = [var_ds,
+                 qvar("cluster", "Cluster", "label_values(roster_backend_role, cluster)", False, False),
+                 qvar("instance", "Member", 'label_values(roster_backend_role{cluster="$cluster"}, instance)', True, True)]
+        for name, label, query in self.extra_vars:
+            tvars.append(qvar(name, label, query, True, True))
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description,
+            "tags": ["roster"], "editable": True, "graphTooltip": 1, "id": None,
+            "schemaVersion": 39, "version": 1, "refresh": "10s", "timezone": "browser",
+            "time": {"from": "now-1h", "to": "now"}, "timepicker": {},
+            "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
+            "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                      "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                                      "name": "Annotations & Alerts", "type": "dashboard"}]},
+            "links": [{"title": "Roster dashboards", "type": "dashboards", "tags": ["roster"],
+                       "asDropdown": True, "includeVars": True, "keepTime": True}],
+            "templating": {"list": tvars},
+            "panels": self.panels,
+        }
+
+
+def q(p, h, by="instance"):
+    """histogram_quantile of a _seconds histogram, by a label."""
+    return 'histogram_quantile(%s, sum by (%s, le) (rate(%s_bucket{%s}[%s])))' % (p, by, h, SEL, RI)
+
+
+def overview():
+    b = Board("roster-overview", "Roster / Cluster overview",
+              "Members, roles, elections, replication progress and storage latency of one Roster cluster.")
+    b.row("Members")
+    b.stat("Members up", 'sum(up{job="roster", %s})' % CL, description="Scrape targets of this cluster that answer.")
+    b.stat("Members configured", 'count(up{job="roster", %s})' % CL, description="Scrape targets of this cluster.")
+    b.stat("Leader", 'max by (instance) (roster_backend_role{%s, role=~"leader|standalone"} == 1)' % CL,
+           legend="{{instance}}", text_mode="name", w=6,
+           description="The member that is leader (or standalone). Empty: no leader.")
+    b.stat("Voters in sync", 'max(roster_zab_synced_followers{%s}) + 1' % CL,
+           description="The leader plus the voting followers it has in sync. A quorum of the voters must be in sync for writes.")
+    b.stat("Epoch", 'max(roster_zab_epoch{%s})' % CL, w=3)
+    b.stat("Elections in range", 'max(increase(roster_zab_elections_total{%s}[$__range]))' % CL, w=3,
+           description="Most elections any member entered in the selected time range.")
+    roles = [("standalone", 5), ("leader", 4), ("follower", 3), ("observer", 2), ("looking", 1)]
+    role_expr = " + ".join('sum by (instance) (roster_backend_role{%s, role="%s"}) * %d' % (SEL, r, n)
+                           for r, n in roles)
+    b.panel("state-timeline", "Role", [(role_expr, "{{instance}}")], w=12,
+            mappings=[{"type": "value", "options": {str(n): {"text": r, "index": i}}}
+                      for i, (r, n) in enumerate(roles)] +
+            [{"type": "value", "options": {"0": {"text": "unknown", "index": 5}}}],
+            options={"showValue": "auto", "mergeValues": True, "rowHeight": 0.9,
+                     "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+                     "tooltip": {"mode": "single", "sort": "none"}},
+            description="Each member's role over time (leader, follower, observer, looking = electing, standalone).")
+    b.panel("timeseries", "Ready",
+            [('sum by (instance) (roster_backend_ready{%s} * on (instance, role) roster_backend_role)' % SEL, "{{instance}}")],
+            w=12, field={"min": 0, "max": 1},
+            description="1 when the member serves clients (/readyz). Only the current role's series of roster_backend_ready is used.")
+    b.panel("timeseries", "Elections entered", [('sum by (instance) (increase(roster_zab_elections_total{%s}[%s]))' % (SEL, RI), "{{instance}}")])
+    b.panel("timeseries", "Election duration (p99)", [(q(0.99, "roster_zab_election_seconds"), "{{instance}}")], unit="s",
+            description="From LOOKING to serving again. Buckets end at 5 s.")
+    b.panel("timeseries", "Epoch", [('roster_zab_epoch{%s}' % SEL, "{{instance}}")])
+
+    b.row("Replication")
+    b.panel("timeseries", "Last logged zxid (counter part)",
+            [('roster_zab_last_logged_zxid{%s} %% 4294967296' % SEL, "{{instance}}")],
+            description="Low 32 bits of the last zxid in each member's log: the transaction counter within the epoch.")
+    b.panel("timeseries", "Log behind the most advanced member",
+            [('max by (cluster) (roster_zab_last_logged_zxid{%s}) - on (cluster) group_right () roster_zab_last_logged_zxid{%s}' % (CL, SEL), "{{instance}}")],
+            description="zxids behind the member with the highest logged zxid (meaningful within one epoch).")
+    b.panel("timeseries", "Follower lag (leader's view)",
+            [('roster_zab_follower_lag_txns{%s} * on (instance) group_left () %s' % (CL, LEADER), "server {{follower}}")],
+            description="Proposals each voting follower has not acknowledged, as the current leader sees them.")
+    b.panel("timeseries", "Applied transactions",
+            [('sum by (instance) (rate(roster_backend_txns_total{%s}[%s]))' % (SEL, RI), "{{instance}}")], unit="ops")
+    b.panel("timeseries", "Outstanding writes", [('roster_backend_outstanding{%s}' % SEL, "{{instance}}")],
+            description="Writes prepared but not yet applied.")
+    b.panel("timeseries", "Synced members (on the leader)",
+            [('max(roster_zab_synced_followers{%s})' % CL, "voting followers"),
+             ('max(roster_zab_synced_observers{%s})' % CL, "observers")])
+    b.panel("timeseries", "Follower synchronisations",
+            [('sum by (kind) (increase(roster_zab_syncs_total{%s}[%s]))' % (CL, RI), "{{kind}}")],
+            description="DIFF, TRUNC (+DIFF) and SNAP synchronisations by the leader.")
+
+    b.row("Storage")
+    b.panel("timeseries", "fsync latency",
+            [(q(0.5, "roster_storage_fsync_seconds"), "p50 {{instance}}"),
+             (q(0.99, "roster_storage_fsync_seconds"), "p99 {{instance}}")], unit="s",
+            description="One synced log write (a group commit).")
+    b.panel("timeseries", "fsyncs",
+            [('sum by (instance) (rate(roster_storage_fsync_seconds_count{%s}[%s]))' % (SEL, RI), "{{instance}}")], unit="ops")
+    b.panel("timeseries", "Transactions per fsync (mean)",
+            [('sum by (instance) (rate(roster_backend_commit_batch_txns_sum{%s}[%s])) / sum by (instance) (rate(roster_backend_commit_batch_txns_count{%s}[%s]))' % (SEL, RI, SEL, RI), "{{instance}}")],
+            description="Group-commit batch size.")
+    b.panel("timeseries", "Snapshot duration (p99)", [(q(0.99, "roster_backend_snapshot_seconds"), "{{instance}}")], unit="s", w=12)
+    b.panel("timeseries", "Snapshots taken",
+            [('sum by (instance) (increase(roster_backend_snapshot_seconds_count{%s}[%s]))' % (SEL, RI), "{{instance}}")], w=12)
+    return b
+
+
+def protocols():
+    b = Board("roster-protocols", "Roster / Protocols",
+              "Client traffic: requests, results and latency by protocol and operation; connections, sessions, watches, tree.",
+              extra_vars=[("protocol", "Protocol", 'label_values(roster_requests_total{cluster="$cluster"}, protocol)')])
+    R = 'roster_requests_total{%s, protocol=~"$protocol"' % SEL
+    H = 'roster_request_duration_seconds'
+    HS = '%s, protocol=~"$protocol"' % SEL
+    b.row("Requests")
+    b.panel("timeseries", "Requests by operation", [('sum by (op) (rate(%s}[%s]))' % (R, RI), "{{op}}")], unit="reqps", w=12)
+    b.panel("timeseries", "Requests by protocol and member", [('sum by (protocol, instance) (rate(%s}[%s]))' % (R, RI), "{{protocol}} {{instance}}")], unit="reqps", w=12)
+    b.panel("timeseries", "Non-ok results by operation and result",
+            [('sum by (op, result) (rate(%s, result!="ok"}[%s]))' % (R, RI), "{{op}} {{result}}")], unit="reqps", w=12,
+            description="ZooKeeper result codes other than ok. Some are normal outcomes (no_node for an exists probe, node_exists for a lock attempt).")
+    b.panel("timeseries", "Non-ok share",
+            [('sum by (protocol) (rate(%s, result!="ok"}[%s])) / sum by (protocol) (rate(%s}[%s]))' % (R, RI, R, RI), "{{protocol}}")], unit="percentunit", w=12)
+    b.row("Latency")
+    b.panel("timeseries", "Latency p99 by operation",
+            [('histogram_quantile(0.99, sum by (op, le) (rate(%s_bucket{%s}[%s])))' % (H, HS, RI), "{{op}}")], unit="s", w=12,
+            description="From decoding a request to queueing its reply; writes include the quorum commit.")
+    b.panel("timeseries", "Latency p50 by operation",
+            [('histogram_quantile(0.5, sum by (op, le) (rate(%s_bucket{%s}[%s])))' % (H, HS, RI), "{{op}}")], unit="s", w=12)
+    b.panel("timeseries", "Latency p99 by member",
+            [('histogram_quantile(0.99, sum by (instance, le) (rate(%s_bucket{%s}[%s])))' % (H, HS, RI), "{{instance}}")], unit="s", w=12)
+    b.panel("timeseries", "Mean latency by operation",
+            [('sum by (op) (rate(%s_sum{%s}[%s])) / sum by (op) (rate(%s_count{%s}[%s]))' % (H, HS, RI, H, HS, RI), "{{op}}")], unit="s", w=12)
+    b.row("Connections")
+    b.panel("timeseries", "Open connections", [('sum by (instance, protocol) (roster_connections{%s, protocol=~"$protocol"})' % SEL, "{{protocol}} {{instance}}")])
+    b.panel("timeseries", "Connections refused (per-IP limit)",
+            [('sum by (instance) (rate(roster_connections_rejected_total{%s, protocol=~"$protocol"}[%s]))' % (SEL, RI), "{{instance}}")], unit="cps")
+    b.panel("timeseries", "Bad frames and requests (ZooKeeper)",
+            [('sum by (instance) (rate(roster_zk_bad_frames_total{%s}[%s]))' % (SEL, RI), "bad frames {{instance}}"),
+             ('sum by (instance) (rate(roster_zk_bad_requests_total{%s}[%s]))' % (SEL, RI), "bad requests {{instance}}")], unit="ops",
+            description="Frames over max_buffer or truncated (connection closed), and request bodies that did not decode.")
+    b.panel("timeseries", "Four-letter words",
+            [('sum by (cmd) (rate(roster_zk_four_letter_words_total{%s}[%s]))' % (SEL, RI), "{{cmd}}")], unit="ops", w=24, h=6)
+    b.row("Sessions and watches")
+    b.stat("Sessions", 'max(roster_sessions{%s})' % CL, w=6, description="Live sessions of the cluster (replicated on every member).")
+    b.stat("Watches", 'sum(roster_watches{%s})' % CL, w=6, description="Watches held on all members.")
+    b.stat("Nodes", 'max(roster_znodes{%s})' % CL, w=6)
+    b.stat("Tree data", 'max(roster_data_bytes{%s})' % CL, unit="bytes", w=6)
+    b.panel("timeseries", "Sessions", [('roster_sessions{%s}' % SEL, "{{instance}}")])
+    b.panel("timeseries", "Sessions expired",
+            [('sum(increase(roster_sessions_expired_total{%s}[%s]))' % (CL, RI), "expired")],
+            description="Sessions expired by the server (the leader expires them).")
+    b.panel("timeseries", "Watches by member", [('roster_watches{%s}' % SEL, "{{instance}}")])
+    b.panel("timeseries", "Nodes", [('roster_znodes{%s}' % SEL, "all {{instance}}"),
+                                    ('roster_ephemeral_nodes{%s}' % SEL, "ephemeral {{instance}}")], w=12)
+    b.panel("timeseries", "Tree data (paths and data)", [('roster_data_bytes{%s}' % SEL, "{{instance}}")], unit="bytes", w=12)
+    return b
+
+
+def host():
+    b = Board("roster-host", "Roster / Host",
+              "Per-member process view. Roster does not export process_* metrics yet: CPU, RSS and open files are not available.")
+    b.text("Not available yet",
+           "Roster's exporter does not emit `process_cpu_seconds_total`, `process_resident_memory_bytes` or "
+           "`process_open_fds` (see docs/metrics.md, Review). Until it does, use node_exporter or cAdvisor for CPU, "
+           "memory and file descriptors. The panels below use what exists: scrape health, tree size and connections.",
+           h=3)
+    b.panel("timeseries", "Up", [('up{job="roster", %s}' % SEL, "{{instance}}")], field={"min": 0, "max": 1})
+    b.panel("timeseries", "Scrape duration", [('scrape_duration_seconds{job="roster", %s}' % SEL, "{{instance}}")], unit="s",
+            description="Time to render /metrics (a slow scrape means a busy or swapping process).")
+    b.panel("timeseries", "Samples per scrape", [('scrape_samples_scraped{job="roster", %s}' % SEL, "{{instance}}")])
+    b.panel("timeseries", "Tree data (memory proxy)", [('roster_data_bytes{%s}' % SEL, "{{instance}}")], unit="bytes",
+            description="Approximate bytes of paths and data held in memory by the tree.")
+    b.panel("timeseries", "Client connections (file descriptors proxy)",
+            [('sum by (instance) (roster_connections{%s})' % SEL, "{{instance}}")],
+            description="Open client connections; each holds one file descriptor.")
+    b.panel("timeseries", "Restarts",
+            [('resets(roster_backend_txns_total{%s}[$__range])' % SEL, "{{instance}}")],
+            description="Counter resets of roster_backend_txns_total in the range: each is a process restart.")
+    return b
+
+
+BOARDS = {"overview.json": overview, "protocols.json": protocols, "host.json": host}
+
+
+def render():
+    return {name: json.dumps(f().json(), indent=2, sort_keys=False) + "\n" for name, f in BOARDS.items()}
+
+
+def main():
+    out = render()
+    if "--check" in sys.argv:
+        bad = [n for n, s in out.items()
+               if not os.path.exists(os.path.join(OUT, n)) or open(os.path.join(OUT, n)).read() != s]
+        if bad:
+            print("out of date (run python3 deploy/grafana/build.py): " + ", ".join(bad))
+            sys.exit(1)
+        print("dashboards up to date")
+        return
+    os.makedirs(OUT, exist_ok=True)
+    for n, s in out.items():
+        with open(os.path.join(OUT, n), "w") as f:
+            f.write(s)
+        print("wrote", os.path.join("deploy/grafana/dashboards", n))
+
+
+if __name__ == "__main__":
+    main()
