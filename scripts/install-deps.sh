@@ -8,6 +8,7 @@ dpkg -s zookeeper >/dev/null 2>&1 || need_apt+=(zookeeper)
 dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+dpkg -s prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   apt-get update -q

@@ -33,6 +33,9 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
         members,
         outstanding: b.shared.outstanding.lock().len(),
         ready: !b.is_shut_down() && m.current_leader.is_some() && m.running_state.is_ok(),
+        synced_followers: None,
+        synced_observers: None,
+        elections: 0, // counted in roster_raft_elections_total
     }
 }
 
