@@ -706,7 +706,7 @@ fn chaos(seed: u64, broken: bool) -> Damage {
         completed >= 20,
         "seed {seed}: only {completed} register operations completed; the check would be vacuous"
     );
-    let verdict = lin::check_per_key(&Created, &history, 2_000_000);
+    let verdict = lin::check_per_key(&Created, &history, 300_000);
     let not_linearizable = verdict.is_violation().then(|| verdict.explain(&history));
     Damage {
         not_linearizable,
