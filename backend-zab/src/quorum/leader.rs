@@ -152,20 +152,7 @@ impl Peer {
                 self.try_commit(out);
             }
             Msg::SyncReq { id } => {
-                l.seq += 1;
-                let seq = l.seq;
-                l.pending.push_back(Pending::Barrier {
-                    origin: Origin::Remote(from, id),
-                    seq,
-                });
-                for (s, k) in &l.links {
-                    if k.state != LinkState::Epoch && !k.observer {
-                        out.push(Output::Send {
-                            to: *s,
-                            msg: Msg::Ping { seq },
-                        });
-                    }
-                }
+                l.queue_barrier(Origin::Remote(from, id), out);
                 self.try_commit(out);
             }
             other => tracing::debug!(
@@ -590,20 +577,7 @@ impl Peer {
     pub(super) fn barrier(&mut self, origin: u64, out: &mut Vec<Output>) {
         match &mut self.role {
             Role_::Leading(l) if l.phase == LeaderPhase::Active => {
-                l.seq += 1;
-                let seq = l.seq;
-                l.pending.push_back(Pending::Barrier {
-                    origin: Origin::Local(origin),
-                    seq,
-                });
-                for (s, k) in &l.links {
-                    if k.state != LinkState::Epoch && !k.observer {
-                        out.push(Output::Send {
-                            to: *s,
-                            msg: Msg::Ping { seq },
-                        });
-                    }
-                }
+                l.queue_barrier(Origin::Local(origin), out);
                 self.try_commit(out);
             }
             Role_::Following(f) if f.phase == FollowerPhase::Active => {
@@ -671,6 +645,24 @@ impl Peer {
                 Envelope::internal(Request::DeleteContainer { path }),
                 out,
             );
+        }
+    }
+}
+
+impl Leader {
+    /// Queue a `sync` behind everything pending and ask the voters for a fresh heartbeat: it is
+    /// answered once a quorum has confirmed this leadership after the request.
+    fn queue_barrier(&mut self, origin: Origin, out: &mut Vec<Output>) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.pending.push_back(Pending::Barrier { origin, seq });
+        for (s, k) in &self.links {
+            if k.state != LinkState::Epoch && !k.observer {
+                out.push(Output::Send {
+                    to: *s,
+                    msg: Msg::Ping { seq },
+                });
+            }
         }
     }
 }
