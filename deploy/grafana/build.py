@@ -152,9 +152,9 @@ def overview():
                      "tooltip": {"mode": "single", "sort": "none"}},
             description="Each member's role over time (leader, follower, observer, looking = electing, standalone).")
     b.panel("timeseries", "Ready",
-            [('sum by (instance) (roster_backend_ready{%s} * on (instance, role) roster_backend_role)' % SEL, "{{instance}}")],
+            [('max by (instance) (roster_backend_ready{%s})' % SEL, "{{instance}}")],
             w=12, field={"min": 0, "max": 1},
-            description="1 when the member serves clients (/readyz). Only the current role's series of roster_backend_ready is used.")
+            description="1 when the member serves clients (/readyz).")
     b.panel("timeseries", "Elections entered", [('sum by (instance) (increase(roster_zab_elections_total{%s}[%s]))' % (SEL, RI), "{{instance}}")])
     b.panel("timeseries", "Election duration (p99)", [(q(0.99, "roster_zab_election_seconds"), "{{instance}}")], unit="s",
             description="From LOOKING to serving again. Buckets end at 5 s.")

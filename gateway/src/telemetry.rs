@@ -157,7 +157,9 @@ pub fn update_gauges(backend: &dyn Backend) {
     let tree = backend.tree();
     let t = tree.read();
     let (watches, _, _) = t.watches().lock().counts();
-    let labels = [("backend", s.backend), ("role", s.role.as_str())];
+    // Only `backend` as a label: it never changes in a process, so no stale series are left
+    // behind when the role changes (the role is `roster_backend_role`).
+    let labels = [("backend", s.backend)];
     for role in ["standalone", "leader", "follower", "observer", "looking"] {
         let v = if role == s.role.as_str() { 1.0 } else { 0.0 };
         metrics::gauge!("roster_backend_role", "role" => role).set(v);
