@@ -182,6 +182,7 @@ fn run_peer(
     let mut out: Vec<Output> = Vec::new();
     let mut next_tick = Instant::now() + tick;
     let mut next_metrics = Instant::now();
+    let mut lagging: Vec<Sid> = Vec::new();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
@@ -268,11 +269,19 @@ fn run_peer(
             .set(f.as_ref().map_or(0, |x| x.synced) as f64);
         metrics::gauge!("roster_zab_synced_observers")
             .set(f.as_ref().map_or(0, |x| x.observers) as f64);
-        if let Some(view) = f {
-            for (sid, lag) in view.lag {
-                metrics::gauge!("roster_zab_follower_lag_txns", "follower" => sid.to_string())
-                    .set(lag as f64);
-            }
+        // Followers that left (or all of them, when we stop leading) read 0, not a stale value.
+        let lags = f.map(|v| v.lag).unwrap_or_default();
+        for sid in lagging
+            .iter()
+            .filter(|s| !lags.iter().any(|(x, _)| x == *s))
+        {
+            metrics::gauge!("roster_zab_follower_lag_txns", "follower" => sid.to_string()).set(0.0);
+        }
+        lagging.clear();
+        for (sid, lag) in lags {
+            metrics::gauge!("roster_zab_follower_lag_txns", "follower" => sid.to_string())
+                .set(lag as f64);
+            lagging.push(sid);
         }
     }
 }

@@ -306,7 +306,10 @@ impl Peer {
                 zxid: last,
             },
         });
+        let committed = self.tree.read().last_zxid();
         if let Some(k) = l.links.get_mut(&to) {
+            // It now holds everything committed: its lag counts from here.
+            k.acked = k.acked.max(committed);
             k.state = LinkState::Synced;
         }
     }
