@@ -56,13 +56,14 @@ def test_session_resumes_on_a_new_connection(roster):
                           connection_retry={"max_tries": 1})
         try:
             bad.start(timeout=5)
-            expired = False
+            got = bad.client_id
         except Exception:
-            expired = True
+            got = None
         finally:
             bad.stop()
             bad.close()
-        assert expired or bad.client_id != (sid, passwd)
+        assert got is None or got[0] != sid, "a wrong password must not resume the session"
+        assert b.exists("/resume-eph").ephemeralOwner == sid, "the real holder keeps its session"
     finally:
         b.stop()
         b.close()
