@@ -31,6 +31,9 @@ pub struct WatchedEvent {
 /// Where a watcher's events go. Must not block: called under the tree's write lock.
 pub trait WatchSink: Send + Sync {
     fn notify(&self, event: WatchedEvent);
+    /// The whole state was replaced (a follower installed a snapshot): events between the last
+    /// notified zxid and `zxid` were not delivered one by one. Stream consumers resynchronise.
+    fn reset(&self, _zxid: Zxid) {}
 }
 
 /// Identifies one watcher (a client connection).
@@ -244,6 +247,13 @@ impl WatchManager {
                     zxid,
                 });
             }
+        }
+    }
+
+    /// Tell every sink the state was replaced at `zxid` (see [`WatchSink::reset`]).
+    pub fn reset_all(&self, zxid: Zxid) {
+        for sink in self.sinks.values() {
+            sink.reset(zxid);
         }
     }
 

@@ -26,7 +26,7 @@ pub struct Config {
     pub sync_limit: u64,
     /// ZooKeeper client port.
     pub zk_listen: String,
-    /// HTTP port: /metrics, /healthz, /readyz.
+    /// HTTP port: the native API, /metrics, /healthz, /readyz.
     pub http_listen: String,
     /// ZooKeeper tickTime (ms): session-expiry granularity.
     pub tick_ms: u64,
@@ -60,6 +60,10 @@ pub struct Config {
     pub log_level: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// Largest HTTP request body accepted (bytes); larger bodies get 413.
+    pub http_max_body: usize,
+    /// Config history entries kept per item (native API and Nacos).
+    pub config_history: usize,
 }
 
 impl Default for Config {
@@ -89,6 +93,8 @@ impl Default for Config {
             container_check_ms: 5_000,
             log_level: "info".into(),
             log_format: "text".into(),
+            http_max_body: 4 * 1024 * 1024,
+            config_history: 100,
         }
     }
 }
@@ -151,7 +157,7 @@ pub struct Cli {
     /// ZooKeeper client address [default: 0.0.0.0:2181]
     #[arg(long)]
     pub zk_listen: Option<String>,
-    /// HTTP address for /metrics, /healthz, /readyz [default: 0.0.0.0:8848]
+    /// HTTP address: native API, /metrics, /healthz, /readyz [default: 0.0.0.0:8848]
     #[arg(long)]
     pub http_listen: Option<String>,
     /// tickTime in ms [default: 2000]
@@ -202,6 +208,12 @@ pub struct Cli {
     /// Log format, text or json [default: text]
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Largest HTTP request body in bytes [default: 4194304]
+    #[arg(long)]
+    pub http_max_body: Option<usize>,
+    /// Config history entries kept per item [default: 100]
+    #[arg(long)]
+    pub config_history: Option<usize>,
 }
 
 /// Why the configuration could not be loaded.
@@ -277,7 +289,9 @@ impl Cli {
             max_batch,
             container_check_ms,
             log_level,
-            log_format
+            log_format,
+            http_max_body,
+            config_history
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
@@ -366,6 +380,12 @@ impl Config {
                 "server_id {} is not among the servers",
                 self.server_id
             ));
+        }
+        if self.http_max_body < 1024 {
+            return bad("http_max_body must be at least 1024".into());
+        }
+        if self.config_history == 0 {
+            return bad("config_history must be at least 1".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(format!(

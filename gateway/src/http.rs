@@ -1,37 +1,74 @@
-//! The HTTP port: Prometheus `/metrics`, `/healthz` (the process is up) and `/readyz` (the backend
-//! can serve: it has recovered and its log is writable). Later issues add the REST APIs here.
+//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Prometheus `/metrics`, `/healthz`
+//! (the process is up) and `/readyz` (the backend can serve: it has recovered and its log is
+//! writable). Every response outside `/metrics` is JSON; errors use the API's error shape.
 
+use crate::api::Api;
+use crate::api::error::ApiError;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_core::backend::Backend;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub backend: Arc<dyn Backend>,
     pub metrics: PrometheusHandle,
+    pub api: Arc<Api>,
+    pub max_body: usize,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let ops = Router::new()
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
             get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }),
         )
         .route("/readyz", get(readyz))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": "not found"})),
+        .with_state(state.clone());
+    ops.merge(crate::api::http::routes(state.api.clone()))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not take that method",
             )
         })
-        .with_state(state)
+        .layer(middleware::from_fn(observe))
+        .layer(DefaultBodyLimit::max(state.max_body))
+}
+
+/// Count and time every request by route template (a closed set) and status class.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    if route != "/metrics" {
+        let class = match resp.status().as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics::counter!("roster_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => class)
+            .increment(1);
+        metrics::histogram!("roster_http_request_duration_seconds", "method" => method, "route" => route)
+            .record(started.elapsed().as_secs_f64());
+    }
+    resp
 }
 
 async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {

@@ -19,6 +19,7 @@ pub struct Node {
     pub zk_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub zk: Arc<ZkServer>,
+    pub api: Arc<crate::api::Api>,
 }
 
 /// Why a node could not start.
@@ -130,9 +131,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         })?;
     let zk = ZkServer::new(cfg.clone(), backend.clone());
     tokio::spawn(zk.clone().serve(zk_listener));
+    let api = crate::api::Api::new(backend.clone(), cfg.server_id, cfg.config_history);
     let app = router(HttpState {
         backend: backend.clone(),
         metrics,
+        api: api.clone(),
+        max_body: cfg.http_max_body,
     });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, app).await {
@@ -147,5 +151,6 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         zk_addr,
         http_addr,
         zk,
+        api,
     })
 }

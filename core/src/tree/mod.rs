@@ -136,6 +136,7 @@ impl Tree {
         let watches = std::mem::take(self.watches.get_mut());
         *self = other;
         *self.watches.get_mut() = watches;
+        self.watches.get_mut().reset_all(self.last_zxid);
     }
 
     /// The node at `path`.

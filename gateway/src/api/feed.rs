@@ -1,0 +1,262 @@
+//! The change feed under every native stream (watch, registry subscribe, config listen, lock
+//! waits, election observe): one persistent-recursive watch on `/`, fired synchronously as each
+//! transaction is applied, kept in a bounded ring so a client can resume from a revision, and
+//! fanned out to live subscribers.
+//!
+//! Ordering: the sink runs under the tree's write lock, and [`Feed::subscribe`] takes the tree's
+//! read lock, so a subscriber's backlog, its snapshot of the tree and its live events meet
+//! without a gap or an overlap.
+
+use parking_lot::Mutex;
+use roster_core::Zxid;
+use roster_core::backend::Backend;
+use roster_core::tree::Tree;
+use roster_core::watch::{EventType, WatchKind, WatchSink, WatchedEvent, WatcherId};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// The feed's watcher id, far from connection ids (which count up from 1).
+const FEED_WATCHER: WatcherId = 1 << 62;
+
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Changed,
+    Deleted,
+}
+
+/// One change to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: Arc<str>,
+    pub revision: Zxid,
+}
+
+/// What live subscribers receive.
+#[derive(Debug, Clone)]
+pub enum FeedItem {
+    Change(Change),
+    /// The replica was replaced wholesale at this revision (snapshot install): resynchronise.
+    Reset(Zxid),
+}
+
+struct Ring {
+    changes: VecDeque<Change>,
+    /// Every change after this revision is in `changes`.
+    floor: Zxid,
+    capacity: usize,
+}
+
+/// See the module doc.
+pub struct Feed {
+    ring: Mutex<Ring>,
+    live: broadcast::Sender<FeedItem>,
+}
+
+/// A subscription: the changes after the requested revision that are still in the ring, then the
+/// live items (`rx`). `resync` means the requested revision is older than the ring (or absent):
+/// the caller must send its client the full current state at `revision` instead of the backlog.
+pub struct Subscription {
+    pub backlog: Vec<Change>,
+    pub rx: broadcast::Receiver<FeedItem>,
+    pub resync: bool,
+    /// The replica's revision when the subscription was taken.
+    pub revision: Zxid,
+}
+
+impl Feed {
+    /// Start the feed on `backend`'s replica, keeping the last `capacity` changes.
+    pub fn start(backend: &Arc<dyn Backend>, capacity: usize) -> Arc<Feed> {
+        let tree = backend.tree();
+        let t = tree.read();
+        let (live, _) = broadcast::channel(4096);
+        let feed = Arc::new(Feed {
+            ring: Mutex::new(Ring {
+                changes: VecDeque::with_capacity(capacity.min(1 << 16)),
+                floor: t.last_zxid(),
+                capacity: capacity.max(1),
+            }),
+            live,
+        });
+        let mut w = t.watches().lock();
+        w.register_sink(FEED_WATCHER, Arc::new(Sink(feed.clone())));
+        w.add(FEED_WATCHER, WatchKind::PersistentRecursive, "/");
+        drop(w);
+        feed
+    }
+
+    /// Subscribe from `from` (changes after it), reading the tree consistently with `at`, which
+    /// runs under the tree's read lock at the subscription point.
+    pub fn subscribe_with<R>(
+        &self,
+        backend: &Arc<dyn Backend>,
+        from: Option<Zxid>,
+        at: impl FnOnce(&Tree) -> R,
+    ) -> (Subscription, R) {
+        let tree = backend.tree();
+        let t = tree.read();
+        let ring = self.ring.lock();
+        let revision = t.last_zxid();
+        let (backlog, resync) = match from {
+            Some(r) if r >= ring.floor && r <= revision => (
+                ring.changes
+                    .iter()
+                    .filter(|c| c.revision > r)
+                    .cloned()
+                    .collect(),
+                false,
+            ),
+            _ => (Vec::new(), true),
+        };
+        let rx = self.live.subscribe();
+        drop(ring);
+        let r = at(&t);
+        (
+            Subscription {
+                backlog,
+                rx,
+                resync,
+                revision,
+            },
+            r,
+        )
+    }
+
+    /// The oldest revision a client can resume from.
+    pub fn floor(&self) -> Zxid {
+        self.ring.lock().floor
+    }
+}
+
+struct Sink(Arc<Feed>);
+
+impl WatchSink for Sink {
+    fn notify(&self, event: WatchedEvent) {
+        let kind = match event.kind {
+            EventType::NodeCreated => ChangeKind::Created,
+            EventType::NodeDataChanged => ChangeKind::Changed,
+            EventType::NodeDeleted => ChangeKind::Deleted,
+            _ => return,
+        };
+        let change = Change {
+            kind,
+            path: event.path,
+            revision: event.zxid,
+        };
+        let mut ring = self.0.ring.lock();
+        if ring.changes.len() == ring.capacity
+            && let Some(old) = ring.changes.pop_front()
+        {
+            ring.floor = old.revision;
+        }
+        ring.changes.push_back(change.clone());
+        // No receivers is fine.
+        let _ = self.0.live.send(FeedItem::Change(change));
+    }
+
+    fn reset(&self, zxid: Zxid) {
+        let mut ring = self.0.ring.lock();
+        ring.changes.clear();
+        ring.floor = zxid;
+        let _ = self.0.live.send(FeedItem::Reset(zxid));
+    }
+}
+
+/// Is `path` `prefix` itself or below it?
+pub fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path == prefix
+        || (path.len() > prefix.len()
+            && path.starts_with(prefix)
+            && path.as_bytes()[prefix.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_respects_segment_boundaries() {
+        assert!(under("/a/b", "/a"));
+        assert!(under("/a", "/a"));
+        assert!(!under("/ab", "/a"));
+        assert!(under("/x", "/"));
+    }
+}
+
+/// What [`Follow::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// These paths under the prefix changed after the last revision the caller read.
+    Changed(Vec<Arc<str>>),
+    /// Changes were missed (lagging subscriber or snapshot install): read the full state again.
+    Resync,
+    /// The feed is gone (server shutting down).
+    Closed,
+}
+
+/// Follows the nodes under one prefix, coalescing changes: the caller reads the current state of
+/// the changed paths and records the revision it read at with [`Follow::read_at`], so changes it
+/// has already seen are skipped.
+pub struct Follow {
+    rx: broadcast::Receiver<FeedItem>,
+    prefix: String,
+    seen: Zxid,
+}
+
+impl Follow {
+    /// Follow `prefix` from a subscription whose state the caller has read at `seen`.
+    pub fn new(rx: broadcast::Receiver<FeedItem>, prefix: impl Into<String>, seen: Zxid) -> Follow {
+        Follow {
+            rx,
+            prefix: prefix.into(),
+            seen,
+        }
+    }
+
+    /// The caller has read the state at `revision`.
+    pub fn read_at(&mut self, revision: Zxid) {
+        self.seen = self.seen.max(revision);
+    }
+
+    pub fn seen(&self) -> Zxid {
+        self.seen
+    }
+
+    /// Wait for the next change under the prefix, then take whatever else is already queued.
+    pub async fn next(&mut self) -> Next {
+        let mut paths: Vec<Arc<str>> = Vec::new();
+        loop {
+            let item = if paths.is_empty() {
+                self.rx.recv().await
+            } else {
+                match self.rx.try_recv() {
+                    Ok(i) => Ok(i),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => return Next::Resync,
+                    Err(broadcast::error::TryRecvError::Closed) => break,
+                }
+            };
+            match item {
+                Ok(FeedItem::Change(c)) => {
+                    if c.revision > self.seen && under(&c.path, &self.prefix) {
+                        paths.push(c.path);
+                    }
+                }
+                Ok(FeedItem::Reset(_)) => return Next::Resync,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(prefix = %self.prefix, missed = n, "stream lagged; resynchronising");
+                    return Next::Resync;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Next::Closed,
+            }
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        Next::Changed(paths)
+    }
+}

@@ -1,0 +1,45 @@
+//! Roster's own API — registry, leases, config, locks and election, watch — as services on the
+//! tree and sessions (so whatever it writes is visible to ZooKeeper clients, and it runs on any
+//! backend), and their HTTP front end (`http`). The gRPC front end calls the same services.
+
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod http;
+pub mod lease;
+pub mod lock;
+pub mod registry;
+pub mod store;
+pub mod watch;
+
+use feed::Feed;
+use roster_core::backend::Backend;
+use std::sync::Arc;
+
+/// Changes kept for clients resuming a stream from a revision.
+pub const FEED_HISTORY: usize = 100_000;
+
+/// Every native service, shared by the HTTP and gRPC front ends.
+pub struct Api {
+    pub store: store::Store,
+    pub feed: Arc<Feed>,
+    pub leases: lease::Leases,
+    pub registry: registry::Registry,
+    pub configs: config::Configs,
+    pub locks: lock::Locks,
+}
+
+impl Api {
+    pub fn new(backend: Arc<dyn Backend>, server_id: u64, config_history: usize) -> Arc<Api> {
+        let store = store::Store::new(backend.clone());
+        let feed = Feed::start(&backend, FEED_HISTORY);
+        Arc::new(Api {
+            leases: lease::Leases::new(store.clone()),
+            registry: registry::Registry::new(store.clone(), feed.clone(), server_id),
+            configs: config::Configs::new(store.clone(), feed.clone(), config_history),
+            locks: lock::Locks::new(store.clone(), feed.clone()),
+            store,
+            feed,
+        })
+    }
+}
