@@ -132,6 +132,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let zk = ZkServer::new(cfg.clone(), backend.clone());
     tokio::spawn(zk.clone().serve(zk_listener));
     let api = crate::api::Api::new(backend.clone(), cfg.server_id, cfg.config_history);
+    api.start_probes(cfg.server_id);
     let app = router(HttpState {
         backend: backend.clone(),
         metrics,

@@ -343,3 +343,43 @@ def test_bad_input_gets_the_error_shape(roster, method, path, body, status, code
     assert set(err) == {"code", "message", "details"} and err["code"] == code and err["message"]
     # The server is still fine.
     assert requests.get(url(roster, "/healthz"), timeout=5).status_code == 200
+
+
+def test_http_and_tcp_probes_mark_instances_unhealthy_and_healthy_again(roster):
+    import http.server
+    import socket
+
+    state = {"code": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(state["code"] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    try:
+        check = {"type": "http", "path": "/health", "interval_ms": 500, "timeout_ms": 1000}
+        register(roster, "probed", "127.0.0.1", srv.server_address[1], ephemeral=False, health_check=check)
+        register(roster, "probed", "127.0.0.1", closed, ephemeral=False,
+                 health_check={"type": "tcp", "interval_ms": 500, "timeout_ms": 500})
+
+        def health():
+            return {i["port"]: i["healthy"] for i in instances(roster, "probed")["instances"]}
+
+        wait_until(lambda: health().get(closed) is False, 10, "the closed port to be marked unhealthy")
+        assert health()[srv.server_address[1]] is True
+        state["code"] = 503
+        wait_until(lambda: health()[srv.server_address[1]] is False, 10, "HTTP 503 to mark it unhealthy")
+        healthy_only = instances(roster, "probed", healthy_only="true")["instances"]
+        assert healthy_only == []
+        state["code"] = 200
+        wait_until(lambda: health()[srv.server_address[1]] is True, 10, "HTTP 200 to mark it healthy again")
+    finally:
+        srv.shutdown()

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod health;
 pub mod http;
 pub mod lease;
 pub mod lock;
@@ -24,7 +25,7 @@ pub struct Api {
     pub store: store::Store,
     pub feed: Arc<Feed>,
     pub leases: lease::Leases,
-    pub registry: registry::Registry,
+    pub registry: Arc<registry::Registry>,
     pub configs: config::Configs,
     pub locks: lock::Locks,
 }
@@ -35,11 +36,20 @@ impl Api {
         let feed = Feed::start(&backend, FEED_HISTORY);
         Arc::new(Api {
             leases: lease::Leases::new(store.clone()),
-            registry: registry::Registry::new(store.clone(), feed.clone(), server_id),
+            registry: Arc::new(registry::Registry::new(
+                store.clone(),
+                feed.clone(),
+                server_id,
+            )),
             configs: config::Configs::new(store.clone(), feed.clone(), config_history),
             locks: lock::Locks::new(store.clone(), feed.clone()),
             store,
             feed,
         })
+    }
+
+    /// Start the background work: health probes of the instances this member registered.
+    pub fn start_probes(&self, server_id: u64) {
+        health::start(self.store.clone(), self.registry.clone(), server_id);
     }
 }
