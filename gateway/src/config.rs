@@ -136,6 +136,9 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Instead of serving, act as a client of a running server's native API.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
     /// Data directory [default: ./data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

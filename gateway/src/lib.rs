@@ -4,6 +4,7 @@
 //! consistency engine runs.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod server;

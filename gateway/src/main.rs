@@ -4,7 +4,10 @@ use clap::Parser;
 use roster_gateway::config::Cli;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(cmd) = cli.command.take() {
+        return cmd.run();
+    }
     let cfg = match cli.load(std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
