@@ -64,6 +64,8 @@ pub struct Config {
     pub http_max_body: usize,
     /// Config history entries kept per item (native API and Nacos).
     pub config_history: usize,
+    /// HTTP requests per second allowed from one client IP (bursts of twice that); 0 = no limit.
+    pub http_rate_limit: u32,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             log_format: "text".into(),
             http_max_body: 4 * 1024 * 1024,
             config_history: 100,
+            http_rate_limit: 0,
         }
     }
 }
@@ -217,6 +220,9 @@ pub struct Cli {
     /// Config history entries kept per item [default: 100]
     #[arg(long)]
     pub config_history: Option<usize>,
+    /// HTTP requests per second per client IP, 0 = unlimited [default: 0]
+    #[arg(long)]
+    pub http_rate_limit: Option<u32>,
 }
 
 /// Why the configuration could not be loaded.
@@ -294,7 +300,8 @@ impl Cli {
             log_level,
             log_format,
             http_max_body,
-            config_history
+            config_history,
+            http_rate_limit
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());

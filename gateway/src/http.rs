@@ -22,7 +22,11 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     pub api: Arc<Api>,
     pub max_body: usize,
+    /// Requests per second per client IP; 0 = unlimited.
+    pub rate_limit: u32,
 }
+
+type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
 
 pub fn router(state: HttpState) -> Router {
     let ops = Router::new()
@@ -33,7 +37,8 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/readyz", get(readyz))
         .with_state(state.clone());
-    ops.merge(crate::api::http::routes(state.api.clone()))
+    let app = ops
+        .merge(crate::api::http::routes(state.api.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -43,7 +48,59 @@ pub fn router(state: HttpState) -> Router {
             )
         })
         .layer(middleware::from_fn(observe))
-        .layer(DefaultBodyLimit::max(state.max_body))
+        .layer(DefaultBodyLimit::max(state.max_body));
+    match std::num::NonZeroU32::new(state.rate_limit) {
+        None => app,
+        Some(rate) => {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 > 0"));
+            let limiter: Arc<IpLimiter> = Arc::new(governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ));
+            let sweep = Arc::downgrade(&limiter);
+            tokio::spawn(async move {
+                // Forget idle clients now and then so the table stays small.
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    let Some(l) = sweep.upgrade() else { return };
+                    l.retain_recent();
+                }
+            });
+            app.layer(middleware::from_fn(move |req: Request, next: Next| {
+                let limiter = limiter.clone();
+                async move { limit(limiter, req, next).await }
+            }))
+        }
+    }
+}
+
+/// Refuse a client IP over its rate with 429 and the error shape.
+async fn limit(limiter: Arc<IpLimiter>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && let Err(not_until) = limiter.check_key(&ip)
+    {
+        metrics::counter!("roster_http_rate_limited_total").increment(1);
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RESOURCE_EXHAUSTED",
+            "too many requests from this address",
+        )
+        .with_details(json!({"retry_after_ms": wait.as_millis() as u64}))
+        .into_response();
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(wait.as_secs().max(1)),
+        );
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// Count and time every request by route template (a closed set) and status class.

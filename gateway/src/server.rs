@@ -138,8 +138,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         metrics,
         api: api.clone(),
         max_body: cfg.http_max_body,
+        rate_limit: cfg.http_rate_limit,
     });
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(http_listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }

@@ -383,3 +383,43 @@ def test_http_and_tcp_probes_mark_instances_unhealthy_and_healthy_again(roster):
         wait_until(lambda: health()[srv.server_address[1]] is True, 10, "HTTP 200 to mark it healthy again")
     finally:
         srv.shutdown()
+
+
+def test_cli_drives_the_api(roster):
+    import subprocess
+
+    def cli(*args):
+        out = subprocess.run([roster.bin, *args, "--server", f"http://127.0.0.1:{roster.http_port}"],
+                             capture_output=True, text=True, timeout=30)
+        return out.returncode, out.stdout, out.stderr
+
+    rc, out, _ = cli("lease", "grant", "30")
+    assert rc == 0
+    lease = json.loads(out)["id"]
+    rc, out, _ = cli("registry", "register", "web", "--ip", "10.9.9.9", "--port", "80",
+                     "--lease", str(lease), "--meta", "zone=b", "--group", "G1")
+    assert rc == 0 and json.loads(out)["group"] == "G1"
+    rc, out, _ = cli("registry", "list", "web", "--group", "G1")
+    assert rc == 0 and [i["metadata"] for i in json.loads(out)["instances"]] == [{"zone": "b"}]
+    assert cli("config", "put", "cli.txt", "--content", "hello")[0] == 0
+    rc, out, _ = cli("config", "get", "cli.txt")
+    assert rc == 0 and json.loads(out)["content"] == "hello"
+    rc, out, _ = cli("lock", "acquire", "cli-lock", "--lease", str(lease))
+    assert rc == 0 and json.loads(out)["fencing_token"] > 0
+    rc, _, err = cli("config", "get", "absent")
+    assert rc == 1 and json.loads(err)["code"] == "NOT_FOUND"
+    out = subprocess.run([roster.bin, "lease", "get", "1", "--server", "http://127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "cannot reach" in out.stderr
+
+
+def test_rate_limit_answers_429_with_the_error_shape(roster_factory):
+    r = roster_factory("--http-rate-limit", "5").start()
+    codes = [requests.get(url(r, "/v1/registry/services"), timeout=5) for _ in range(40)]
+    limited = [c for c in codes if c.status_code == 429]
+    assert limited, [c.status_code for c in codes]
+    assert sum(c.status_code == 200 for c in codes) >= 10  # the burst
+    body = limited[0].json()
+    assert body["code"] == "RESOURCE_EXHAUSTED" and int(limited[0].headers["retry-after"]) >= 1
+    time.sleep(1.5)
+    assert requests.get(url(r, "/v1/registry/services"), timeout=5).status_code == 200
