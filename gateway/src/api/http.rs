@@ -8,7 +8,7 @@ use super::config::{ConfigItem, ConfigKey, HistoryEntry, ListenResult, PutConfig
 use super::error::{ApiError, ErrorBody};
 use super::feed::ChangeKind;
 use super::lease::LeaseInfo;
-use super::lock::{Held, Leader, Recipe};
+use super::lock::{Contend, Held, Leader, Recipe};
 use super::registry::{
     Filter, HealthCheck, Instance, InstanceList, ProbeKind, RegisterRequest, ServiceInfo,
     ServiceKey, ServicePage, ServiceSettings, SubscribeEvent,
@@ -678,10 +678,12 @@ async fn acquire(api: &Api, recipe: Recipe, name: &str, req: Acquire) -> ApiResu
                 &api.leases,
                 recipe,
                 name,
-                req.lease,
-                permits,
-                value,
-                timeout,
+                Contend {
+                    lease: req.lease,
+                    permits,
+                    value,
+                    timeout,
+                },
             )
             .await?,
     ))

@@ -87,6 +87,17 @@ fn contenders(t: &Tree, dir: &str) -> Vec<Contender> {
         .collect()
 }
 
+/// One contender's terms.
+pub struct Contend {
+    pub lease: SessionId,
+    /// How many may hold at once (1 for a mutex or an election).
+    pub permits: usize,
+    /// What the holder announces (elections).
+    pub value: Vec<u8>,
+    /// How long to wait; zero = try once.
+    pub timeout: Duration,
+}
+
 /// The lock service.
 pub struct Locks {
     store: Store,
@@ -131,11 +142,14 @@ impl Locks {
         leases: &Leases,
         recipe: Recipe,
         name: &str,
-        lease: SessionId,
-        permits: usize,
-        value: Vec<u8>,
-        timeout: Duration,
+        c: Contend,
     ) -> Result<Held, ApiError> {
+        let Contend {
+            lease,
+            permits,
+            value,
+            timeout,
+        } = c;
         self.require_cp()?;
         let dir = Self::dir(recipe, name)?;
         if permits == 0 || permits > 10_000 {

@@ -493,14 +493,7 @@ impl Registry {
     }
 
     fn collect(&self, t: &Tree, key: &ServiceKey) -> Vec<Instance> {
-        let dir = key.path();
-        let Some(node) = t.get(&dir) else {
-            return Vec::new();
-        };
-        node.children
-            .iter()
-            .filter_map(|c| read_instance(t, &path::join(&dir, c)))
-            .collect()
+        collect_instances(t, &key.path())
     }
 
     /// Instances of a service with filters and the protect threshold applied.
@@ -637,17 +630,15 @@ impl Registry {
     /// then every change, coalesced, in revision order.
     pub fn subscribe(&self, key: ServiceKey, from: Option<Zxid>) -> Subscriber {
         let dir = key.path();
-        let (sub, (revision, all, changed)) =
-            self.feed.subscribe_with(self.store.backend(), from, |t| {
-                (t.last_zxid(), self.collect(t, &key), ())
-            });
+        let (sub, (revision, all)) = self.feed.subscribe_with(self.store.backend(), from, |t| {
+            (t.last_zxid(), self.collect(t, &key))
+        });
         let first = if sub.resync {
             SubscribeEvent::Snapshot {
                 revision: revision as u64,
                 instances: all,
             }
         } else {
-            let _ = changed;
             let mut ids: Vec<String> = sub
                 .backlog
                 .iter()
