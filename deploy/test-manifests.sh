@@ -4,7 +4,8 @@
 #
 #   deploy/test-manifests.sh
 #
-# Installs nothing. A missing tool skips its checks (printed as `skip`), it does not fail them:
+# Installs nothing. A missing tool skips its checks (printed as `skip`), it does not fail them —
+# unless REQUIRE_TOOLS=1 (as scripts/test.sh sets it, after scripts/install-deps.sh installed them):
 #   docker-compose   PyPI docker-compose 1.29 (or the `docker compose` plugin): `config`
 #   kubeconform      go install github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
 #   kubernetes-validate (PyPI, importable by $TOOLS_PYTHON, default python3): the offline
@@ -30,7 +31,10 @@ run() {
   fi
 }
 fails() { ! "$@"; }   # the command must fail
-skip() { skipped=$((skipped + 1)); echo "skip $1"; }
+skip() {
+  if [ "${REQUIRE_TOOLS:-}" = 1 ]; then failed=$((failed + 1)); echo "FAIL (tool missing) $1"
+  else skipped=$((skipped + 1)); echo "skip $1"; fi
+}
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # --- compose

@@ -116,7 +116,9 @@ run "Prometheus scrapes the 3 members" targets_up
 [ "$failed" -eq 0 ] || { tail -5 "$work/prometheus.log"; finish; }
 
 # 5. load
-run "load (kazoo, ~10 s)" python3 "$root/deploy/test/load.py" --zk "$zk" --seconds 10 --reject-limit 30
+http_addrs=$(for i in 1 2 3; do printf '127.0.0.1:%s,' $((HTTP_BASE + 10 * i)); done)
+run "load (kazoo and the native HTTP API, ~10 s)" python3 "$root/deploy/test/load.py" --zk "$zk" \
+  --http "${http_addrs%,}" --seconds 10 --reject-limit 30
 sleep 3   # a few more scrapes and rule evaluations after the load
 
 # 6. every expression

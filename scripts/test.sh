@@ -74,7 +74,7 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
 
   run "bench smoke (every workload, seconds each)" env ROSTER_BIN="$roster_bin" bench/smoke.sh
   run "observability (promtool, dashboards, every PromQL expression vs a real Prometheus)" deploy/test-observability.sh
-  run "deployment manifests (compose, kubeconform, helm where installed)" deploy/test-manifests.sh
+  run "deployment manifests (compose, kubeconform, helm lint/template)" env REQUIRE_TOOLS=1 deploy/test-manifests.sh
 
   if grep -q "ERROR" "$work/roster.log"; then
     echo "Roster logged errors during the compat run:"; grep "ERROR" "$work/roster.log" | head -20

@@ -250,12 +250,15 @@ def protocols():
 
 def host():
     b = Board("roster-host", "Roster / Host",
-              "Per-member process view. Roster does not export process_* metrics yet: CPU, RSS and open files are not available.")
-    b.text("Not available yet",
-           "Roster's exporter does not emit `process_cpu_seconds_total`, `process_resident_memory_bytes` or "
-           "`process_open_fds` (see docs/metrics.md, Review). Until it does, use node_exporter or cAdvisor for CPU, "
-           "memory and file descriptors. The panels below use what exists: scrape health, tree size and connections.",
-           h=3)
+              "Per-member process view: CPU, resident memory, file descriptors and threads (process_* metrics), "
+              "scrape health, tree size and connections.")
+    b.panel("timeseries", "CPU (cores)", [('rate(process_cpu_seconds_total{%s}[$__rate_interval])' % SEL, "{{instance}}")],
+            description="CPU seconds per second used by the roster process (1 = one core busy).")
+    b.panel("timeseries", "Resident memory", [('process_resident_memory_bytes{%s}' % SEL, "{{instance}}")], unit="bytes")
+    b.panel("timeseries", "Open files",
+            [('process_open_fds{%s}' % SEL, "open {{instance}}"), ('process_max_fds{%s}' % SEL, "limit {{instance}}")],
+            description="File descriptors in use (connections, RocksDB files) against the process limit.")
+    b.panel("timeseries", "Threads", [('process_threads{%s}' % SEL, "{{instance}}")])
     b.panel("timeseries", "Up", [('up{job="roster", %s}' % SEL, "{{instance}}")], field={"min": 0, "max": 1})
     b.panel("timeseries", "Scrape duration", [('scrape_duration_seconds{job="roster", %s}' % SEL, "{{instance}}")], unit="s",
             description="Time to render /metrics (a slow scrape means a busy or swapping process).")
@@ -271,7 +274,47 @@ def host():
     return b
 
 
-BOARDS = {"overview.json": overview, "protocols.json": protocols, "host.json": host}
+def registry():
+    b = Board("roster-registry", "Roster / Registry",
+              "The registry, config and locks of the native API (and every protocol mapped onto it): services, "
+              "instances and their health, registrations, leases, probes, config changes, lock traffic, HTTP API.")
+    b.row("Registry")
+    b.stat("Services", 'max(roster_registry_services{%s})' % CL, w=6)
+    b.stat("Instances", 'max(sum by (instance) (roster_registry_instances{%s}))' % CL, w=6)
+    b.stat("Healthy share",
+           'max(roster_registry_instances{%s, healthy="true"}) / clamp_min(max(sum by (instance) (roster_registry_instances{%s})), 1)' % (CL, CL),
+           unit="percentunit", w=6, description="Healthy and enabled instances over all instances.")
+    b.stat("Leases granted (range)", 'sum(increase(roster_api_leases_granted_total{%s}[$__range]))' % CL, w=6)
+    b.panel("timeseries", "Instances by health",
+            [('max by (healthy) (roster_registry_instances{%s})' % CL, "healthy={{healthy}}")], w=12)
+    b.panel("timeseries", "Registrations and deregistrations",
+            [('sum by (protocol) (rate(roster_registry_registrations_total{%s}[%s]))' % (SEL, RI), "register {{protocol}}"),
+             ('sum(rate(roster_registry_deregistrations_total{%s}[%s]))' % (SEL, RI), "deregister")], unit="ops", w=12)
+    b.panel("timeseries", "Sessions (leases) expired",
+            [('sum(increase(roster_sessions_expired_total{%s}[%s]))' % (CL, RI), "expired")],
+            description="Every lease, ephemeral instance owner and ZooKeeper session ends the same way; a storm here is an outage upstream.")
+    b.panel("timeseries", "Health probes",
+            [('sum by (type, result) (rate(roster_registry_probes_total{%s}[%s]))' % (SEL, RI), "{{type}} {{result}}")], unit="ops")
+    b.panel("timeseries", "Protect threshold reached",
+            [('sum(rate(roster_registry_protect_threshold_hits_total{%s}[%s]))' % (SEL, RI), "queries")], unit="ops",
+            description="Healthy-only queries that returned every instance because too few were healthy.")
+    b.row("Config and locks")
+    b.panel("timeseries", "Config changes", [('sum by (op) (rate(roster_config_writes_total{%s}[%s]))' % (SEL, RI), "{{op}}")], unit="ops")
+    b.panel("timeseries", "Locks acquired", [('sum by (recipe) (rate(roster_lock_acquired_total{%s}[%s]))' % (SEL, RI), "{{recipe}}")], unit="ops")
+    b.panel("timeseries", "Open API streams", [('sum by (kind) (roster_api_streams{%s})' % SEL, "{{kind}}")],
+            description="Subscribe, observe and watch streams held open by clients.")
+    b.row("HTTP API")
+    b.panel("timeseries", "HTTP requests by route",
+            [('sum by (method, route) (rate(roster_http_requests_total{%s}[%s]))' % (SEL, RI), "{{method}} {{route}}")], unit="reqps", w=12)
+    b.panel("timeseries", "HTTP errors by status class",
+            [('sum by (status) (rate(roster_http_requests_total{%s, status=~"4xx|5xx"}[%s]))' % (SEL, RI), "{{status}}")], unit="reqps", w=12)
+    b.panel("timeseries", "HTTP latency p99 by route",
+            [('histogram_quantile(0.99, sum by (route, le) (rate(roster_http_request_duration_seconds_bucket{%s}[%s])))' % (SEL, RI), "{{route}}")],
+            unit="s", w=24)
+    return b
+
+
+BOARDS = {"overview.json": overview, "protocols.json": protocols, "host.json": host, "registry.json": registry}
 
 
 def render():

@@ -119,6 +119,75 @@ def rejected(host, port, limit):
         s.close()
 
 
+def http(method, url, body=None, timeout=10):
+    import json
+    import urllib.error
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def hold_stream(url, stop):
+    """Keep a server-sent-event stream open (roster_api_streams) until stop."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            while not stop.is_set():
+                if not r.readline():
+                    return
+    except Exception:
+        pass
+
+
+def api_load(bases, stop):
+    """The native HTTP API on every member: leases, registrations (with probes that fail and a
+    protect threshold that trips), healthy-only queries, config changes and rollback, locks,
+    semaphores, elections, a subscribe stream, and a few 4xx answers."""
+    import socket as so
+    with so.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    streams = [threading.Thread(target=hold_stream, daemon=True,
+                                args=(bases[0] + "/v1/registry/services/obs/subscribe", stop))]
+    for t in streams:
+        t.start()
+    # Probed once, by one member: it fails its probes and turns unhealthy, tripping the threshold.
+    http("POST", bases[0] + "/v1/registry/services/obs/instances",
+         {"ip": "127.0.0.1", "port": closed, "ephemeral": False,
+          "health_check": {"type": "tcp", "interval_ms": 500, "timeout_ms": 300}})
+    http("PUT", bases[0] + "/v1/registry/services/obs", {"protect_threshold": 0.99})
+    i = 0
+    while not stop.is_set():
+        base = bases[i % len(bases)]
+        _, lease = http("POST", base + "/v1/leases", {"ttl_seconds": 5})
+        lid = lease["id"]
+        http("POST", base + "/v1/registry/services/obs/instances",
+             {"ip": "127.0.0.1", "port": 20000 + i % 20, "lease": lid})
+        http("GET", base + "/v1/registry/services/obs/instances?healthy_only=true")
+        http("DELETE", base + "/v1/registry/services/obs/instances/127.0.0.1%23" + str(20000 + (i + 19) % 20) + "%23DEFAULT")
+        http("PUT", base + "/v1/config/obs.yaml", {"content": "n: %d" % i})
+        if i % 5 == 0:
+            _, hist = http("GET", base + "/v1/config/obs.yaml/history")
+            if hist and hist["entries"]:
+                http("POST", base + "/v1/config/obs.yaml/rollback", {"id": hist["entries"][-1]["id"]})
+            http("DELETE", base + "/v1/config/obs-gone")
+        for kind in ("locks", "semaphores"):
+            st, held = http("POST", base + "/v1/%s/obs/acquire" % kind, {"lease": lid, "timeout_ms": 2000})
+            if st == 200:
+                http("POST", base + "/v1/%s/obs/release" % kind, {"key": held["key"]})
+        http("POST", base + "/v1/elections/obs/campaign", {"lease": lid, "value": "m", "timeout_ms": 0})
+        http("GET", base + "/v1/nowhere")
+        i += 1
+        time.sleep(0.05)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--zk", required=True)
@@ -126,6 +195,7 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--abandoned", type=int, default=12)
     ap.add_argument("--reject-limit", type=int, default=0)
+    ap.add_argument("--http", default="", help="HOST:PORT,... of the members' HTTP ports (native API load)")
     a = ap.parse_args()
     hosts = a.zk.split(",")
     addrs = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts]
@@ -139,6 +209,9 @@ def main():
     stats = {}
     threads = [threading.Thread(target=worker, args=(hosts[n % len(hosts)], stop, n, stats))
                for n in range(a.workers)]
+    if a.http:
+        bases = ["http://" + h for h in a.http.split(",")]
+        threads.append(threading.Thread(target=api_load, args=(bases, stop)))
     for t in threads:
         t.start()
     t0 = time.time()

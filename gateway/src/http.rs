@@ -130,6 +130,7 @@ async fn observe(req: Request, next: Next) -> Response {
 
 async fn metrics(State(st): State<HttpState>) -> impl IntoResponse {
     crate::telemetry::update_gauges(&*st.backend);
+    st.api.update_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),

@@ -21,6 +21,7 @@ pub fn init_logging(filter: &str, format: &str) {
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Install the Prometheus recorder (once per process) and start its upkeep.
 pub fn init_metrics() -> PrometheusHandle {
@@ -36,6 +37,9 @@ pub fn init_metrics() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
+            PROCESS
+                .get_or_init(metrics_process::Collector::default)
+                .describe();
             let h = handle.clone();
             std::thread::Builder::new()
                 .name("metrics-upkeep".into())
@@ -53,6 +57,67 @@ pub fn init_metrics() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "roster_http_requests_total",
+        "HTTP requests answered, by method, route template and status class"
+    );
+    describe_histogram!(
+        "roster_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request handling time by method and route template (streams: until the stream opens)"
+    );
+    describe_counter!(
+        "roster_http_rate_limited_total",
+        "HTTP requests refused with 429 by the per-client-IP rate limit"
+    );
+    describe_gauge!(
+        "roster_api_streams",
+        "Open native API streams by kind (subscribe, observe, watch)"
+    );
+    describe_counter!(
+        "roster_api_leases_granted_total",
+        "Leases granted through the native API"
+    );
+    describe_counter!(
+        "roster_registry_registrations_total",
+        "Instance registrations (and re-registrations) by protocol"
+    );
+    describe_counter!(
+        "roster_registry_deregistrations_total",
+        "Instances deregistered"
+    );
+    describe_counter!(
+        "roster_registry_protect_threshold_hits_total",
+        "Healthy-only queries answered with every instance because the protect threshold was reached"
+    );
+    describe_counter!(
+        "roster_registry_probes_total",
+        "Server-side health probes by type and result"
+    );
+    describe_gauge!(
+        "roster_registry_probed_instances",
+        "Instances this member probes"
+    );
+    describe_gauge!(
+        "roster_registry_services",
+        "Services in the registry (every namespace and group)"
+    );
+    describe_gauge!(
+        "roster_registry_instances",
+        "Instances in the registry, by health (healthy = healthy and enabled)"
+    );
+    describe_counter!(
+        "roster_config_writes_total",
+        "Config changes through the API by op (put, delete, rollback)"
+    );
+    describe_counter!(
+        "roster_lock_acquired_total",
+        "Locks, permits and leaderships acquired, by recipe"
+    );
+    describe_counter!(
+        "roster_lock_timeouts_total",
+        "Acquires that gave up (try or timeout), by recipe"
+    );
     describe_counter!(
         "roster_requests_total",
         "Requests by protocol, operation and result"
@@ -153,6 +218,9 @@ fn describe() {
 
 /// Refresh gauges read from state (called on each scrape).
 pub fn update_gauges(backend: &dyn Backend) {
+    if let Some(p) = PROCESS.get() {
+        p.collect();
+    }
     let s = backend.status();
     let tree = backend.tree();
     let t = tree.read();

@@ -48,6 +48,15 @@ impl Api {
         })
     }
 
+    /// Refresh the registry gauges (called on each scrape).
+    pub fn update_gauges(&self) {
+        let (services, instances, healthy) = self.store.read(registry::totals);
+        metrics::gauge!("roster_registry_services").set(services as f64);
+        metrics::gauge!("roster_registry_instances", "healthy" => "true").set(healthy as f64);
+        metrics::gauge!("roster_registry_instances", "healthy" => "false")
+            .set((instances - healthy) as f64);
+    }
+
     /// Start the background work: health probes of the instances this member registered.
     pub fn start_probes(&self, server_id: u64) {
         health::start(self.store.clone(), self.registry.clone(), server_id);

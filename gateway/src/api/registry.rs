@@ -186,6 +186,28 @@ pub enum SubscribeEvent {
     },
 }
 
+/// Services, instances and healthy instances in the whole registry (for gauges).
+pub fn totals(t: &Tree) -> (usize, usize, usize) {
+    let (mut services, mut instances, mut healthy) = (0, 0, 0);
+    let root = format!("{ROOT}/registry");
+    let Some(r) = t.get(&root) else {
+        return (0, 0, 0);
+    };
+    for ns in &r.children {
+        let nsp = path::join(&root, ns);
+        for g in t.get(&nsp).map(|n| &n.children).into_iter().flatten() {
+            let gp = path::join(&nsp, g);
+            for s in t.get(&gp).map(|n| &n.children).into_iter().flatten() {
+                services += 1;
+                let all = collect_instances(t, &path::join(&gp, s));
+                instances += all.len();
+                healthy += all.iter().filter(|i| i.healthy && i.enabled).count();
+            }
+        }
+    }
+    (services, instances, healthy)
+}
+
 /// Namespace / group / service, validated, with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceKey {
