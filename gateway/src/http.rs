@@ -24,6 +24,8 @@ pub struct HttpState {
     pub max_body: usize,
     /// Requests per second per client IP; 0 = unlimited.
     pub rate_limit: u32,
+    /// Nacos HTTP beats seen by this member.
+    pub nacos_beats: Arc<crate::nacos::naming::Beats>,
 }
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -39,6 +41,10 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state.clone());
     let app = ops
         .merge(crate::api::http::routes(state.api.clone()))
+        .merge(crate::nacos::routes(
+            state.api.clone(),
+            state.nacos_beats.clone(),
+        ))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod nacos;
 pub mod server;
 pub mod telemetry;
 pub mod zk;

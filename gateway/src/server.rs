@@ -133,12 +133,15 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tokio::spawn(zk.clone().serve(zk_listener));
     let api = crate::api::Api::new(backend.clone(), cfg.server_id, cfg.config_history);
     api.start_probes(cfg.server_id);
+    let nacos_beats = Arc::new(crate::nacos::naming::Beats::default());
+    nacos_beats.start(api.clone());
     let app = router(HttpState {
         backend: backend.clone(),
         metrics,
         api: api.clone(),
         max_body: cfg.http_max_body,
         rate_limit: cfg.http_rate_limit,
+        nacos_beats,
     });
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
