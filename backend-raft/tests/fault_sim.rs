@@ -1,0 +1,916 @@
+//! Seeded fault schedules against in-process Raft clusters (3 and 5 members on `MemEngine`s,
+//! kept across restarts), with clients recording histories that are checked for
+//! linearizability (`roster_core::linearizability`) and for lost acknowledged writes.
+//!
+//! **Time is real, not simulated.** openraft and the backend time out with `std::time::Instant`
+//! and run on tokio's multi-threaded runtime, so tokio's paused clock cannot drive them and task
+//! interleavings are up to the scheduler. What the seed fixes is the *schedule*: which faults
+//! happen, in which order, after which delays, which messages are dropped or delayed (one seeded
+//! generator decides each message's fate), which member each client talks to and what it asks.
+//! A failing seed therefore reproduces the same storm, usually with the same outcome, not the
+//! same instruction-level run; run it a few times with `RAFT_SIM_SEED=<seed>`.
+//!
+//! Faults (the [`FaultNet`] transport and the nemesis): symmetric partitions (a random minority,
+//! or the leader alone), asymmetric link cuts (a→b dropped, b→a delivered; a request across it
+//! is lost, a reply across it is lost after the request ran), random message drops (before or
+//! after delivery), random delays, crashes, restarts from the member's own engine, restarts with
+//! a wiped engine (the member catches up by snapshot; `allow_log_reversion` is on — see
+//! `dependencies.md`), and leader kills under load.
+//!
+//! Clients do unconditional `setData` (unique values), version-checked `setData` (CAS) and
+//! `barrier` + local `getData` on a few registers, and creates of unique keys. At the end every
+//! fault is healed, crashed members restart from disk, and the run checks: the register history
+//! is linearizable; every acknowledged create is in every member's tree; no key appears that no
+//! client asked for; every member has applied the same state.
+//!
+//! Environment: `RAFT_SIM_SEED=<n>` runs only that seed (in every test of this file),
+//! `RAFT_SIM_SEEDS=<n>` runs n seeds per test instead of the default,
+//! `RAFT_SIM_SCHEDULE=1` prints every run's fault schedule (it is always printed for a damaged
+//! run), `RAFT_SIM_TRACE=1` turns on `roster_raft=info` logs.
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use roster_core::acl::{Acl, AuthInfo};
+use roster_core::backend::{Backend, BackendError};
+use roster_core::conformance::flawed::{Flaw, Flawed};
+use roster_core::linearizability as lin;
+use roster_core::linearizability::models::{Znode, ZnodeInput, ZnodeOutput, ZnodeState};
+use roster_core::storage::{Engine, MemEngine};
+use roster_core::txn::{Applied, Envelope, OpResult, Outcome, Request, WriteOp};
+use roster_core::{Code, CreateMode, SessionId};
+use roster_raft::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
+use roster_raft::types::{
+    AppendEntriesRequest, AppendEntriesResponse, NodeId, Snapshot, SnapshotResponse, Vote,
+    VoteRequest, VoteResponse,
+};
+use roster_raft::{RaftBackend, RaftConfig};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+// ---- the fault-injecting network ----
+
+#[derive(Default)]
+struct Faults {
+    /// Directed links that drop everything (`(from, to)`).
+    cut: HashSet<(NodeId, NodeId)>,
+    /// Chance that a message (request or reply) is dropped.
+    drop: f64,
+    /// Extra delay per message, uniformly in `0..=max_delay_ms`.
+    max_delay_ms: u64,
+}
+
+struct NetState {
+    nodes: BTreeMap<NodeId, Weak<RaftBackend>>,
+    faults: Faults,
+    rng: StdRng,
+}
+
+/// An in-process network whose links can be cut (either direction), lose or delay messages.
+#[derive(Clone)]
+struct FaultNet {
+    st: Arc<Mutex<NetState>>,
+}
+
+/// What happens to one request/reply exchange, decided up front by the seeded generator.
+struct Fate {
+    delay_req: Duration,
+    delay_reply: Duration,
+    drop_req: bool,
+    drop_reply: bool,
+}
+
+impl FaultNet {
+    fn new(seed: u64) -> FaultNet {
+        FaultNet {
+            st: Arc::new(Mutex::new(NetState {
+                nodes: BTreeMap::new(),
+                faults: Faults::default(),
+                rng: StdRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b),
+            })),
+        }
+    }
+
+    fn endpoint(&self, from: NodeId) -> Arc<dyn Transport> {
+        Arc::new(Endpoint {
+            from,
+            net: self.clone(),
+        })
+    }
+
+    fn register(&self, n: &Arc<RaftBackend>) {
+        self.st.lock().nodes.insert(n.id(), Arc::downgrade(n));
+    }
+
+    fn unregister(&self, id: NodeId) {
+        self.st.lock().nodes.remove(&id);
+    }
+
+    fn fate(&self) -> Fate {
+        let mut st = self.st.lock();
+        let (p, max) = (st.faults.drop, st.faults.max_delay_ms);
+        let delay = |rng: &mut StdRng| {
+            Duration::from_millis(if max > 0 { rng.gen_range(0..=max) } else { 0 })
+        };
+        let delay_req = delay(&mut st.rng);
+        let delay_reply = delay(&mut st.rng);
+        let drop_req = p > 0.0 && st.rng.gen_bool(p);
+        let drop_reply = p > 0.0 && st.rng.gen_bool(p);
+        Fate {
+            delay_req,
+            delay_reply,
+            drop_req,
+            drop_reply,
+        }
+    }
+
+    fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.st.lock().faults.cut.contains(&(from, to))
+    }
+
+    fn target(&self, from: NodeId, to: NodeId) -> Result<Arc<RaftBackend>, TransportError> {
+        let st = self.st.lock();
+        if st.faults.cut.contains(&(from, to)) {
+            return Err(TransportError::Unreachable(format!("{from} -> {to}: cut")));
+        }
+        st.nodes
+            .get(&to)
+            .and_then(Weak::upgrade)
+            .filter(|n| !n.is_shut_down())
+            .ok_or_else(|| TransportError::Unreachable(format!("{from} -> {to}: down")))
+    }
+
+    /// Carry one exchange from `from` to `to`, applying the faults.
+    async fn deliver<T>(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        call: impl FnOnce(Arc<RaftBackend>) -> BoxFuture<'static, Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let fate = self.fate();
+        if !fate.delay_req.is_zero() {
+            tokio::time::sleep(fate.delay_req).await;
+        }
+        let node = self.target(from, to)?;
+        if fate.drop_req {
+            return Err(TransportError::Unreachable(format!(
+                "{from} -> {to}: dropped"
+            )));
+        }
+        let r = call(node).await;
+        if !fate.delay_reply.is_zero() {
+            tokio::time::sleep(fate.delay_reply).await;
+        }
+        if fate.drop_reply || self.is_cut(to, from) {
+            return Err(TransportError::Lost(format!("{to} -> {from}: reply lost")));
+        }
+        r
+    }
+
+    // Partitions and faults.
+
+    fn cut_both(&self, a: NodeId, b: NodeId) {
+        let mut st = self.st.lock();
+        st.faults.cut.insert((a, b));
+        st.faults.cut.insert((b, a));
+    }
+
+    fn cut_one(&self, from: NodeId, to: NodeId) {
+        self.st.lock().faults.cut.insert((from, to));
+    }
+
+    fn set_drop(&self, p: f64) {
+        self.st.lock().faults.drop = p;
+    }
+
+    fn set_delay(&self, max_ms: u64) {
+        self.st.lock().faults.max_delay_ms = max_ms;
+    }
+
+    fn heal(&self) {
+        self.st.lock().faults = Faults::default();
+    }
+}
+
+struct Endpoint {
+    from: NodeId,
+    net: FaultNet,
+}
+
+#[async_trait::async_trait]
+impl Transport for Endpoint {
+    async fn append_entries(
+        &self,
+        to: &Peer,
+        rpc: AppendEntriesRequest,
+    ) -> Result<AppendEntriesResponse, TransportError> {
+        self.net
+            .deliver(self.from, to.id, move |n| {
+                Box::pin(async move { n.handle_append_entries(rpc).await })
+            })
+            .await
+    }
+
+    async fn vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
+        self.net
+            .deliver(self.from, to.id, move |n| {
+                Box::pin(async move { n.handle_vote(rpc).await })
+            })
+            .await
+    }
+
+    async fn pre_vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
+        self.net
+            .deliver(self.from, to.id, move |n| {
+                Box::pin(async move { n.handle_pre_vote(rpc).await })
+            })
+            .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        to: &Peer,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse, TransportError> {
+        self.net
+            .deliver(self.from, to.id, move |n| {
+                Box::pin(async move { n.handle_install_snapshot(vote, snapshot).await })
+            })
+            .await
+    }
+
+    async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError> {
+        self.net
+            .deliver(self.from, to.id, move |n| {
+                Box::pin(async move { Ok(n.handle_forward(req).await) })
+            })
+            .await?
+    }
+}
+
+// ---- the cluster ----
+
+fn sim_cfg(id: NodeId) -> RaftConfig {
+    RaftConfig {
+        node_id: id,
+        addr: format!("sim:{id}"),
+        tick_ms: 100,
+        heartbeat_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        snapshot_every: 40,
+        logs_kept_after_snapshot: 5,
+        container_check_ms: 1_000,
+        request_timeout_ms: 2_000,
+        allow_log_reversion: true,
+        ..RaftConfig::default()
+    }
+}
+
+/// The members of one run: the live ones, and every member's engine (its disk).
+struct World {
+    net: FaultNet,
+    ids: Vec<NodeId>,
+    live: Mutex<BTreeMap<NodeId, Arc<RaftBackend>>>,
+    engines: Mutex<BTreeMap<NodeId, Arc<MemEngine>>>,
+    /// Clients talk to members through this flaw (the broken variant), if any.
+    flaw: Option<Flaw>,
+}
+
+impl World {
+    async fn start(seed: u64, n: u64, flaw: Option<Flaw>) -> Arc<World> {
+        let w = Arc::new(World {
+            net: FaultNet::new(seed),
+            ids: (1..=n).collect(),
+            live: Mutex::new(BTreeMap::new()),
+            engines: Mutex::new(BTreeMap::new()),
+            flaw,
+        });
+        for id in 1..=n {
+            w.engines.lock().insert(id, Arc::new(MemEngine::default()));
+            w.open(id).await;
+        }
+        let voters = (1..=n).map(|id| (id, format!("sim:{id}"))).collect();
+        w.node(1)
+            .expect("member 1")
+            .initialize(voters)
+            .await
+            .expect("initialize");
+        w
+    }
+
+    async fn open(&self, id: NodeId) {
+        let engine: Arc<dyn Engine> = self.engines.lock()[&id].clone();
+        let node = RaftBackend::open(sim_cfg(id), engine, self.net.endpoint(id))
+            .await
+            .expect("open raft backend");
+        self.net.register(&node);
+        self.live.lock().insert(id, node);
+    }
+
+    fn node(&self, id: NodeId) -> Option<Arc<RaftBackend>> {
+        self.live.lock().get(&id).cloned()
+    }
+
+    fn down(&self) -> Vec<NodeId> {
+        let live = self.live.lock();
+        self.ids
+            .iter()
+            .copied()
+            .filter(|i| !live.contains_key(i))
+            .collect()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        let live = self.live.lock();
+        let l: Vec<NodeId> = live
+            .iter()
+            .filter(|(_, n)| n.is_leading())
+            .map(|(i, _)| *i)
+            .collect();
+        (l.len() == 1).then(|| l[0])
+    }
+
+    async fn crash(&self, id: NodeId) {
+        let n = self.live.lock().remove(&id);
+        if let Some(n) = n {
+            self.net.unregister(id);
+            n.shutdown().await;
+        }
+    }
+
+    /// Restart a crashed member from its engine, or from an empty one if `wipe`.
+    async fn restart(&self, id: NodeId, wipe: bool) {
+        if wipe {
+            self.engines
+                .lock()
+                .insert(id, Arc::new(MemEngine::default()));
+        }
+        self.open(id).await;
+    }
+
+    /// A live member for a client, through the run's flaw if any.
+    fn pick(&self, rng: &mut StdRng) -> Option<Arc<dyn Backend>> {
+        let live: Vec<Arc<RaftBackend>> = self.live.lock().values().cloned().collect();
+        if live.is_empty() {
+            return None;
+        }
+        let n: Arc<dyn Backend> = live[rng.gen_range(0..live.len())].clone();
+        Some(match self.flaw {
+            Some(f) => Flawed::new(n, f),
+            None => n,
+        })
+    }
+
+    /// Every member has applied the same state.
+    fn converged(&self) -> bool {
+        let live = self.live.lock();
+        let states: BTreeSet<(i64, u32)> = live
+            .values()
+            .map(|n| {
+                let t = n.tree();
+                let t = t.read();
+                (t.last_zxid(), t.digest())
+            })
+            .collect();
+        live.len() == self.ids.len() && states.len() == 1
+    }
+
+    async fn shutdown(&self) {
+        let nodes: Vec<_> = std::mem::take(&mut *self.live.lock())
+            .into_values()
+            .collect();
+        for n in nodes {
+            n.shutdown().await;
+        }
+    }
+}
+
+// ---- clients ----
+
+const REGS: usize = 4;
+
+type RegOp = lin::KeyedOp<usize, Created>;
+
+/// What one client did.
+#[derive(Default)]
+struct ClientLog {
+    history: Vec<RegOp>,
+    /// Creates acknowledged as created.
+    acked: Vec<String>,
+    /// Every create asked for (acknowledged or not).
+    asked: Vec<String>,
+}
+
+fn env(session: SessionId, request: Request) -> Envelope {
+    Envelope {
+        session,
+        auth: Arc::new(AuthInfo::default()),
+        request,
+    }
+}
+
+/// A logical clock shared by all clients: ticks at every call and every return, so an operation
+/// that returned before another was invoked has a smaller return stamp than the other's call.
+struct Clock(AtomicU64);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+fn write_output(r: &Result<Applied, BackendError>) -> Option<ZnodeOutput<Vec<u8>>> {
+    match r {
+        Ok(Applied {
+            outcome: Outcome::Op(OpResult::DataSet { stat }),
+            ..
+        }) => Some(ZnodeOutput::Version(stat.version)),
+        Ok(Applied {
+            outcome: Outcome::Failed(Code::BadVersion),
+            ..
+        }) => Some(ZnodeOutput::BadVersion),
+        Ok(Applied {
+            outcome: Outcome::Failed(Code::NoNode),
+            ..
+        }) => Some(ZnodeOutput::NoNode),
+        // No answer we can trust: it may or may not have happened.
+        _ => None,
+    }
+}
+
+async fn client(
+    id: u64,
+    seed: u64,
+    w: Arc<World>,
+    session: SessionId,
+    clock: Arc<Clock>,
+    stop: Arc<AtomicBool>,
+) -> ClientLog {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(id));
+    let mut log = ClientLog::default();
+    let mut seen_version: BTreeMap<usize, i32> = BTreeMap::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(2..12))).await;
+        let Some(b) = w.pick(&mut rng) else {
+            continue;
+        };
+        let reg = rng.gen_range(0..REGS);
+        let path = format!("/reg{reg}");
+        let r: f64 = rng.gen_range(0.0..1.0);
+        if r < 0.35 {
+            // Linearizable read: barrier, then the member's own replica.
+            let call = clock.now();
+            if b.barrier().await.is_err() {
+                continue; // observed nothing
+            }
+            let out = {
+                let t = b.tree();
+                let t = t.read();
+                match t.get(&path) {
+                    Some(node) => {
+                        seen_version.insert(reg, node.stat.version);
+                        ZnodeOutput::Data(node.data.clone(), node.stat.version)
+                    }
+                    None => ZnodeOutput::NoNode,
+                }
+            };
+            let ret = clock.now();
+            log.history.push(lin::Op::completed(
+                id,
+                call,
+                ret,
+                (reg, ZnodeInput::GetData),
+                out,
+            ));
+        } else if r < 0.8 {
+            // setData: unconditional, or conditional on the version this client last saw.
+            let version = if r < 0.55 {
+                -1
+            } else {
+                *seen_version.get(&reg).unwrap_or(&0)
+            };
+            let data = format!("{seed}-{id}-{n}").into_bytes();
+            let call = clock.now();
+            let res = b
+                .submit(env(
+                    session,
+                    Request::Op(WriteOp::SetData {
+                        path,
+                        data: data.clone(),
+                        version,
+                    }),
+                ))
+                .await;
+            let input = (reg, ZnodeInput::SetData { data, version });
+            match write_output(&res) {
+                Some(out) => {
+                    if let ZnodeOutput::Version(v) = out {
+                        seen_version.insert(reg, v);
+                    }
+                    let ret = clock.now();
+                    log.history
+                        .push(lin::Op::completed(id, call, ret, input, out));
+                }
+                None => log.history.push(lin::Op::pending(id, call, input)),
+            }
+        } else {
+            let key = format!("/k{seed}-{id}-{n}");
+            log.asked.push(key.clone());
+            let res = b
+                .submit(env(
+                    session,
+                    Request::Op(WriteOp::Create {
+                        path: key.clone(),
+                        data: Vec::new(),
+                        acl: Acl::open_unsafe(),
+                        mode: CreateMode::Persistent,
+                        ttl: 0,
+                    }),
+                ))
+                .await;
+            if let Ok(Applied {
+                outcome: Outcome::Op(OpResult::Created { .. }),
+                ..
+            }) = res
+            {
+                log.acked.push(key);
+            }
+        }
+    }
+    log
+}
+
+/// The znode model for a register created empty at version 0.
+struct Created;
+
+impl lin::Model for Created {
+    type State = ZnodeState<Vec<u8>>;
+    type Input = ZnodeInput<Vec<u8>>;
+    type Output = ZnodeOutput<Vec<u8>>;
+    fn init(&self) -> Self::State {
+        Some((Vec::new(), 0))
+    }
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Option<Self::State> {
+        let (next, out) = Znode::apply(state, input);
+        match output {
+            Some(o) if *o != out => None,
+            _ => Some(next),
+        }
+    }
+}
+
+// ---- the nemesis ----
+
+/// One fault schedule, driven by `rng`, for `duration`.
+async fn nemesis(w: &World, rng: &mut StdRng, duration: Duration, events: &mut Vec<String>) {
+    let n = w.ids.len();
+    let max_down = (n - 1) / 2;
+    let end = Instant::now() + duration;
+    let t0 = Instant::now();
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..700))).await;
+        let at = t0.elapsed().as_millis();
+        let live: Vec<NodeId> = w.live.lock().keys().copied().collect();
+        let down = w.down();
+        let what = rng.gen_range(0..100);
+        let ev = match what {
+            // A random minority cut off from the rest.
+            0..=11 => {
+                let k = rng.gen_range(1..=max_down.max(1));
+                let mut side: Vec<NodeId> = w.ids.clone();
+                while side.len() > k {
+                    side.remove(rng.gen_range(0..side.len()));
+                }
+                for &a in &side {
+                    for &b in &w.ids {
+                        if !side.contains(&b) {
+                            w.net.cut_both(a, b);
+                        }
+                    }
+                }
+                format!("partition {side:?}")
+            }
+            // The leader alone (a leader change under load).
+            12..=21 => match w.leader() {
+                Some(l) => {
+                    for &b in &w.ids {
+                        if b != l {
+                            w.net.cut_both(l, b);
+                        }
+                    }
+                    format!("isolate leader {l}")
+                }
+                None => "isolate leader: none".into(),
+            },
+            // Asymmetric: a few one-way cuts.
+            22..=31 => {
+                let mut cuts = Vec::new();
+                for _ in 0..rng.gen_range(1..=2) {
+                    let a = w.ids[rng.gen_range(0..n)];
+                    let b = w.ids[rng.gen_range(0..n)];
+                    if a != b {
+                        w.net.cut_one(a, b);
+                        cuts.push((a, b));
+                    }
+                }
+                format!("one-way cuts {cuts:?}")
+            }
+            32..=41 => {
+                let p = rng.gen_range(0.02..0.25);
+                w.net.set_drop(p);
+                format!("drop {p:.2}")
+            }
+            42..=49 => {
+                let ms = rng.gen_range(5..40);
+                w.net.set_delay(ms);
+                format!("delay 0..={ms} ms")
+            }
+            // Crash a member (half the time the leader).
+            50..=63 if down.len() < max_down && !live.is_empty() => {
+                let victim = match (rng.gen_bool(0.5), w.leader()) {
+                    (true, Some(l)) => l,
+                    _ => live[rng.gen_range(0..live.len())],
+                };
+                w.crash(victim).await;
+                format!("crash {victim}")
+            }
+            64..=77 if !down.is_empty() => {
+                let id = down[rng.gen_range(0..down.len())];
+                let wipe = rng.gen_bool(0.3);
+                w.restart(id, wipe).await;
+                format!(
+                    "restart {id}{}",
+                    if wipe { " with a wiped disk" } else { "" }
+                )
+            }
+            _ => {
+                w.net.heal();
+                "heal".into()
+            }
+        };
+        events.push(format!("{at:>5} ms: {ev}"));
+    }
+}
+
+// ---- one run ----
+
+#[derive(Debug, Default)]
+struct Damage {
+    not_linearizable: Option<String>,
+    lost: Vec<String>,
+    phantom: Vec<String>,
+    diverged: bool,
+    completed_reads: usize,
+    completed_writes: usize,
+    /// Writes whose outcome stayed unknown (no trustworthy answer).
+    unknown_writes: usize,
+}
+
+impl Damage {
+    fn any(&self) -> bool {
+        self.not_linearizable.is_some()
+            || !self.lost.is_empty()
+            || !self.phantom.is_empty()
+            || self.diverged
+    }
+}
+
+async fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Retry `f` until it succeeds (no faults are active when this is used).
+async fn settle<T, Fut: std::future::Future<Output = Result<T, BackendError>>>(
+    what: &str,
+    mut f: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
+    eprintln!(
+        "seed {seed}: {members} members{}",
+        match flaw {
+            Some(f) => format!(", clients see {f:?}"),
+            None => String::new(),
+        }
+    );
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let w = World::start(seed, members, flaw).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || w.leader().is_some()).await,
+        "seed {seed}: no first leader"
+    );
+    let first = w.node(w.leader().unwrap()).unwrap();
+    let session = match settle("session", || {
+        first.submit(env(
+            0,
+            Request::CreateSession {
+                timeout_ms: 120_000,
+            },
+        ))
+    })
+    .await
+    .outcome
+    {
+        Outcome::SessionCreated { session, .. } => session,
+        o => panic!("seed {seed}: {o:?}"),
+    };
+    for r in 0..REGS {
+        let req = Request::Op(WriteOp::Create {
+            path: format!("/reg{r}"),
+            data: Vec::new(),
+            acl: Acl::open_unsafe(),
+            mode: CreateMode::Persistent,
+            ttl: 0,
+        });
+        settle("register", || first.submit(env(session, req.clone()))).await;
+    }
+    drop(first);
+    let clock = Arc::new(Clock(AtomicU64::new(0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            tokio::spawn(client(
+                c,
+                seed,
+                w.clone(),
+                session,
+                clock.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let mut events = Vec::new();
+    nemesis(&w, &mut rng, Duration::from_secs(5), &mut events).await;
+    // Heal, bring everyone back from disk, let the clients see a healthy cluster for a moment.
+    w.net.heal();
+    for id in w.down() {
+        w.restart(id, false).await;
+        events.push(format!("final restart {id}"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    let mut logs = Vec::new();
+    for c in clients {
+        logs.push(c.await.expect("client task"));
+    }
+    let diverged = !wait_until(Duration::from_secs(30), || {
+        w.leader().is_some() && w.converged()
+    })
+    .await;
+    let mut damage = Damage {
+        diverged,
+        ..Damage::default()
+    };
+    let live: Vec<Arc<RaftBackend>> = w.live.lock().values().cloned().collect();
+    let acked: Vec<&String> = logs.iter().flat_map(|l| l.acked.iter()).collect();
+    let asked: HashSet<&String> = logs.iter().flat_map(|l| l.asked.iter()).collect();
+    for n in &live {
+        let t = n.tree();
+        let t = t.read();
+        for k in &acked {
+            if t.get(k).is_none() {
+                damage.lost.push(format!("{k} on member {}", n.id()));
+            }
+        }
+        for c in &t.get("/").expect("root").children {
+            let p = format!("/{c}");
+            if p.starts_with("/k") && !asked.contains(&p) {
+                damage.phantom.push(format!("{p} on member {}", n.id()));
+            }
+        }
+    }
+    let history: Vec<RegOp> = logs
+        .iter()
+        .flat_map(|l| l.history.iter().cloned())
+        .collect();
+    for op in &history {
+        match (&op.input.1, op.ret) {
+            (ZnodeInput::GetData, Some(_)) => damage.completed_reads += 1,
+            (_, Some(_)) => damage.completed_writes += 1,
+            _ => damage.unknown_writes += 1,
+        }
+    }
+    let verdict = lin::check_per_key(&Created, &history, 1_000_000);
+    if verdict.is_violation() {
+        damage.not_linearizable = Some(verdict.explain(&history));
+    } else if verdict == lin::Verdict::Unknown {
+        eprintln!("seed {seed}: the checker ran out of budget (no verdict on some register)");
+    }
+    w.shutdown().await;
+    eprintln!(
+        "seed {seed}: {} reads, {} writes completed ({} unknown), {} creates acknowledged, {:.1} s{}",
+        damage.completed_reads,
+        damage.completed_writes,
+        damage.unknown_writes,
+        acked.len(),
+        started.elapsed().as_secs_f64(),
+        if damage.any() { "; DAMAGED" } else { "" }
+    );
+    if damage.any() || std::env::var("RAFT_SIM_SCHEDULE").is_ok() {
+        eprintln!("seed {seed}: schedule:\n  {}", events.join("\n  "));
+    }
+    damage
+}
+
+/// The seeds a test runs: `RAFT_SIM_SEED` alone if set, else `count` seeds from `first`
+/// (`RAFT_SIM_SEEDS` overrides the count).
+fn seeds(first: u64, count: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("RAFT_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    let count = std::env::var("RAFT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(count);
+    (first..first + count).collect()
+}
+
+fn init_tracing() {
+    if std::env::var("RAFT_SIM_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("roster_raft=info")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+fn survive(members: u64, seeds: Vec<u64>) {
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for seed in seeds {
+        let d = rt.block_on(chaos(seed, members, None));
+        assert!(
+            !d.any(),
+            "seed {seed} ({members} members) damaged; rerun with RAFT_SIM_SEED={seed}: {d:#?}"
+        );
+        assert!(
+            d.completed_reads >= 10 && d.completed_writes >= 10,
+            "seed {seed}: too few operations completed for the check to mean anything: {d:?}"
+        );
+    }
+}
+
+#[test]
+fn three_members_survive_seeded_fault_schedules() {
+    survive(3, seeds(1, 6));
+}
+
+#[test]
+fn five_members_survive_seeded_fault_schedules() {
+    survive(5, seeds(101, 4));
+}
+
+/// Clients whose barrier is answered from the member's own replica (what a backend that served
+/// "linearizable" reads without ReadIndex would do): the checker must see stale reads.
+#[test]
+fn the_harness_catches_reads_from_a_stale_replica() {
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let caught = seeds(201, 3).into_iter().any(|seed| {
+        let d = rt.block_on(chaos(seed, 3, Some(Flaw::BarrierDoesNotWait)));
+        d.not_linearizable.is_some()
+    });
+    assert!(caught, "reads from a stale replica went unnoticed");
+}
