@@ -37,7 +37,7 @@ use roster_core::backend::{Backend, BackendError};
 use roster_core::conformance::flawed::{Flaw, Flawed};
 use roster_core::linearizability as lin;
 use roster_core::linearizability::models::{Znode, ZnodeInput, ZnodeOutput, ZnodeState};
-use roster_core::storage::{Engine, MemEngine};
+use roster_core::storage::{Engine, MemEngine, Space, WriteBatch};
 use roster_core::txn::{Applied, Envelope, OpResult, Outcome, Request, WriteOp};
 use roster_core::{Code, CreateMode, SessionId};
 use roster_raft::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
@@ -127,6 +127,14 @@ impl FaultNet {
         }
     }
 
+    fn is_registered(&self, id: NodeId, node: &Arc<RaftBackend>) -> bool {
+        self.st
+            .lock()
+            .nodes
+            .get(&id)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(node)))
+    }
+
     fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
         self.st.lock().faults.cut.contains(&(from, to))
     }
@@ -160,7 +168,11 @@ impl FaultNet {
                 "{from} -> {to}: dropped"
             )));
         }
-        let r = call(node).await;
+        let r = call(node.clone()).await;
+        if !self.is_registered(to, &node) {
+            // It crashed meanwhile: nothing it says after its crash gets out.
+            return Err(TransportError::Lost(format!("{to} crashed")));
+        }
         if !fate.delay_reply.is_zero() {
             tokio::time::sleep(fate.delay_reply).await;
         }
@@ -271,6 +283,21 @@ fn sim_cfg(id: NodeId) -> RaftConfig {
     }
 }
 
+/// A copy of everything `e` holds.
+fn copy_engine(e: &MemEngine) -> Arc<MemEngine> {
+    let mut batch = WriteBatch::default();
+    for space in Space::ALL {
+        e.scan(space, &[], &mut |k, v| {
+            batch.put(space, k, v);
+            true
+        })
+        .expect("scan a MemEngine");
+    }
+    let copy = Arc::new(MemEngine::default());
+    copy.write(batch, true).expect("write a MemEngine");
+    copy
+}
+
 /// The members of one run: the live ones, and every member's engine (its disk).
 struct World {
     net: FaultNet,
@@ -335,11 +362,16 @@ impl World {
         (l.len() == 1).then(|| l[0])
     }
 
+    /// Kill a member: from now on nothing it sends gets out, and it restarts from what its
+    /// engine held at this instant (whatever it writes while shutting down is lost, as with
+    /// `kill -9`).
     async fn crash(&self, id: NodeId) {
         let n = self.live.lock().remove(&id);
         if let Some(n) = n {
             self.net.unregister(id);
+            let disk = copy_engine(&self.engines.lock()[&id]);
             n.shutdown().await;
+            self.engines.lock().insert(id, disk);
         }
     }
 
@@ -648,7 +680,7 @@ async fn nemesis(w: &World, rng: &mut StdRng, duration: Duration, events: &mut V
             }
             64..=77 if !down.is_empty() => {
                 let id = down[rng.gen_range(0..down.len())];
-                let wipe = rng.gen_bool(0.3);
+                let wipe = rng.gen_bool(0.4);
                 w.restart(id, wipe).await;
                 format!(
                     "restart {id}{}",
@@ -758,7 +790,7 @@ async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
     drop(first);
     let clock = Arc::new(Clock(AtomicU64::new(0)));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..5)
         .map(|c| {
             tokio::spawn(client(
                 c,
