@@ -89,7 +89,7 @@ impl FaultNet {
             st: Arc::new(Mutex::new(NetState {
                 nodes: BTreeMap::new(),
                 faults: Faults::default(),
-                rng: StdRng::seed_from_u64(seed ^ 0x6e65_7477_6f72_6b),
+                rng: StdRng::seed_from_u64(seed ^ 0x006e_6574_776f_726b),
             })),
         }
     }
@@ -393,7 +393,7 @@ impl World {
         }
         let n: Arc<dyn Backend> = live[rng.gen_range(0..live.len())].clone();
         Some(match self.flaw {
-            Some(f) => Flawed::new(n, f),
+            Some(f) => Flawed::wrap(n, f),
             None => n,
         })
     }

@@ -31,7 +31,7 @@ pub struct Flawed {
 }
 
 impl Flawed {
-    pub fn new(inner: Arc<dyn Backend>, flaw: Flaw) -> Arc<dyn Backend> {
+    pub fn wrap(inner: Arc<dyn Backend>, flaw: Flaw) -> Arc<dyn Backend> {
         Arc::new(Flawed {
             inner,
             flaw,
@@ -91,11 +91,11 @@ impl<F: Factory> Factory for FlawedFactory<F> {
     }
     async fn start(&mut self) -> Vec<Arc<dyn Backend>> {
         let m = self.inner.start().await;
-        m.into_iter().map(|b| Flawed::new(b, self.flaw)).collect()
+        m.into_iter().map(|b| Flawed::wrap(b, self.flaw)).collect()
     }
     async fn restart(&mut self) -> Vec<Arc<dyn Backend>> {
         let m = self.inner.restart().await;
-        m.into_iter().map(|b| Flawed::new(b, self.flaw)).collect()
+        m.into_iter().map(|b| Flawed::wrap(b, self.flaw)).collect()
     }
     async fn stop(&mut self) {
         self.inner.stop().await
