@@ -65,6 +65,10 @@ struct Faults {
 
 struct NetState {
     nodes: BTreeMap<NodeId, Weak<RaftBackend>>,
+    /// Each member's current incarnation (a new one per open); a crashed one has none, and
+    /// nothing an old incarnation sends gets out.
+    incarnation: BTreeMap<NodeId, u64>,
+    next_incarnation: u64,
     faults: Faults,
     rng: StdRng,
 }
@@ -88,25 +92,40 @@ impl FaultNet {
         FaultNet {
             st: Arc::new(Mutex::new(NetState {
                 nodes: BTreeMap::new(),
+                incarnation: BTreeMap::new(),
+                next_incarnation: 0,
                 faults: Faults::default(),
                 rng: StdRng::seed_from_u64(seed ^ 0x006e_6574_776f_726b),
             })),
         }
     }
 
+    /// The transport of a new incarnation of member `from`.
     fn endpoint(&self, from: NodeId) -> Arc<dyn Transport> {
+        let mut st = self.st.lock();
+        st.next_incarnation += 1;
+        let incarnation = st.next_incarnation;
+        st.incarnation.insert(from, incarnation);
         Arc::new(Endpoint {
             from,
+            incarnation,
             net: self.clone(),
         })
+    }
+
+    fn alive(&self, id: NodeId, incarnation: u64) -> bool {
+        self.st.lock().incarnation.get(&id) == Some(&incarnation)
     }
 
     fn register(&self, n: &Arc<RaftBackend>) {
         self.st.lock().nodes.insert(n.id(), Arc::downgrade(n));
     }
 
+    /// `id` crashed: unreachable, and nothing it sends from now on gets out.
     fn unregister(&self, id: NodeId) {
-        self.st.lock().nodes.remove(&id);
+        let mut st = self.st.lock();
+        st.nodes.remove(&id);
+        st.incarnation.remove(&id);
     }
 
     fn fate(&self) -> Fate {
@@ -154,13 +173,16 @@ impl FaultNet {
     /// Carry one exchange from `from` to `to`, applying the faults.
     async fn deliver<T>(
         &self,
-        from: NodeId,
+        (from, incarnation): (NodeId, u64),
         to: NodeId,
         call: impl FnOnce(Arc<RaftBackend>) -> BoxFuture<'static, Result<T, TransportError>>,
     ) -> Result<T, TransportError> {
         let fate = self.fate();
         if !fate.delay_req.is_zero() {
             tokio::time::sleep(fate.delay_req).await;
+        }
+        if !self.alive(from, incarnation) {
+            return Err(TransportError::Unreachable(format!("{from} crashed")));
         }
         let node = self.target(from, to)?;
         if fate.drop_req {
@@ -176,7 +198,7 @@ impl FaultNet {
         if !fate.delay_reply.is_zero() {
             tokio::time::sleep(fate.delay_reply).await;
         }
-        if fate.drop_reply || self.is_cut(to, from) {
+        if fate.drop_reply || self.is_cut(to, from) || !self.alive(from, incarnation) {
             return Err(TransportError::Lost(format!("{to} -> {from}: reply lost")));
         }
         r
@@ -209,7 +231,14 @@ impl FaultNet {
 
 struct Endpoint {
     from: NodeId,
+    incarnation: u64,
     net: FaultNet,
+}
+
+impl Endpoint {
+    fn me(&self) -> (NodeId, u64) {
+        (self.from, self.incarnation)
+    }
 }
 
 #[async_trait::async_trait]
@@ -220,7 +249,7 @@ impl Transport for Endpoint {
         rpc: AppendEntriesRequest,
     ) -> Result<AppendEntriesResponse, TransportError> {
         self.net
-            .deliver(self.from, to.id, move |n| {
+            .deliver(self.me(), to.id, move |n| {
                 Box::pin(async move { n.handle_append_entries(rpc).await })
             })
             .await
@@ -228,7 +257,7 @@ impl Transport for Endpoint {
 
     async fn vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
         self.net
-            .deliver(self.from, to.id, move |n| {
+            .deliver(self.me(), to.id, move |n| {
                 Box::pin(async move { n.handle_vote(rpc).await })
             })
             .await
@@ -236,7 +265,7 @@ impl Transport for Endpoint {
 
     async fn pre_vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
         self.net
-            .deliver(self.from, to.id, move |n| {
+            .deliver(self.me(), to.id, move |n| {
                 Box::pin(async move { n.handle_pre_vote(rpc).await })
             })
             .await
@@ -249,7 +278,7 @@ impl Transport for Endpoint {
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError> {
         self.net
-            .deliver(self.from, to.id, move |n| {
+            .deliver(self.me(), to.id, move |n| {
                 Box::pin(async move { n.handle_install_snapshot(vote, snapshot).await })
             })
             .await
@@ -257,7 +286,7 @@ impl Transport for Endpoint {
 
     async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError> {
         self.net
-            .deliver(self.from, to.id, move |n| {
+            .deliver(self.me(), to.id, move |n| {
                 Box::pin(async move { Ok(n.handle_forward(req).await) })
             })
             .await?
