@@ -109,6 +109,7 @@ async fn crud(c: &mut Ctx<'_>) -> CheckResult {
         parent.num_children
     );
     // Error codes; a failed write changes nothing.
+    barrier(c.m(2)).await?;
     let before = c.m(2).tree().read().digest();
     let dup = submit(c.m(2), s, create_req("/crud", b"x", CreateMode::Persistent)).await?;
     ensure!(
