@@ -879,6 +879,7 @@ async fn recovery(c: &mut Ctx<'_>) -> CheckResult {
     } else {
         None
     };
+    barrier(c.m(2)).await?;
     let versions: Vec<_> = acked
         .keys()
         .map(|p| read(c.m(2), p).map(|(_, s)| s))
@@ -917,7 +918,6 @@ async fn recovery(c: &mut Ctx<'_>) -> CheckResult {
         barrier(&b).await?;
         acked.keys().map(|p| read(&b, p).map(|(_, s)| s)).collect()
     };
-    // Barrier above syncs member 0 with the others; compare with member 2's stats before.
     ensure!(after == versions, "stats changed across the restart");
     // Writing goes on, with larger zxids and the session still usable.
     let a = retry(Duration::from_secs(20), || {
