@@ -41,6 +41,8 @@ use roster_core::storage::{Engine, MemEngine, Space, WriteBatch};
 use roster_core::txn::{Applied, Envelope, OpResult, Outcome, Request, WriteOp};
 use roster_core::{Code, CreateMode, SessionId};
 use roster_raft::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
+use roster_raft::openraft::ServerState;
+use roster_raft::openraft::async_runtime::WatchReceiver;
 use roster_raft::types::{
     AppendEntriesRequest, AppendEntriesResponse, NodeId, Snapshot, SnapshotResponse, Vote,
     VoteRequest, VoteResponse,
@@ -312,6 +314,17 @@ fn sim_cfg(id: NodeId) -> RaftConfig {
     }
 }
 
+/// Shut a member down; a member whose Raft core panicked may never finish, so give up after a
+/// while (the panic is reported as damage).
+async fn stop_member(n: &RaftBackend) {
+    if tokio::time::timeout(Duration::from_secs(5), n.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("member {} did not shut down within 5 s", n.id());
+    }
+}
+
 /// A copy of everything `e` holds.
 fn copy_engine(e: &MemEngine) -> Arc<MemEngine> {
     let mut batch = WriteBatch::default();
@@ -399,9 +412,36 @@ impl World {
         if let Some(n) = n {
             self.net.unregister(id);
             let disk = copy_engine(&self.engines.lock()[&id]);
-            n.shutdown().await;
+            stop_member(&n).await;
             self.engines.lock().insert(id, disk);
         }
+    }
+
+    /// May member `id` (down) come back with an empty disk? Raft assumes durable logs and
+    /// votes: a voter that lost its disk can, with a lagging member, form a majority that
+    /// elects a leader without committed entries (openraft then trips over the committed entry
+    /// it is asked to overwrite: seed 5), or vote twice in a term. It is safe only when every
+    /// other member is up, follows one leader in one term, and holds the leader's whole
+    /// committed log: then every majority it can join holds every committed entry, and every
+    /// future election is in a term it never voted in.
+    fn safe_to_wipe(&self, id: NodeId) -> bool {
+        let live = self.live.lock();
+        if live.contains_key(&id) || live.len() + 1 != self.ids.len() {
+            return false;
+        }
+        let ms: Vec<_> = live
+            .values()
+            .map(|n| n.raft().metrics().borrow_watched().clone())
+            .collect();
+        let Some(l) = ms.iter().find(|m| m.state == ServerState::Leader) else {
+            return false;
+        };
+        let committed = l.cluster_committed.as_ref().map(|c| c.index);
+        ms.iter().all(|m| {
+            m.current_term == l.current_term
+                && m.current_leader == Some(l.id)
+                && m.last_log_index >= committed
+        })
     }
 
     /// Restart a crashed member from its engine, or from an empty one if `wipe`.
@@ -414,13 +454,17 @@ impl World {
         self.open(id).await;
     }
 
-    /// A live member for a client, through the run's flaw if any.
-    fn pick(&self, rng: &mut StdRng) -> Option<Arc<dyn Backend>> {
+    /// A live member for a client: mostly its home member (ZooKeeper clients stay on one
+    /// member), else any; through the run's flaw if any.
+    fn pick(&self, home: NodeId, rng: &mut StdRng) -> Option<Arc<dyn Backend>> {
         let live: Vec<Arc<RaftBackend>> = self.live.lock().values().cloned().collect();
         if live.is_empty() {
             return None;
         }
-        let n: Arc<dyn Backend> = live[rng.gen_range(0..live.len())].clone();
+        let n: Arc<dyn Backend> = match live.iter().find(|n| n.id() == home) {
+            Some(h) if rng.gen_bool(0.9) => h.clone(),
+            _ => live[rng.gen_range(0..live.len())].clone(),
+        };
         Some(match self.flaw {
             Some(f) => Flawed::wrap(n, f),
             None => n,
@@ -446,7 +490,7 @@ impl World {
             .into_values()
             .collect();
         for n in nodes {
-            n.shutdown().await;
+            stop_member(&n).await;
         }
     }
 }
@@ -504,27 +548,63 @@ fn write_output(r: &Result<Applied, BackendError>) -> Option<ZnodeOutput<Vec<u8>
     }
 }
 
-async fn client(
-    id: u64,
-    seed: u64,
+/// The newest version of each register any client has seen (a hint for CAS).
+type Latest = Mutex<[i32; REGS]>;
+
+/// What a client does.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Reads and CAS only: it never makes a member prepare a write its state does not allow,
+    /// so a stale member's refusals show.
+    Careful,
+    /// Reads, plain and conditional sets, creates.
+    Mixed,
+}
+
+struct ClientCtx {
     w: Arc<World>,
     session: SessionId,
     clock: Arc<Clock>,
     stop: Arc<AtomicBool>,
-) -> ClientLog {
+    latest: Arc<Latest>,
+}
+
+async fn client(id: u64, seed: u64, role: Role, home: NodeId, cx: ClientCtx) -> ClientLog {
+    let ClientCtx {
+        w,
+        session,
+        clock,
+        stop,
+        latest,
+    } = cx;
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(id));
     let mut log = ClientLog::default();
     let mut seen_version: BTreeMap<usize, i32> = BTreeMap::new();
     let mut n = 0u64;
+    let saw = |reg: usize, v: i32, mine: &mut BTreeMap<usize, i32>| {
+        mine.insert(reg, v);
+        let mut l = latest.lock();
+        l[reg] = l[reg].max(v);
+    };
     while !stop.load(Ordering::Acquire) {
         n += 1;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(2..12))).await;
-        let Some(b) = w.pick(&mut rng) else {
+        let Some(b) = w.pick(home, &mut rng) else {
             continue;
         };
         let reg = rng.gen_range(0..REGS);
         let path = format!("/reg{reg}");
-        let r: f64 = rng.gen_range(0.0..1.0);
+        let r: f64 = match role {
+            // Reads below 0.35, CAS in 0.55..0.8.
+            Role::Careful => {
+                if rng.gen_bool(0.5) {
+                    rng.gen_range(0.0..0.35)
+                } else {
+                    rng.gen_range(0.55..0.8)
+                }
+            }
+            Role::Mixed => rng.gen_range(0.0..1.0),
+        };
         if r < 0.35 {
             // Linearizable read: barrier, then the member's own replica.
             let call = clock.now();
@@ -536,7 +616,7 @@ async fn client(
                 let t = t.read();
                 match t.get(&path) {
                     Some(node) => {
-                        seen_version.insert(reg, node.stat.version);
+                        saw(reg, node.stat.version, &mut seen_version);
                         ZnodeOutput::Data(node.data.clone(), node.stat.version)
                     }
                     None => ZnodeOutput::NoNode,
@@ -551,11 +631,14 @@ async fn client(
                 out,
             ));
         } else if r < 0.8 {
-            // setData: unconditional, or conditional on the version this client last saw.
+            // setData: unconditional, or conditional on the version this client last saw or
+            // the newest any client saw.
             let version = if r < 0.55 {
                 -1
-            } else {
+            } else if rng.gen_bool(0.5) {
                 *seen_version.get(&reg).unwrap_or(&0)
+            } else {
+                latest.lock()[reg]
             };
             let data = format!("{seed}-{id}-{n}").into_bytes();
             let call = clock.now();
@@ -573,7 +656,7 @@ async fn client(
             match write_output(&res) {
                 Some(out) => {
                     if let ZnodeOutput::Version(v) = out {
-                        seen_version.insert(reg, v);
+                        saw(reg, v, &mut seen_version);
                     }
                     let ret = clock.now();
                     log.history
@@ -709,10 +792,15 @@ async fn nemesis(w: &World, rng: &mut StdRng, duration: Duration, events: &mut V
             }
             64..=77 if !down.is_empty() => {
                 let id = down[rng.gen_range(0..down.len())];
-                let wipe = rng.gen_bool(0.4);
+                let mut wipe = rng.gen_bool(0.4);
+                let mut why = "";
+                if wipe && !wait_until(Duration::from_secs(1), || w.safe_to_wipe(id)).await {
+                    wipe = false;
+                    why = " (not safe to wipe now)";
+                }
                 w.restart(id, wipe).await;
                 format!(
-                    "restart {id}{}",
+                    "restart {id}{}{why}",
                     if wipe { " with a wiped disk" } else { "" }
                 )
             }
@@ -733,6 +821,10 @@ struct Damage {
     lost: Vec<String>,
     phantom: Vec<String>,
     diverged: bool,
+    /// Panics on the run's threads (openraft's internal assertions, ours).
+    panics: Vec<String>,
+    /// Clients that did not come back within 30 s of being told to stop.
+    stuck_clients: usize,
     completed_reads: usize,
     completed_writes: usize,
     /// Writes whose outcome stayed unknown (no trustworthy answer).
@@ -745,6 +837,8 @@ impl Damage {
             || !self.lost.is_empty()
             || !self.phantom.is_empty()
             || self.diverged
+            || !self.panics.is_empty()
+            || self.stuck_clients > 0
     }
 }
 
@@ -777,6 +871,7 @@ async fn settle<T, Fut: std::future::Future<Output = Result<T, BackendError>>>(
 }
 
 async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
+    take_panics();
     eprintln!(
         "seed {seed}: {members} members{}",
         match flaw {
@@ -819,16 +914,19 @@ async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
     drop(first);
     let clock = Arc::new(Clock(AtomicU64::new(0)));
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..5)
+    let latest = Arc::new(Mutex::new([0; REGS]));
+    let clients: Vec<_> = (0..5u64)
         .map(|c| {
-            tokio::spawn(client(
-                c,
-                seed,
-                w.clone(),
+            let role = if c < 2 { Role::Careful } else { Role::Mixed };
+            let home = w.ids[(c as usize + seed as usize) % w.ids.len()];
+            let cx = ClientCtx {
+                w: w.clone(),
                 session,
-                clock.clone(),
-                stop.clone(),
-            ))
+                clock: clock.clone(),
+                stop: stop.clone(),
+                latest: latest.clone(),
+            };
+            tokio::spawn(client(c, seed, role, home, cx))
         })
         .collect();
     let mut events = Vec::new();
@@ -842,8 +940,16 @@ async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Release);
     let mut logs = Vec::new();
+    let mut stuck_clients = 0;
     for c in clients {
-        logs.push(c.await.expect("client task"));
+        let abort = c.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(30), c).await {
+            Ok(log) => logs.push(log.expect("client task")),
+            Err(_) => {
+                abort.abort();
+                stuck_clients += 1;
+            }
+        }
     }
     let diverged = !wait_until(Duration::from_secs(30), || {
         w.leader().is_some() && w.converged()
@@ -851,6 +957,7 @@ async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
     .await;
     let mut damage = Damage {
         diverged,
+        stuck_clients,
         ..Damage::default()
     };
     let live: Vec<Arc<RaftBackend>> = w.live.lock().values().cloned().collect();
@@ -889,6 +996,7 @@ async fn chaos(seed: u64, members: u64, flaw: Option<Flaw>) -> Damage {
         eprintln!("seed {seed}: the checker ran out of budget (no verdict on some register)");
     }
     w.shutdown().await;
+    damage.panics = take_panics();
     eprintln!(
         "seed {seed}: {} reads, {} writes completed ({} unknown), {} creates acknowledged, {:.1} s{}",
         damage.completed_reads,
@@ -929,13 +1037,49 @@ fn init_tracing() {
     }
 }
 
-fn survive(members: u64, seeds: Vec<u64>) {
-    init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Panics seen on the threads of the runtime running on this thread (see [`runtime`]).
+static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static RUNTIME_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Panics recorded on this test's runtime threads since the last call.
+fn take_panics() -> Vec<String> {
+    let name = RUNTIME_NAME.with(|n| n.borrow().clone());
+    let mut all = PANICS.lock();
+    let (mine, others): (Vec<_>, Vec<_>) = all.drain(..).partition(|(t, _)| *t == name);
+    *all = others;
+    mine.into_iter().map(|(_, m)| m).collect()
+}
+
+/// A runtime whose threads are named `name`, with panics on them recorded: openraft runs its
+/// core in spawned tasks, so an assertion failing inside it would otherwise only be printed.
+fn runtime(name: &str) -> tokio::runtime::Runtime {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(t) = std::thread::current().name()
+                && t.starts_with("raft-sim-")
+            {
+                PANICS.lock().push((t.to_string(), info.to_string()));
+            }
+            previous(info);
+        }));
+    });
+    RUNTIME_NAME.with(|n| *n.borrow_mut() = name.to_string());
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(name)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+fn survive(members: u64, seeds: Vec<u64>) {
+    init_tracing();
+    let rt = runtime(&format!("raft-sim-{members}"));
     for seed in seeds {
         let d = rt.block_on(chaos(seed, members, None));
         assert!(
@@ -964,11 +1108,7 @@ fn five_members_survive_seeded_fault_schedules() {
 #[test]
 fn the_harness_catches_reads_from_a_stale_replica() {
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime("raft-sim-stale-reads");
     let caught = seeds(201, 3).into_iter().any(|seed| {
         let d = rt.block_on(chaos(seed, 3, Some(Flaw::BarrierDoesNotWait)));
         d.not_linearizable.is_some()
