@@ -68,3 +68,33 @@ async fn a_deposed_leader_does_not_fail_a_cas_against_its_stale_replica() {
     }
     c.shutdown().await;
 }
+
+/// openraft 0.10 restores a restarted leader's leadership in its old term by default. Our log
+/// store serves appended entries to replication before they are synced, so a leader that
+/// crashed could come back without entries its followers hold, and hand out the same log ids
+/// and zxids again (fault harness seed 5: a CAS answered with another write's outcome). A
+/// restarted leader must come back as a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_leader_does_not_resume_its_old_term() {
+    use roster_raft::openraft::ServerState;
+    use roster_raft::openraft::async_runtime::WatchReceiver;
+    let mut c = Cluster::start(3).await;
+    let old = c.wait_leader(10).await;
+    let term = c.node(old).status().epoch;
+    let engine = c.stop(old).await;
+    c.router.isolate(old);
+    let n = c.open(old, engine).await;
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let m = n.raft().metrics().borrow_watched().clone();
+        assert!(
+            m.state != ServerState::Leader,
+            "member {old} came back as leader of term {} (led term {term} before)",
+            m.current_term
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.router.heal(old);
+    c.wait_converged(10).await;
+    c.shutdown().await;
+}
