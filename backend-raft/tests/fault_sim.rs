@@ -592,6 +592,8 @@ async fn client(id: u64, seed: u64, role: Role, home: NodeId, cx: ClientCtx) -> 
         let Some(b) = w.pick(home, &mut rng) else {
             continue;
         };
+        // Histories name "client" `10 * client + member`, so a violation shows who answered.
+        let who = id * 10 + b.status().server_id;
         let reg = rng.gen_range(0..REGS);
         let path = format!("/reg{reg}");
         let r: f64 = match role {
@@ -624,7 +626,7 @@ async fn client(id: u64, seed: u64, role: Role, home: NodeId, cx: ClientCtx) -> 
             };
             let ret = clock.now();
             log.history.push(lin::Op::completed(
-                id,
+                who,
                 call,
                 ret,
                 (reg, ZnodeInput::GetData),
@@ -660,9 +662,9 @@ async fn client(id: u64, seed: u64, role: Role, home: NodeId, cx: ClientCtx) -> 
                     }
                     let ret = clock.now();
                     log.history
-                        .push(lin::Op::completed(id, call, ret, input, out));
+                        .push(lin::Op::completed(who, call, ret, input, out));
                 }
-                None => log.history.push(lin::Op::pending(id, call, input)),
+                None => log.history.push(lin::Op::pending(who, call, input)),
             }
         } else {
             let key = format!("/k{seed}-{id}-{n}");
