@@ -805,9 +805,9 @@ async fn nemesis(w: &World, rng: &mut StdRng, duration: Duration, events: &mut V
             }
             64..=77 if !down.is_empty() => {
                 let id = down[rng.gen_range(0..down.len())];
-                let mut wipe = rng.gen_bool(0.4);
+                let mut wipe = rng.gen_bool(0.6);
                 let mut why = "";
-                if wipe && !wait_until(Duration::from_secs(1), || w.safe_to_wipe(id)).await {
+                if wipe && !wait_until(Duration::from_millis(1500), || w.safe_to_wipe(id)).await {
                     wipe = false;
                     why = " (not safe to wipe now)";
                 }
