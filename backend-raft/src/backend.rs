@@ -140,6 +140,10 @@ impl RaftBackend {
             max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
             allow_log_reversion: Some(cfg.allow_log_reversion),
             enable_pre_vote: Some(true),
+            // A leader that restarts must win a new term. Restored in its old term, it would
+            // lack entries it replicated from its in-memory tail before they were synced, and
+            // mint new entries (and zxids) at log ids and zxids its followers already hold.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

@@ -263,6 +263,8 @@ impl Proposer {
     fn prep(&mut self, buf: &mut Vec<Msg>) -> Vec<Txn> {
         let lead = self.lead.as_mut().expect("leading");
         let mut txns = Vec::new();
+        let mut refusals: Vec<(oneshot::Receiver<Result<Applied, ForwardError>>, Reply)> =
+            Vec::new();
         let tree = self.shared.tree.read();
         let mut outstanding = self.shared.outstanding.lock();
         let mut waiters = self.shared.waiters.lock();
@@ -331,8 +333,9 @@ impl Proposer {
                             lead.last_prepared = zxid;
                         }
                         Err(outcome) => {
+                            let (tx, rx) = oneshot::channel();
                             if lead.last_prepared <= applied {
-                                let _ = reply.send(Ok(Applied {
+                                let _ = tx.send(Ok(Applied {
                                     zxid: applied,
                                     outcome,
                                 }));
@@ -340,13 +343,46 @@ impl Proposer {
                                 waiters
                                     .entry(lead.last_prepared)
                                     .or_default()
-                                    .push(Waiter::Failed(outcome, reply));
+                                    .push(Waiter::Failed(outcome, tx));
                             }
+                            refusals.push((rx, reply));
                         }
                     }
                 }
             }
         }
+        if !refusals.is_empty() {
+            self.answer_refusals(refusals);
+        }
         txns
+    }
+
+    /// A refusal (BadVersion, NoNode, NodeExists…) is decided from this leader's replica, so
+    /// it is a read of it: answer only once leadership is confirmed (ReadIndex) after the
+    /// check. A leader cut off from the others does not know it has been deposed, and would
+    /// otherwise refuse a conditional write that the current state allows.
+    fn answer_refusals(
+        &self,
+        refusals: Vec<(oneshot::Receiver<Result<Applied, ForwardError>>, Reply)>,
+    ) {
+        let raft = self.raft.clone();
+        let within = self.cfg.ready_timeout;
+        tokio::spawn(async move {
+            let confirmed =
+                match tokio::time::timeout(within, raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("leadership not confirmed: {e}")),
+                    Err(_) => Err(format!("leadership not confirmed within {within:?}")),
+                };
+            for (rx, reply) in refusals {
+                let res = match &confirmed {
+                    Ok(()) => rx.await.unwrap_or_else(|_| Err(leadership_lost())),
+                    Err(e) => Err(ForwardError::Backend(BackendError::Unavailable(e.clone()))),
+                };
+                let _ = reply.send(res);
+            }
+        });
     }
 }

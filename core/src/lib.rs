@@ -5,6 +5,8 @@
 
 pub mod acl;
 pub mod backend;
+#[cfg(feature = "testkit")]
+pub mod conformance;
 pub mod error;
 pub mod linearizability;
 pub mod path;

@@ -140,6 +140,10 @@ impl Shared {
             std::mem::replace(&mut *w, rest)
         };
         for (z, ws) in done {
+            // Waiters keyed `z` were registered after the txn at `z` was prepared. If the state
+            // moved past `z` without applying it, that txn was never committed (another leader's
+            // entries replaced it before this node noticed it had lost its leadership).
+            let applied_here = outcomes.contains_key(&z);
             for w in ws {
                 match w {
                     Waiter::Txn(r) => {
@@ -152,8 +156,18 @@ impl Shared {
                         };
                         let _ = r.send(res);
                     }
+                    // A refusal judged against prepared changes stands only if they committed.
                     Waiter::Failed(outcome, r) => {
-                        let _ = r.send(Ok(Applied { zxid, outcome }));
+                        let res = if applied_here {
+                            Ok(Applied { zxid, outcome })
+                        } else {
+                            Err(ForwardError::Backend(BackendError::Unavailable(
+                                "the writes this request was checked against were not \
+                                 committed (leadership changed); retry"
+                                    .into(),
+                            )))
+                        };
+                        let _ = r.send(res);
                     }
                     Waiter::Barrier(r) => {
                         let _ = r.send(Ok(Progress { zxid, index }));
@@ -408,5 +422,67 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        let meta = SmMeta {
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        Shared::new(Tree::new(), meta, 100)
+    }
+
+    fn failed_waiter(s: &Shared, key: Zxid) -> oneshot::Receiver<Result<Applied, ForwardError>> {
+        let (tx, rx) = oneshot::channel();
+        s.waiters
+            .lock()
+            .entry(key)
+            .or_default()
+            .push(Waiter::Failed(
+                Outcome::Failed(roster_core::Code::BadVersion),
+                tx,
+            ));
+        rx
+    }
+
+    /// Seed 5 of the fault harness: a leader prepared a write at zxid 5 and refused a CAS
+    /// against it; it was deposed before the write committed, and the new leader's entries
+    /// (zxids past 5) were applied before it noticed. The refusal must not be answered as if
+    /// the write had happened.
+    #[test]
+    fn a_refusal_behind_an_uncommitted_write_is_not_answered_as_a_refusal() {
+        let s = shared();
+        let (txn_tx, txn_rx) = oneshot::channel();
+        s.waiters
+            .lock()
+            .entry(5)
+            .or_default()
+            .push(Waiter::Txn(txn_tx));
+        let mut refusal = failed_waiter(&s, 5);
+        // Another leader's txn at zxid 9 is applied; 5 never was.
+        s.resolve(9, 3, HashMap::from([(9, Outcome::SessionClosed)]));
+        assert!(matches!(
+            refusal.try_recv(),
+            Ok(Err(ForwardError::Backend(BackendError::Unavailable(_))))
+        ));
+        assert!(matches!(
+            txn_rx.blocking_recv(),
+            Ok(Err(ForwardError::Backend(BackendError::Unavailable(_))))
+        ));
+        // When the write it was judged against is applied, the refusal stands.
+        let mut refusal = failed_waiter(&s, 12);
+        s.resolve(12, 4, HashMap::from([(12, Outcome::SessionClosed)]));
+        assert!(matches!(
+            refusal.try_recv(),
+            Ok(Ok(Applied {
+                outcome: Outcome::Failed(roster_core::Code::BadVersion),
+                ..
+            }))
+        ));
     }
 }
