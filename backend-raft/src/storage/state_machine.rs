@@ -393,10 +393,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         store(self.engine.clone(), &snap).await?;
         let zxid = {
             let mut tree = self.shared.tree.write();
-            // This node's clients keep their watches.
-            let watches = std::mem::take(&mut *tree.watches().lock());
-            *new_tree.watches().lock() = watches;
-            *tree = new_tree;
+            // This node's clients keep their watches; stream consumers are told to resync.
+            tree.replace_state(new_tree);
             let mut m = self.shared.meta.lock();
             m.last_applied = meta.last_log_id;
             m.membership = meta.last_membership.clone();
