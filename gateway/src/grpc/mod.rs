@@ -197,3 +197,165 @@ pub async fn serve(listener: TcpListener, routes: Routes) {
         tracing::error!(error = %e, "gRPC server stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The services called in-process on a standalone in-memory node: messages are translated
+    //! both ways and errors carry the mapped status. The wire is covered by the process test
+    //! `tests/process/test_grpc_api.py` with the real grpcio client.
+    use super::proto::config_service_server::ConfigService;
+    use super::proto::lease_service_server::LeaseService;
+    use super::proto::registry_service_server::RegistryService;
+    use super::proto::*;
+    use super::*;
+    use futures::StreamExt;
+    use roster_core::storage::MemEngine;
+    use roster_zab::{Standalone, ZabConfig};
+    use tonic::Request;
+
+    fn node() -> Arc<Api> {
+        let backend: Arc<dyn Backend> = Standalone::open(
+            Arc::new(MemEngine::default()),
+            ZabConfig {
+                tick_ms: 100,
+                ..ZabConfig::default()
+            },
+        )
+        .expect("standalone node");
+        Api::new(backend, 1, 10)
+    }
+
+    async fn next<T>(s: &mut GrpcStream<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("stream open")
+            .expect("no error")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn register_list_and_subscribe_round_trip() {
+        let api = node();
+        let leases = lease::LeaseSvc::new(api.clone());
+        let reg = registry::RegistrySvc::new(api.clone());
+        let l = leases
+            .grant(Request::new(LeaseGrantRequest { ttl_seconds: 30 }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut sub = reg
+            .subscribe(Request::new(SubscribeRequest {
+                service: "svc".into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = next(&mut sub).await;
+        assert!(
+            matches!(&first.event, Some(subscribe_event::Event::Snapshot(s)) if s.instances.is_empty())
+        );
+        let inst = reg
+            .register(Request::new(RegisterRequest {
+                service: "svc".into(),
+                ip: "10.0.0.9".into(),
+                port: 81,
+                lease: Some(l.id),
+                metadata: [("k".to_string(), "v".to_string())].into(),
+                health_check: Some(HealthCheck {
+                    r#type: ProbeType::Tcp as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(inst.id, "10.0.0.9#81#DEFAULT");
+        assert_eq!(inst.lease, Some(l.id));
+        let hc = inst.health_check.clone().unwrap();
+        assert_eq!((hc.interval_ms, hc.timeout_ms), (Some(5000), Some(2000)));
+        let ev = next(&mut sub).await;
+        match ev.event {
+            Some(subscribe_event::Event::Change(c)) => {
+                assert_eq!(c.upserted, vec![inst.clone()]);
+                assert!(ev.revision > first.revision);
+            }
+            other => panic!("expected a change, got {other:?}"),
+        }
+        let list = reg
+            .list_instances(Request::new(ListInstancesRequest {
+                service: "svc".into(),
+                metadata: [("k".to_string(), "v".to_string())].into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.instances, vec![inst]);
+
+        let bad = reg
+            .register(Request::new(RegisterRequest {
+                service: "svc".into(),
+                ip: "10.0.0.9".into(),
+                port: 70_000,
+                ephemeral: Some(false),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+        let gone = leases
+            .keep_alive(Request::new(LeaseKeepAliveRequest { id: 4242 }))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), tonic::Code::NotFound);
+        assert_eq!(
+            gone.metadata().get(status::CODE_KEY).unwrap(),
+            "LEASE_NOT_FOUND"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn config_listen_sends_each_new_md5_and_cas_conflict_is_aborted() {
+        let api = node();
+        let cfg = config::ConfigSvc::new(api.clone());
+        let r = ConfigRef {
+            data_id: "d".into(),
+            ..Default::default()
+        };
+        let put = |content: &str, cas: Option<String>| PutConfigRequest {
+            config: Some(r.clone()),
+            content: content.into(),
+            cas_md5: cas,
+            ..Default::default()
+        };
+        let v1 = cfg
+            .put(Request::new(put("one", None)))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut listen = cfg
+            .listen(Request::new(ListenConfigRequest {
+                config: Some(r.clone()),
+                md5: v1.md5.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let v2 = cfg
+            .put(Request::new(put("two", None)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(next(&mut listen).await.md5, v2.md5);
+        let stale = cfg
+            .put(Request::new(put("three", Some(v1.md5))))
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code(), tonic::Code::Aborted);
+        assert_eq!(stale.metadata().get(status::CODE_KEY).unwrap(), "CONFLICT");
+        cfg.delete(Request::new(r.clone())).await.unwrap();
+        assert_eq!(next(&mut listen).await.md5, "");
+    }
+}
