@@ -31,7 +31,7 @@ pub struct Config {
     /// gRPC port: the native API, grpc.health.v1, reflection. Empty (the default): the HTTP
     /// address with its port + 1000 (`0.0.0.0:9848`), where Nacos 2.x clients look for it.
     pub grpc_listen: String,
-    /// Largest gRPC request message accepted (bytes); larger ones get RESOURCE_EXHAUSTED.
+    /// Largest gRPC request message accepted (bytes); larger ones are refused (OUT_OF_RANGE).
     pub grpc_max_message: usize,
     /// ZooKeeper tickTime (ms): session-expiry granularity.
     pub tick_ms: u64,

@@ -40,7 +40,7 @@ pub type GrpcStream<T> = BoxStream<'static, Result<T, Status>>;
 /// Settings of the gRPC port.
 #[derive(Debug, Clone)]
 pub struct GrpcOptions {
-    /// Largest request message accepted (bytes); larger ones get RESOURCE_EXHAUSTED.
+    /// Largest request message accepted (bytes); tonic refuses larger ones with OUT_OF_RANGE.
     pub max_message: usize,
 }
 
