@@ -39,6 +39,11 @@ pub trait WatchSink: Send + Sync {
 /// Identifies one watcher (a client connection).
 pub type WatcherId = u64;
 
+/// Watcher ids from here up belong to the server itself (the native API's change feed): they get
+/// events like any watcher but are left out of watch counts and reports (`roster_watches`,
+/// `wchs`, `wchc`), which describe clients.
+pub const INTERNAL_WATCHERS: WatcherId = 1 << 62;
+
 /// The kinds of watch a client can hold on a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WatchKind {
@@ -257,20 +262,27 @@ impl WatchManager {
         }
     }
 
-    /// Total watches, distinct watched paths, watchers.
+    /// Clients' watches: total, distinct watched paths, watchers.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let watches = self.by_watcher.values().map(|s| s.len()).sum();
+        let mut watches = 0;
+        let mut watchers = 0;
         let mut paths: HashSet<&Arc<str>> = HashSet::new();
-        for t in &self.tables {
-            paths.extend(t.keys());
+        for (id, set) in &self.by_watcher {
+            if *id >= INTERNAL_WATCHERS {
+                continue;
+            }
+            watchers += 1;
+            watches += set.len();
+            paths.extend(set.iter().map(|(_, p)| p));
         }
-        (watches, paths.len(), self.by_watcher.len())
+        (watches, paths.len(), watchers)
     }
 
-    /// Watches per watcher, for `wchc`-style reports.
+    /// Clients' watches per watcher, for `wchc`-style reports.
     pub fn by_watcher(&self) -> impl Iterator<Item = (WatcherId, Vec<(WatchKind, Arc<str>)>)> + '_ {
         self.by_watcher
             .iter()
+            .filter(|(id, _)| **id < INTERNAL_WATCHERS)
             .map(|(id, s)| (*id, s.iter().cloned().collect()))
     }
 }

@@ -28,6 +28,11 @@ pub struct Config {
     pub zk_listen: String,
     /// HTTP port: the native API, /metrics, /healthz, /readyz.
     pub http_listen: String,
+    /// gRPC port: the native API, grpc.health.v1, reflection. Empty (the default): the HTTP
+    /// address with its port + 1000 (`0.0.0.0:9848`), where Nacos 2.x clients look for it.
+    pub grpc_listen: String,
+    /// Largest gRPC request message accepted (bytes); larger ones are refused (OUT_OF_RANGE).
+    pub grpc_max_message: usize,
     /// ZooKeeper tickTime (ms): session-expiry granularity.
     pub tick_ms: u64,
     /// Smallest session timeout granted (ms); 0 = 2 × tick_ms.
@@ -79,6 +84,8 @@ impl Default for Config {
             sync_limit: 5,
             zk_listen: "0.0.0.0:2181".into(),
             http_listen: "0.0.0.0:8848".into(),
+            grpc_listen: String::new(),
+            grpc_max_message: 4 * 1024 * 1024,
             tick_ms: 2000,
             min_session_timeout_ms: 0,
             max_session_timeout_ms: 0,
@@ -119,6 +126,27 @@ impl Config {
             self.max_session_timeout_ms
         }
     }
+    /// The gRPC address: `grpc_listen`, or the HTTP address with its port + 1000 (port 0 stays
+    /// 0: any free port).
+    pub fn grpc_addr(&self) -> Result<String, ConfigError> {
+        if !self.grpc_listen.is_empty() {
+            return Ok(self.grpc_listen.clone());
+        }
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "cannot derive grpc_listen from http_listen {:?} (port + 1000); set grpc_listen",
+                self.http_listen
+            ))
+        };
+        let (host, port) = self.http_listen.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let grpc = if port == 0 {
+            0
+        } else {
+            port.checked_add(1000).ok_or_else(bad)?
+        };
+        Ok(format!("{host}:{grpc}"))
+    }
     /// Is a four-letter word allowed?
     pub fn four_letter_allowed(&self, cmd: &str) -> bool {
         self.four_letter_words.iter().any(|w| w == "*" || w == cmd)
@@ -126,7 +154,8 @@ impl Config {
 }
 
 /// Roster: a ZooKeeper-compatible coordination server. With no arguments it runs a standalone
-/// node with data in ./data, ZooKeeper on :2181 and HTTP (/metrics, /healthz, /readyz) on :8848.
+/// node with data in ./data, ZooKeeper on :2181, HTTP (native API, /metrics, /healthz, /readyz) on
+/// :8848 and gRPC (native API) on :9848.
 ///
 /// Settings are layered: defaults, then the config file (roster.toml in the working directory, or
 /// --config), then ROSTER_<KEY> environment variables (e.g. ROSTER_ZK_LISTEN), then these flags.
@@ -166,6 +195,12 @@ pub struct Cli {
     /// HTTP address: native API, /metrics, /healthz, /readyz [default: 0.0.0.0:8848]
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// gRPC address: native API, grpc.health.v1, reflection [default: the HTTP address with port + 1000, 0.0.0.0:9848]
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// Largest gRPC request message in bytes [default: 4194304]
+    #[arg(long)]
+    pub grpc_max_message: Option<usize>,
     /// tickTime in ms [default: 2000]
     #[arg(long)]
     pub tick_ms: Option<u64>,
@@ -284,6 +319,8 @@ impl Cli {
             sync_limit,
             zk_listen,
             http_listen,
+            grpc_listen,
+            grpc_max_message,
             tick_ms,
             min_session_timeout_ms,
             max_session_timeout_ms,
@@ -394,6 +431,10 @@ impl Config {
         if self.http_max_body < 1024 {
             return bad("http_max_body must be at least 1024".into());
         }
+        self.grpc_addr()?;
+        if self.grpc_max_message < 1024 {
+            return bad("grpc_max_message must be at least 1024".into());
+        }
         if self.config_history == 0 {
             return bad("config_history must be at least 1".into());
         }
@@ -470,6 +511,42 @@ mod tests {
                 "{key} missing from docs/configuration.md"
             );
         }
+    }
+
+    #[test]
+    fn grpc_port_defaults_to_http_port_plus_1000() {
+        let cfg = Cli::default().load(vec![]).unwrap();
+        assert_eq!(cfg.grpc_addr().unwrap(), "0.0.0.0:9848");
+        let cfg = Cli {
+            http_listen: Some("127.0.0.1:28848".into()),
+            ..Cli::default()
+        }
+        .load(vec![])
+        .unwrap();
+        assert_eq!(cfg.grpc_addr().unwrap(), "127.0.0.1:29848");
+        let cfg = Cli {
+            http_listen: Some("[::1]:0".into()),
+            ..Cli::default()
+        }
+        .load(vec![])
+        .unwrap();
+        assert_eq!(cfg.grpc_addr().unwrap(), "[::1]:0");
+        let cfg = Cli {
+            grpc_listen: Some("127.0.0.1:7".into()),
+            ..Cli::default()
+        }
+        .load(vec![])
+        .unwrap();
+        assert_eq!(cfg.grpc_addr().unwrap(), "127.0.0.1:7");
+        assert!(
+            Cli {
+                http_listen: Some("127.0.0.1:65000".into()),
+                ..Cli::default()
+            }
+            .load(vec![])
+            .is_err(),
+            "port + 1000 overflows"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Assemble a node: open storage, start the backend, bind the ZooKeeper and HTTP ports.
+//! Assemble a node: open storage, start the backend, bind the ZooKeeper, HTTP and gRPC ports.
 
 use crate::config::Config;
 use crate::http::{HttpState, router};
@@ -18,6 +18,7 @@ pub struct Node {
     pub backend: Arc<dyn Backend>,
     pub zk_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub zk: Arc<ZkServer>,
     pub api: Arc<crate::api::Api>,
 }
@@ -34,6 +35,8 @@ pub enum StartError {
     Recovery(#[from] roster_zab::OpenError),
     #[error("{0}")]
     Config(String),
+    #[error("gRPC: {0}")]
+    Grpc(#[from] crate::grpc::GrpcError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: String,
@@ -117,6 +120,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     };
     let zk_listener = bind(cfg.zk_listen.clone()).await?;
     let http_listener = bind(cfg.http_listen.clone()).await?;
+    let grpc_listen = cfg
+        .grpc_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let grpc_listener = bind(grpc_listen.clone()).await?;
     let zk_addr = zk_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -127,6 +134,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind {
             addr: cfg.http_listen.clone(),
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: grpc_listen.clone(),
             source,
         })?;
     let zk = ZkServer::new(cfg.clone(), backend.clone());
@@ -149,13 +162,25 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    // Every gRPC service of the port goes into these routes (Nacos 2.x joins here too).
+    let mut grpc_routes = tonic::service::RoutesBuilder::default();
+    crate::grpc::routes(
+        &mut grpc_routes,
+        api.clone(),
+        backend.clone(),
+        &crate::grpc::GrpcOptions {
+            max_message: cfg.grpc_max_message,
+        },
+    )?;
+    tokio::spawn(crate::grpc::serve(grpc_listener, grpc_routes.routes()));
     let status = backend.status();
-    tracing::info!(%zk_addr, %http_addr, backend = status.backend, role = status.role.as_str(),
+    tracing::info!(%zk_addr, %http_addr, %grpc_addr, backend = status.backend, role = status.role.as_str(),
         last_zxid = format!("{:#x}", status.last_zxid), data_dir = %cfg.data_dir.display(), "roster is serving");
     Ok(Node {
         backend,
         zk_addr,
         http_addr,
+        grpc_addr,
         zk,
         api,
     })

@@ -52,6 +52,7 @@ class Roster:
         self.data_dir = data_dir
         self.port = free_port()
         self.http_port = free_port()
+        self.grpc_port = free_port()
         self.extra = list(extra)
         self.proc = None
         self.log_path = Path(data_dir).parent / f"roster-{self.port}.log"
@@ -65,6 +66,7 @@ class Roster:
         self.proc = subprocess.Popen(
             [self.bin, "--data-dir", str(self.data_dir), "--zk-listen", self.hosts,
              "--http-listen", f"127.0.0.1:{self.http_port}",
+             *([] if "--grpc-listen" in self.extra else ["--grpc-listen", f"127.0.0.1:{self.grpc_port}"]),
              *([] if "--four-letter-words" in self.extra else ["--four-letter-words", "*"]),
              *self.extra],
             stdout=log, stderr=log)

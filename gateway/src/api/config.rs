@@ -180,6 +180,25 @@ impl Configs {
         }
     }
 
+    /// Does this backend keep config history (multi + sequential nodes)?
+    fn keeps_history(&self) -> bool {
+        let c = self.store.capabilities();
+        c.multi && c.sequential_nodes
+    }
+
+    fn require_history(&self) -> Result<(), ApiError> {
+        if self.keeps_history() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                axum::http::StatusCode::NOT_IMPLEMENTED,
+                "NEEDS_CP_BACKEND",
+                "config history and rollback need a CP backend (zab or raft)",
+            )
+            .with_details(serde_json::json!({"supported_by": ["zab", "raft"]})))
+        }
+    }
+
     pub fn get(&self, key: &ConfigKey) -> Result<ConfigItem, ApiError> {
         self.store.read(|t| read_item(t, key)).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -221,7 +240,12 @@ impl Configs {
         let p = key.path();
         let hist = key.history_dir();
         self.store.ensure_path(path::parent(&p)).await?;
-        self.store.ensure_path(&hist).await?;
+        // History needs multi and sequential nodes: a CP backend. On AP the content is written
+        // alone (last writer wins) and the history endpoints say why they are empty.
+        let with_history = self.keeps_history();
+        if with_history {
+            self.store.ensure_path(&hist).await?;
+        }
         let conditional = req.cas_md5.is_some() || req.cas_revision.is_some();
         let what = format!("config {}", key.data_id);
         for _ in 0..5 {
@@ -268,11 +292,18 @@ impl Configs {
                     ttl: 0,
                 },
             };
-            let ops = vec![write, history_op(&hist, &entry)];
-            match self.store.multi(0, ops, &what).await {
+            let done = if with_history {
+                let ops = vec![write, history_op(&hist, &entry)];
+                self.store.multi(0, ops, &what).await.map(|_| ())
+            } else {
+                self.store.op(0, write, &what).await.map(|_| ())
+            };
+            match done {
                 Ok(_) => {
                     metrics::counter!("roster_config_writes_total", "op" => if op == "rollback" { "rollback" } else { "put" }).increment(1);
-                    self.prune(&hist).await;
+                    if with_history {
+                        self.prune(&hist).await;
+                    }
                     return self.get(key);
                 }
                 // Someone else wrote between our read and our write: with a CAS that is a
@@ -305,6 +336,11 @@ impl Configs {
                     .map(|n| (n.stat.version, latest_history(t, key).map(|h| h.kind)))
             })
             .ok_or_else(|| ApiError::not_found(what.clone()))?;
+        if !self.keeps_history() {
+            self.store.delete(&p, -1, &what).await?;
+            metrics::counter!("roster_config_writes_total", "op" => "delete").increment(1);
+            return Ok(());
+        }
         self.store.ensure_path(&hist).await?;
         let entry = HistoryEntry {
             id: 0,
@@ -418,6 +454,7 @@ impl Configs {
     }
 
     pub fn history_entry(&self, key: &ConfigKey, id: u64) -> Result<HistoryEntry, ApiError> {
+        self.require_history()?;
         let p = path::join(&key.history_dir(), &format!("h-{id:010}"));
         self.store.read(|t| read_entry(t, &p)).ok_or_else(|| {
             ApiError::not_found(format!("no history entry {id} for {}", key.data_id))

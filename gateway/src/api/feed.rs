@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// The feed's watcher id, far from connection ids (which count up from 1).
-const FEED_WATCHER: WatcherId = 1 << 62;
+/// The feed's watcher id: an internal one, far from connection ids (which count up from 1).
+const FEED_WATCHER: WatcherId = roster_core::watch::INTERNAL_WATCHERS;
 
 /// What happened to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

@@ -10,8 +10,8 @@ use super::feed::ChangeKind;
 use super::lease::LeaseInfo;
 use super::lock::{Contend, Held, Leader, Recipe};
 use super::registry::{
-    Filter, HealthCheck, Instance, InstanceList, ProbeKind, RegisterRequest, ServiceInfo,
-    ServiceKey, ServicePage, ServiceSettings, SubscribeEvent,
+    Filter, HealthCheck, Instance, InstanceList, InstancePatch, ProbeKind, RegisterRequest,
+    ServiceInfo, ServiceKey, ServicePage, ServiceSettings, SubscribeEvent,
 };
 use super::watch::{WatchEnd, WatchEvent, Watcher};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -33,9 +33,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 type St = State<Arc<Api>>;
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Longest a blocking acquire / campaign may wait, and a config listen may hold.
-const MAX_WAIT_MS: u64 = 300_000;
-const MAX_LISTEN_MS: u64 = 120_000;
+/// Longest a blocking acquire / campaign may wait, and a config listen may hold (the gRPC front
+/// end uses the same bounds).
+pub(crate) const MAX_WAIT_MS: u64 = 300_000;
+pub(crate) const MAX_LISTEN_MS: u64 = 120_000;
 
 // ---------- extractors that speak the error shape ----------
 
@@ -244,7 +245,8 @@ fn config_key(scope: &Scope, data_id: &str) -> Result<ConfigKey, ApiError> {
     ConfigKey::new(scope.namespace.as_deref(), scope.group.as_deref(), data_id)
 }
 
-fn wait(ms: u64, max: u64, field: &str) -> Result<Duration, ApiError> {
+/// A client-given wait in ms, at most `max`.
+pub(crate) fn wait(ms: u64, max: u64, field: &str) -> Result<Duration, ApiError> {
     if ms > max {
         return Err(ApiError::invalid(format!("{field} is at most {max}"))
             .with_details(serde_json::json!({"field": field})));
@@ -416,30 +418,14 @@ async fn instance_update(
     ApiQuery(scope): ApiQuery<Scope>,
     ApiJson(req): ApiJson<UpdateInstance>,
 ) -> ApiResult<Instance> {
-    if let Some(w) = req.weight
-        && !(0.0..=10000.0).contains(&w)
-    {
-        return Err(ApiError::invalid("weight must be between 0 and 10000"));
-    }
     let key = scope_key(&scope, &service)?;
-    Ok(Json(
-        api.registry
-            .update(&key, &id, |i| {
-                if let Some(w) = req.weight {
-                    i.weight = w;
-                }
-                if let Some(h) = req.healthy {
-                    i.healthy = h;
-                }
-                if let Some(e) = req.enabled {
-                    i.enabled = e;
-                }
-                if let Some(m) = &req.metadata {
-                    i.metadata = m.clone();
-                }
-            })
-            .await?,
-    ))
+    let patch = InstancePatch {
+        weight: req.weight,
+        healthy: req.healthy,
+        enabled: req.enabled,
+        metadata: req.metadata,
+    };
+    Ok(Json(api.registry.patch(&key, &id, &patch).await?))
 }
 
 /// Deregister an instance.

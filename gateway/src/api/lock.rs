@@ -254,6 +254,9 @@ impl Locks {
         permits: usize,
     ) -> Result<Vec<Held>, ApiError> {
         let dir = Self::dir(recipe, name)?;
+        if permits == 0 || permits > 10_000 {
+            return Err(ApiError::invalid("permits must be 1..10000"));
+        }
         Ok(self.store.read(|t| {
             let revision = t.last_zxid() as u64;
             contenders(t, &dir)

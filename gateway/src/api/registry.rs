@@ -39,10 +39,12 @@ pub struct HealthCheck {
     pub timeout_ms: u64,
 }
 
-fn default_interval() -> u64 {
+/// Default milliseconds between health probes.
+pub fn default_interval() -> u64 {
     5000
 }
-fn default_probe_timeout() -> u64 {
+/// Default milliseconds before a health probe counts as failed.
+pub fn default_probe_timeout() -> u64 {
     2000
 }
 
@@ -206,6 +208,43 @@ pub fn totals(t: &Tree) -> (usize, usize, usize) {
         }
     }
     (services, instances, healthy)
+}
+
+/// A change to an instance's mutable fields; `None` keeps a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct InstancePatch {
+    pub weight: Option<f64>,
+    pub healthy: Option<bool>,
+    pub enabled: Option<bool>,
+    /// Replaces the metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl InstancePatch {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if let Some(w) = self.weight
+            && !(0.0..=10000.0).contains(&w)
+        {
+            return Err(ApiError::invalid("weight must be between 0 and 10000")
+                .with_details(serde_json::json!({"field": "weight"})));
+        }
+        Ok(())
+    }
+
+    pub fn apply(&self, i: &mut Instance) {
+        if let Some(w) = self.weight {
+            i.weight = w;
+        }
+        if let Some(h) = self.healthy {
+            i.healthy = h;
+        }
+        if let Some(e) = self.enabled {
+            i.enabled = e;
+        }
+        if let Some(m) = &self.metadata {
+            i.metadata = m.clone();
+        }
+    }
 }
 
 /// Namespace / group / service, validated, with defaults applied.
@@ -498,6 +537,17 @@ impl Registry {
         Err(ApiError::conflict(format!(
             "instance {id}: too much contention"
         )))
+    }
+
+    /// Validate and apply a patch (what both front ends call to update an instance).
+    pub async fn patch(
+        &self,
+        key: &ServiceKey,
+        id: &str,
+        patch: &InstancePatch,
+    ) -> Result<Instance, ApiError> {
+        patch.validate()?;
+        self.update(key, id, |i| patch.apply(i)).await
     }
 
     /// Heartbeat: keep the instance's lease alive.
