@@ -8,3 +8,7 @@
 
 pub mod hlc;
 pub mod model;
+pub mod expiry;
+pub mod materialize;
+pub mod member;
+pub mod proto;
