@@ -12,3 +12,8 @@ pub mod expiry;
 pub mod materialize;
 pub mod member;
 pub mod proto;
+pub mod backend;
+pub mod membership;
+pub mod transport;
+
+pub use backend::{AP_CAPABILITIES, ApBackend, ApConfig, OpenError};
