@@ -70,8 +70,14 @@ impl Expiry {
         if due.is_empty() {
             return Decision::default();
         }
+        // Count every dead owner, not only those past their grace: members that die together
+        // are detected a few probes apart, and must not be dropped one by one.
         let total: usize = counts.values().sum();
-        let vanishing: usize = due.iter().map(|m| counts[m]).sum();
+        let vanishing: usize = self
+            .down
+            .keys()
+            .filter_map(|m| counts.get(m))
+            .sum();
         if total > 0 && vanishing as f64 > cfg.max_share * total as f64 {
             Decision {
                 drop: Vec::new(),
@@ -105,8 +111,10 @@ mod tests {
         assert_eq!(e.decide(&CFG, 999, &counts), Decision::default(), "within grace");
         assert_eq!(e.decide(&CFG, 1000, &counts).drop, vec![2]);
         e.down(3, 500);
-        let d = e.decide(&CFG, 1500, &counts);
+        let d = e.decide(&CFG, 1200, &counts);
         assert!(d.preserving && d.drop.is_empty(), "2/3 would vanish: {d:?}");
+        assert_eq!(d.preserved, vec![2], "3 is still within its grace, but counts");
+        let d = e.decide(&CFG, 1500, &counts);
         assert_eq!(d.preserved, vec![2, 3]);
         e.up(3);
         assert_eq!(e.decide(&CFG, 1600, &counts).drop, vec![2], "ends when members return");
