@@ -235,9 +235,14 @@ impl ApBackend {
             last_hlc: floor,
             down: BTreeSet::new(),
         };
+        let rt = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("ap-core".into())
-            .spawn(move || core.run(rx))
+            .spawn(move || {
+                // The transport spawns connector tasks from here.
+                let _rt = rt.enter();
+                core.run(rx)
+            })
             .expect("spawn the AP core thread");
         // Peers' messages.
         let tx = inputs.clone();
@@ -350,7 +355,9 @@ impl Core {
                 Input::Peer(from, msg) => self.member.peer(from, msg, now),
                 Input::Live(Liveness::Up(id, addr)) => {
                     self.transport.add(id, addr);
-                    self.down.remove(&id);
+                    if self.down.remove(&id) {
+                        self.transport.reconnect(id);
+                    }
                     self.member.member_up(id);
                 }
                 Input::Live(Liveness::Down(id)) => {

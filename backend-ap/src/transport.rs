@@ -55,6 +55,15 @@ impl Transport {
         tokio::spawn(self.clone().connector(id, addr, rx));
     }
 
+    /// Drop the link to a peer and dial it afresh: after a partition heals, the old connection
+    /// may sit in TCP retransmission backoff for seconds.
+    pub fn reconnect(self: &Arc<Self>, id: MemberId) {
+        let addr = self.links.lock().remove(&id).map(|l| l.addr);
+        if let Some(addr) = addr {
+            self.add(id, addr);
+        }
+    }
+
     /// Queue a message for a peer; false if it was dropped (unknown peer or full queue).
     pub fn send(&self, to: MemberId, msg: &Msg) -> bool {
         let frame = Arc::new(proto::encode(msg));

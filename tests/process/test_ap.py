@@ -133,29 +133,39 @@ def test_partition_both_sides_accept_then_converge(ap):
     c1, c2, c3 = ap.client(1), ap.client(2), ap.client(3)
     c1.ensure_path("/reg")
     wait_until(lambda: c3.exists("/reg") is not None, 5, "/reg everywhere")
+    # Registered before the cut, known everywhere: a third through each member.
+    pre = 300
+    for i, c in ((1, c1), (2, c2), (3, c3)):
+        for k in range(pre):
+            c.create_async(f"/reg/pre{i}-{k:04d}", b"", ephemeral=True)
+    wait_until(lambda: all(len(children(c, "/reg")) == 3 * pre for c in (c1, c2, c3)), 30, "pre-cut instances everywhere")
     try:
         cut(ap.ips[1], ap.ips[2], True)
         cut(ap.ips[1], ap.ips[3], True)
-        # Both sides accept registrations (pipelined, so group commit can batch them).
+        # Past suspicion + grace: the majority drops member 1's ephemerals, the lone member keeps
+        # the others' (self-preservation: 2/3 of all ephemerals would vanish there).
+        wait_until(lambda: ap.metric(1, "roster_ap_self_preservation") == 1, 20, "self-preservation on member 1")
+        assert len(children(c1, "/reg")) == 3 * pre
+        wait_until(lambda: not any(n.startswith("pre1-") for n in children(c2, "/reg")), 20,
+                   "member 2 to drop member 1's ephemerals after the grace period")
+        assert ap.metric(2, "roster_ap_self_preservation") == 0
+        # Both sides accept registrations (pipelined, so group commit can batch them). Member 1's
+        # own new instances shrink the share that would vanish, so it leaves self-preservation.
         for i in range(per_side):
             c1.create_async(f"/reg/a{i:05d}", b"a", ephemeral=True)
         for i in range(per_side):
             (c2 if i % 2 else c3).create_async(f"/reg/b{i:05d}", b"b", ephemeral=True)
         c1.create("/reg/persist-a", b"pa")
         c2.create("/reg/persist-b", b"pb")
-        wait_until(lambda: len(children(c1, "/reg")) >= per_side + 1, 60, "side 1 to accept")
+        wait_until(lambda: sum(n.startswith("a") for n in children(c1, "/reg")) == per_side, 60, "side 1 to accept")
         wait_until(lambda: sum(n.startswith("b") for n in children(c2, "/reg")) == per_side, 60, "side 2 to accept")
-        # Past suspicion + grace: the majority drops member 1's ephemerals, the lone member keeps
-        # the others' (self-preservation: 2/3 of all ephemerals would vanish there).
-        wait_until(lambda: ap.metric(1, "roster_ap_self_preservation") == 1, 20, "self-preservation on member 1")
-        wait_until(lambda: not any(n.startswith("a") for n in children(c2, "/reg")), 20,
-                   "member 2 to drop member 1's ephemerals after the grace period")
-        assert ap.metric(2, "roster_ap_self_preservation") == 0
+        assert not any(n.startswith("a") for n in children(c3, "/reg"))
     finally:
         healed = time.monotonic()
         cut(ap.ips[1], ap.ips[2], False)
         cut(ap.ips[1], ap.ips[3], False)
-    want = {f"a{i:05d}" for i in range(per_side)} | {f"b{i:05d}" for i in range(per_side)} | {"persist-a", "persist-b"}
+    want = ({f"a{i:05d}" for i in range(per_side)} | {f"b{i:05d}" for i in range(per_side)}
+            | {f"pre{i}-{k:04d}" for i in (1, 2, 3) for k in range(pre)} | {"persist-a", "persist-b"})
     wait_until(lambda: all(children(c, "/reg") == want for c in (c1, c2, c3)), 30, "all members to converge")
     took = time.monotonic() - healed
     print(f"\nconverged {len(want)} nodes on 3 members {took:.2f} s after healing")
