@@ -155,7 +155,11 @@ impl ApBackend {
             .and_then(|v| postcard::from_bytes(&v).ok())
             .unwrap_or_default();
         let mut wb = WriteBatch::default();
-        wb.put(Space::Meta, META_INCARNATION, incarnation.to_be_bytes().to_vec());
+        wb.put(
+            Space::Meta,
+            META_INCARNATION,
+            incarnation.to_be_bytes().to_vec(),
+        );
         engine.write(wb, true)?;
         let stored = load(engine.as_ref())?;
         let registers = stored.len();
@@ -338,9 +342,8 @@ impl Core {
             match input {
                 Input::Local(env, reply) => {
                     if failed && !matches!(env.request, Request::CloseSession) {
-                        let _ = reply.send(Err(BackendError::Storage(
-                            "the AP store failed".into(),
-                        )));
+                        let _ =
+                            reply.send(Err(BackendError::Storage("the AP store failed".into())));
                         continue;
                     }
                     let plan = self.member.local(&env, now);
@@ -504,15 +507,26 @@ impl Core {
         }
         for ev in acts.events {
             match ev {
-                Event::Preservation { on: true, owners, total } => {
-                    tracing::warn!(?owners, total_ephemerals = total,
-                        "self-preservation ON: dead members' ephemeral nodes are kept, too many would vanish at once");
+                Event::Preservation {
+                    on: true,
+                    owners,
+                    total,
+                } => {
+                    tracing::warn!(
+                        ?owners,
+                        total_ephemerals = total,
+                        "self-preservation ON: dead members' ephemeral nodes are kept, too many would vanish at once"
+                    );
                 }
                 Event::Preservation { on: false, .. } => {
                     tracing::warn!("self-preservation OFF");
                 }
                 Event::Expired { owner, ephemerals } => {
-                    tracing::warn!(owner, ephemerals, "dead member's ephemeral nodes removed after the grace period");
+                    tracing::warn!(
+                        owner,
+                        ephemerals,
+                        "dead member's ephemeral nodes removed after the grace period"
+                    );
                     metrics::counter!("roster_ap_owner_expiries_total").increment(1);
                 }
                 Event::Pulled { owner } => {

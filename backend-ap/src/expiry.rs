@@ -73,11 +73,7 @@ impl Expiry {
         // Count every dead owner, not only those past their grace: members that die together
         // are detected a few probes apart, and must not be dropped one by one.
         let total: usize = counts.values().sum();
-        let vanishing: usize = self
-            .down
-            .keys()
-            .filter_map(|m| counts.get(m))
-            .sum();
+        let vanishing: usize = self.down.keys().filter_map(|m| counts.get(m)).sum();
         if total > 0 && vanishing as f64 > cfg.max_share * total as f64 {
             Decision {
                 drop: Vec::new(),
@@ -108,16 +104,28 @@ mod tests {
         let counts: BTreeMap<MemberId, usize> = [(1, 10), (2, 10), (3, 10)].into();
         let mut e = Expiry::default();
         e.down(2, 0);
-        assert_eq!(e.decide(&CFG, 999, &counts), Decision::default(), "within grace");
+        assert_eq!(
+            e.decide(&CFG, 999, &counts),
+            Decision::default(),
+            "within grace"
+        );
         assert_eq!(e.decide(&CFG, 1000, &counts).drop, vec![2]);
         e.down(3, 500);
         let d = e.decide(&CFG, 1200, &counts);
         assert!(d.preserving && d.drop.is_empty(), "2/3 would vanish: {d:?}");
-        assert_eq!(d.preserved, vec![2], "3 is still within its grace, but counts");
+        assert_eq!(
+            d.preserved,
+            vec![2],
+            "3 is still within its grace, but counts"
+        );
         let d = e.decide(&CFG, 1500, &counts);
         assert_eq!(d.preserved, vec![2, 3]);
         e.up(3);
-        assert_eq!(e.decide(&CFG, 1600, &counts).drop, vec![2], "ends when members return");
+        assert_eq!(
+            e.decide(&CFG, 1600, &counts).drop,
+            vec![2],
+            "ends when members return"
+        );
         // Or when the share falls (others registered more).
         e.down(3, 500);
         let more: BTreeMap<MemberId, usize> = [(1, 100), (2, 10), (3, 10)].into();

@@ -8,14 +8,18 @@ use serde::{Deserialize, Serialize};
 pub type MemberId = u64;
 
 /// One HLC reading: wall milliseconds plus a logical counter for events in the same millisecond.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Hlc {
     pub wall: u64,
     pub logical: u32,
 }
 
 /// The total order of writes: HLC, then origin member (ties between members cannot be equal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Stamp {
     pub hlc: Hlc,
     pub origin: MemberId,
@@ -36,9 +40,15 @@ impl Clock {
     /// A new reading for a local event at physical time `wall_ms`.
     pub fn now(&mut self, wall_ms: u64) -> Hlc {
         self.last = if wall_ms > self.last.wall {
-            Hlc { wall: wall_ms, logical: 0 }
+            Hlc {
+                wall: wall_ms,
+                logical: 0,
+            }
         } else {
-            Hlc { wall: self.last.wall, logical: self.last.logical + 1 }
+            Hlc {
+                wall: self.last.wall,
+                logical: self.last.logical + 1,
+            }
         };
         self.last
     }
@@ -66,9 +76,18 @@ mod tests {
         let a = c.now(100);
         let b = c.now(90); // wall clock stepped back
         assert!(b > a);
-        c.observe(Hlc { wall: 500, logical: 7 });
+        c.observe(Hlc {
+            wall: 500,
+            logical: 7,
+        });
         let d = c.now(120);
-        assert_eq!(d, Hlc { wall: 500, logical: 8 });
+        assert_eq!(
+            d,
+            Hlc {
+                wall: 500,
+                logical: 8
+            }
+        );
         assert!(c.now(600) > d);
     }
 }

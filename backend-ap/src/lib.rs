@@ -6,14 +6,14 @@
 //! `member`, `expiry`, `materialize`) does no I/O; `backend` and `transport` are the thin shell.
 //! It knows nothing of wire protocols.
 
-pub mod hlc;
-pub mod model;
+pub mod backend;
 pub mod expiry;
+pub mod hlc;
 pub mod materialize;
 pub mod member;
-pub mod proto;
-pub mod backend;
 pub mod membership;
+pub mod model;
+pub mod proto;
 pub mod transport;
 
 pub use backend::{AP_CAPABILITIES, ApBackend, ApConfig, OpenError};

@@ -64,11 +64,13 @@ pub fn materialize(
         tree.apply(&txn);
         out.push(Arc::new(txn));
     };
-    let targets: Vec<(String, Option<Target>)> =
-        paths.into_iter().map(|p| {
+    let targets: Vec<(String, Option<Target>)> = paths
+        .into_iter()
+        .map(|p| {
             let t = target(&p);
             (p, t)
-        }).collect();
+        })
+        .collect();
     // Deletes (and owner changes of childless nodes), deepest first.
     for (p, t) in targets.iter().rev() {
         let Some(n) = tree.get(p) else { continue };
@@ -155,8 +157,14 @@ mod tests {
         r.merge_persistent(
             p,
             PEntry {
-                stamp: Stamp { hlc: Hlc { wall, logical: 0 }, origin: 1 },
-                value: v.map(|d| Value { data: d.into(), acl: Acl::open_unsafe() }),
+                stamp: Stamp {
+                    hlc: Hlc { wall, logical: 0 },
+                    origin: 1,
+                },
+                value: v.map(|d| Value {
+                    data: d.into(),
+                    acl: Acl::open_unsafe(),
+                }),
             },
         );
         p.to_string()
@@ -184,9 +192,18 @@ mod tests {
             &[OwnerOp::Put {
                 path: "/a/e".into(),
                 eph: Eph {
-                    stamp: Stamp { hlc: Hlc { wall: 3, logical: 0 }, origin: 2 },
+                    stamp: Stamp {
+                        hlc: Hlc {
+                            wall: 3,
+                            logical: 0,
+                        },
+                        origin: 2,
+                    },
                     session: 99,
-                    value: Value { data: b"e".to_vec(), acl: Acl::open_unsafe() },
+                    value: Value {
+                        data: b"e".to_vec(),
+                        acl: Acl::open_unsafe(),
+                    },
                 },
             }],
         );

@@ -55,7 +55,11 @@ impl Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Self-preservation started or ended; the owners it keeps.
-    Preservation { on: bool, owners: Vec<MemberId>, total: usize },
+    Preservation {
+        on: bool,
+        owners: Vec<MemberId>,
+        total: usize,
+    },
     /// A dead member's ephemerals were removed.
     Expired { owner: MemberId, ephemerals: usize },
     /// A peer's owner state was (re)pulled.
@@ -186,9 +190,9 @@ impl Member {
         if self.delta_from.is_none() {
             self.delta_from = Some(self.model.owner(self.cfg.id).map_or(0, |s| s.version));
         }
-        let changed = self
-            .model
-            .apply_own(self.cfg.id, self.incarnation, std::slice::from_ref(&op));
+        let changed =
+            self.model
+                .apply_own(self.cfg.id, self.incarnation, std::slice::from_ref(&op));
         self.acts.changed.extend(changed);
         self.own_ops.push(op);
         self.acts.durable = true;
@@ -259,7 +263,9 @@ impl Member {
                         timeout_ms: *timeout_ms,
                     },
                 });
-                self.acts.opened.push((session, *timeout_ms, passwd.clone()));
+                self.acts
+                    .opened
+                    .push((session, *timeout_ms, passwd.clone()));
                 Plan::SessionCreated {
                     session,
                     timeout_ms: *timeout_ms,
@@ -346,7 +352,10 @@ impl Member {
                     });
                 } else {
                     // Containers are kept as plain persistent nodes (no automatic removal in AP).
-                    debug_assert!(matches!(mode, CreateMode::Persistent | CreateMode::Container));
+                    debug_assert!(matches!(
+                        mode,
+                        CreateMode::Persistent | CreateMode::Container
+                    ));
                     self.write_register(
                         p,
                         PEntry {
@@ -494,7 +503,9 @@ impl Member {
                 for op in &ops {
                     if let OwnerOp::Put { eph, .. } = op {
                         self.clock.observe(eph.stamp.hlc);
-                        self.acts.lags_ms.push(now.saturating_sub(eph.stamp.hlc.wall));
+                        self.acts
+                            .lags_ms
+                            .push(now.saturating_sub(eph.stamp.hlc.wall));
                     }
                 }
                 match self.model.apply_delta(from, incarnation, v, &ops) {
@@ -511,9 +522,10 @@ impl Member {
                 if let Some(theirs) = owner
                     && mine != Some(theirs)
                 {
+                    // Behind, or level with a different checksum: pull. Ahead means their
+                    // delta is still on its way to us; nothing to do.
                     let behind = mine.is_none_or(|m| {
-                        (m.incarnation, m.version) < (theirs.incarnation, theirs.version)
-                            || (m.incarnation, m.version) == (theirs.incarnation, theirs.version)
+                        (m.incarnation, m.version) <= (theirs.incarnation, theirs.version)
                     });
                     if behind {
                         self.acts.send.push((from, Msg::PullOwner));
@@ -614,7 +626,9 @@ impl Member {
             .filter(|(m, _)| *m != self.cfg.id)
             .chain(std::iter::once((
                 self.cfg.id,
-                self.model.owner(self.cfg.id).map_or(0, |o| o.ephemeral_count()),
+                self.model
+                    .owner(self.cfg.id)
+                    .map_or(0, |o| o.ephemeral_count()),
             )))
             .collect();
         let Decision {

@@ -160,7 +160,10 @@ pub async fn run(
                     Liveness::Down(m.id)
                 }
                 OwnedNotification::Rejoin(m) => {
-                    tracing::warn!(bump = m.bump, "the cluster declared this member dead; rejoined");
+                    tracing::warn!(
+                        bump = m.bump,
+                        "the cluster declared this member dead; rejoined"
+                    );
                     continue;
                 }
                 OwnedNotification::Defunct => {

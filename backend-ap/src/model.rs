@@ -76,11 +76,21 @@ impl OwnerState {
 /// One change an owner makes to its own state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OwnerOp {
-    Open { session: SessionId, info: SessionInfo },
+    Open {
+        session: SessionId,
+        info: SessionInfo,
+    },
     /// Closes the session and removes every ephemeral node it owns.
-    Close { session: SessionId },
-    Put { path: String, eph: Eph },
-    Remove { path: String },
+    Close {
+        session: SessionId,
+    },
+    Put {
+        path: String,
+        eph: Eph,
+    },
+    Remove {
+        path: String,
+    },
 }
 
 /// The owner's summary (gossiped), compared against the copy a peer holds.
@@ -112,7 +122,7 @@ pub struct Visible<'a> {
 }
 
 /// The state one member holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     persistent: BTreeMap<String, PEntry>,
     owners: BTreeMap<MemberId, OwnerState>,
@@ -150,11 +160,19 @@ pub fn is_system(path: &str) -> bool {
     roster_core::tree::is_special(path)
 }
 
+impl Default for Replica {
+    fn default() -> Self {
+        Replica::new()
+    }
+}
+
 impl Replica {
     pub fn new() -> Replica {
         Replica {
+            persistent: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            eph_index: BTreeMap::new(),
             buckets: vec![0; BUCKETS],
-            ..Replica::default()
         }
     }
 
@@ -506,30 +524,79 @@ mod tests {
     #[test]
     fn last_writer_wins_and_tombstones_hide() {
         let mut r = Replica::new();
-        assert!(r.merge_persistent("/a", PEntry { stamp: stamp(2, 1), value: Some(val("x")) }));
-        assert!(!r.merge_persistent("/a", PEntry { stamp: stamp(1, 2), value: Some(val("old")) }));
+        assert!(r.merge_persistent(
+            "/a",
+            PEntry {
+                stamp: stamp(2, 1),
+                value: Some(val("x"))
+            }
+        ));
+        assert!(!r.merge_persistent(
+            "/a",
+            PEntry {
+                stamp: stamp(1, 2),
+                value: Some(val("old"))
+            }
+        ));
         assert_eq!(r.visible("/a").unwrap().value.data, b"x");
-        r.merge_persistent("/a/b", PEntry { stamp: stamp(3, 2), value: Some(val("child")) });
+        r.merge_persistent(
+            "/a/b",
+            PEntry {
+                stamp: stamp(3, 2),
+                value: Some(val("child")),
+            },
+        );
         assert!(r.visible("/a/b").is_some());
-        r.merge_persistent("/a", PEntry { stamp: stamp(4, 1), value: None });
+        r.merge_persistent(
+            "/a",
+            PEntry {
+                stamp: stamp(4, 1),
+                value: None,
+            },
+        );
         assert!(r.visible("/a").is_none());
-        assert!(r.visible("/a/b").is_none(), "an orphan is hidden with its parent");
+        assert!(
+            r.visible("/a/b").is_none(),
+            "an orphan is hidden with its parent"
+        );
         assert_eq!(r.descendants("/a"), vec!["/a/b".to_string()]);
     }
 
     #[test]
     fn owner_deltas_detect_gaps_and_new_incarnations() {
         let mut r = Replica::new();
-        let eph = |s| Eph { stamp: stamp(s, 7), session: 70, value: val("e") };
-        let open = OwnerOp::Open { session: 70, info: SessionInfo { timeout_ms: 1000 } };
-        assert_eq!(r.apply_delta(7, 1, 0, &[open.clone()]), DeltaResult::Applied(vec![]));
-        let put = OwnerOp::Put { path: "/e".into(), eph: eph(5) };
-        assert_eq!(r.apply_delta(7, 1, 2, &[put.clone()]), DeltaResult::Gap);
-        assert_eq!(r.apply_delta(7, 1, 1, &[put.clone()]), DeltaResult::Applied(vec!["/e".into()]));
+        let eph = |s| Eph {
+            stamp: stamp(s, 7),
+            session: 70,
+            value: val("e"),
+        };
+        let open = OwnerOp::Open {
+            session: 70,
+            info: SessionInfo { timeout_ms: 1000 },
+        };
+        assert_eq!(
+            r.apply_delta(7, 1, 0, std::slice::from_ref(&open)),
+            DeltaResult::Applied(vec![])
+        );
+        let put = OwnerOp::Put {
+            path: "/e".into(),
+            eph: eph(5),
+        };
+        assert_eq!(
+            r.apply_delta(7, 1, 2, std::slice::from_ref(&put)),
+            DeltaResult::Gap
+        );
+        assert_eq!(
+            r.apply_delta(7, 1, 1, std::slice::from_ref(&put)),
+            DeltaResult::Applied(vec!["/e".into()])
+        );
         assert_eq!(r.apply_delta(7, 1, 1, &[put]), DeltaResult::Stale);
         assert_eq!(r.visible("/e").unwrap().ephemeral, Some(70));
         // The owner restarted: a new incarnation mid-stream means a pull.
-        assert_eq!(r.apply_delta(7, 2, 3, &[open.clone()]), DeltaResult::Gap);
+        assert_eq!(
+            r.apply_delta(7, 2, 3, std::slice::from_ref(&open)),
+            DeltaResult::Gap
+        );
         // From its start, the new incarnation replaces the old state.
         assert_eq!(
             r.apply_delta(7, 2, 0, &[open]),
@@ -558,11 +625,8 @@ mod tests {
                 )
             },
         );
-        let owner_op = (paths, 1u64..20, 0u8..3, any::<bool>(), 1i64..3).prop_map(
-            |(p, w, d, put, s)| {
-                (p.to_string(), w, d, put, s)
-            },
-        );
+        let owner_op = (paths, 1u64..20, 0u8..3, any::<bool>(), 1i64..3)
+            .prop_map(|(p, w, d, put, s)| (p.to_string(), w, d, put, s));
         let owner = (1u64..4, prop::collection::vec(owner_op, 1..4)).prop_map(|(o, ops)| {
             let ops = ops
                 .into_iter()
@@ -571,7 +635,11 @@ mod tests {
                     if put {
                         OwnerOp::Put {
                             path: p,
-                            eph: Eph { stamp: stamp(w, o), session, value: val(&format!("e{d}")) },
+                            eph: Eph {
+                                stamp: stamp(w, o),
+                                session,
+                                value: val(&format!("e{d}")),
+                            },
                         }
                     } else if w % 3 == 0 {
                         OwnerOp::Close { session }
@@ -594,7 +662,7 @@ mod tests {
         let mut deltas: Vec<(MemberId, u64, Vec<OwnerOp>)> = Vec::new();
         for w in writes {
             if let Write::Owner(o, ops) = w {
-                let r = owners.entry(*o).or_insert_with(Replica::new);
+                let r = owners.entry(*o).or_default();
                 let from = r.owner(*o).map(|s| s.version).unwrap_or(0);
                 r.apply_own(*o, 1, ops);
                 deltas.push((*o, from, ops.clone()));
@@ -653,7 +721,11 @@ mod tests {
             }
             let n = w.len();
             let idx: Vec<usize> = (0..n).collect();
-            (Just(w), Just(idx.clone()).prop_shuffle(), Just(idx).prop_shuffle())
+            (
+                Just(w),
+                Just(idx.clone()).prop_shuffle(),
+                Just(idx).prop_shuffle(),
+            )
         })
     }
 

@@ -14,7 +14,10 @@ pub const CHUNK: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
     /// First frame on a connection.
-    Hello { from: MemberId, incarnation: u64 },
+    Hello {
+        from: MemberId,
+        incarnation: u64,
+    },
     /// Persistent registers (fresh writes, or `repair` answers to `WantBuckets`).
     Persist {
         entries: Vec<(String, PEntry)>,
@@ -72,7 +75,10 @@ mod tests {
     fn round_trip_and_garbage() {
         let m = Msg::WantBuckets(vec![1, 2, 63]);
         let f = encode(&m);
-        assert_eq!(u32::from_be_bytes(f[..4].try_into().unwrap()) as usize, f.len() - 4);
+        assert_eq!(
+            u32::from_be_bytes(f[..4].try_into().unwrap()) as usize,
+            f.len() - 4
+        );
         assert_eq!(decode(&f[4..]).unwrap(), m);
         assert!(decode(&[0xff, 0xff, 0xff]).is_err());
     }

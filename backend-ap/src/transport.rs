@@ -47,7 +47,10 @@ impl Transport {
             return;
         }
         let mut links = self.links.lock();
-        if links.get(&id).is_some_and(|l| l.addr == addr && !l.tx.is_closed()) {
+        if links
+            .get(&id)
+            .is_some_and(|l| l.addr == addr && !l.tx.is_closed())
+        {
             return;
         }
         let (tx, rx) = mpsc::channel(QUEUE);

@@ -48,8 +48,20 @@ fn cfg(id: MemberId) -> MemberConfig {
 }
 
 impl Node {
-    fn boot(id: MemberId, disk: BTreeMap<String, PEntry>, disk_hlc: Hlc, incarnation: u64, skew: i64) -> Node {
-        let member = Member::new(cfg(id), incarnation, disk_hlc, disk.clone(), id * 7919 + incarnation);
+    fn boot(
+        id: MemberId,
+        disk: BTreeMap<String, PEntry>,
+        disk_hlc: Hlc,
+        incarnation: u64,
+        skew: i64,
+    ) -> Node {
+        let member = Member::new(
+            cfg(id),
+            incarnation,
+            disk_hlc,
+            disk.clone(),
+            id * 7919 + incarnation,
+        );
         let mut tree = Tree::new();
         let mut next_zxid = (incarnation as i64) << 32 | 1;
         let all: BTreeSet<String> = disk.keys().cloned().collect();
@@ -97,8 +109,16 @@ impl Node {
         }
         changed.retain(|p| !p.is_empty());
         let before = self.tree.last_zxid();
-        let txns = materialize(self.member.model(), &mut self.tree, &changed, &mut self.next_zxid);
-        assert!(txns.iter().all(|t| t.zxid > before), "zxids increase locally");
+        let txns = materialize(
+            self.member.model(),
+            &mut self.tree,
+            &changed,
+            &mut self.next_zxid,
+        );
+        assert!(
+            txns.iter().all(|t| t.zxid > before),
+            "zxids increase locally"
+        );
         for (to, m) in acts.send {
             out.push((self.id, to, m));
         }
@@ -128,8 +148,17 @@ impl Sim {
             base.insert(
                 p.into(),
                 PEntry {
-                    stamp: Stamp { hlc: Hlc { wall: 1, logical: 0 }, origin: 0 },
-                    value: Some(Value { data: vec![], acl: Acl::open_unsafe() }),
+                    stamp: Stamp {
+                        hlc: Hlc {
+                            wall: 1,
+                            logical: 0,
+                        },
+                        origin: 0,
+                    },
+                    value: Some(Value {
+                        data: vec![],
+                        acl: Acl::open_unsafe(),
+                    }),
                 },
             );
         }
@@ -154,7 +183,9 @@ impl Sim {
     }
 
     fn reachable(&self, a: MemberId, b: MemberId) -> bool {
-        self.nodes[(a - 1) as usize].up && self.nodes[(b - 1) as usize].up && self.side[&a] == self.side[&b]
+        self.nodes[(a - 1) as usize].up
+            && self.nodes[(b - 1) as usize].up
+            && self.side[&a] == self.side[&b]
     }
 
     fn enqueue(&mut self, now: u64, out: Vec<(MemberId, MemberId, Msg)>) {
@@ -195,12 +226,34 @@ impl Sim {
             40..=64 => {
                 let key = format!("/s/k{}", k % 5);
                 if node.member.model().exists(&key) {
-                    (0, WriteOp::SetData { path: key, data: k.to_be_bytes().to_vec(), version: -1 })
+                    (
+                        0,
+                        WriteOp::SetData {
+                            path: key,
+                            data: k.to_be_bytes().to_vec(),
+                            version: -1,
+                        },
+                    )
                 } else {
-                    (0, WriteOp::Create { path: key, data: vec![], acl: Acl::open_unsafe(), mode: CreateMode::Persistent, ttl: 0 })
+                    (
+                        0,
+                        WriteOp::Create {
+                            path: key,
+                            data: vec![],
+                            acl: Acl::open_unsafe(),
+                            mode: CreateMode::Persistent,
+                            ttl: 0,
+                        },
+                    )
                 }
             }
-            65..=74 => (0, WriteOp::Delete { path: format!("/s/k{}", k % 5), version: -1 }),
+            65..=74 => (
+                0,
+                WriteOp::Delete {
+                    path: format!("/s/k{}", k % 5),
+                    version: -1,
+                },
+            ),
             75..=94 => {
                 if node.sessions.is_empty() || roll == 94 {
                     let env = Envelope::internal(Request::CreateSession { timeout_ms: 10_000 });
@@ -223,13 +276,19 @@ impl Sim {
             }
             _ => {
                 if let Some(&s) = node.sessions.first() {
-                    let env = Envelope { session: s, ..Envelope::internal(Request::CloseSession) };
+                    let env = Envelope {
+                        session: s,
+                        ..Envelope::internal(Request::CloseSession)
+                    };
                     node.member.local(&env, wall);
                 }
                 return;
             }
         };
-        let env = Envelope { session, ..Envelope::internal(Request::Op(req)) };
+        let env = Envelope {
+            session,
+            ..Envelope::internal(Request::Op(req))
+        };
         let plan = node.member.local(&env, wall);
         // Acknowledged once this node's batch is flushed (persisted) — which happens this step.
         if let Plan::Created(p) = plan
@@ -264,7 +323,13 @@ impl Sim {
         for i in 0..N as usize {
             if !self.nodes[i].up && (!faults || self.rng.gen_range(0..100) < 2) {
                 let old = &self.nodes[i];
-                let (id, disk, hlc, inc, skew) = (old.id, old.disk.clone(), old.disk_hlc, old.incarnation + 1, old.skew);
+                let (id, disk, hlc, inc, skew) = (
+                    old.id,
+                    old.disk.clone(),
+                    old.disk_hlc,
+                    old.incarnation + 1,
+                    old.skew,
+                );
                 self.nodes[i] = Node::boot(id, disk, hlc, inc, skew);
             }
         }
@@ -310,7 +375,7 @@ impl Sim {
         // Ticks and batch ends.
         let mut out = Vec::new();
         for n in self.nodes.iter_mut().filter(|n| n.up) {
-            if now % 100 == 0 {
+            if now.is_multiple_of(100) {
                 let w = n.wall(now);
                 n.member.tick(w);
             }
@@ -363,13 +428,20 @@ impl Sim {
 
 #[test]
 fn converges_without_losing_acknowledged_writes() {
-    let seeds: u64 = std::env::var("AP_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    let seeds: u64 = std::env::var("AP_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
     for seed in 0..seeds {
         let mut sim = Sim::new(seed);
         if let Err(e) = sim.run(8_000, 6_000) {
             panic!("seed {seed}: {e}");
         }
-        assert!(sim.acked.len() > 100, "seed {seed}: the workload ran ({} acked)", sim.acked.len());
+        assert!(
+            sim.acked.len() > 100,
+            "seed {seed}: the workload ran ({} acked)",
+            sim.acked.len()
+        );
     }
 }
 
@@ -380,7 +452,9 @@ fn a_lone_side_keeps_its_ephemerals_and_the_majority_drops_them_after_grace() {
     for i in 0..N as usize {
         let n = &mut sim.nodes[i];
         let env = Envelope::internal(Request::CreateSession { timeout_ms: 60_000 });
-        let Plan::SessionCreated { session, .. } = n.member.local(&env, 0) else { panic!() };
+        let Plan::SessionCreated { session, .. } = n.member.local(&env, 0) else {
+            panic!()
+        };
         let env = Envelope {
             session,
             ..Envelope::internal(Request::Op(WriteOp::Create {
@@ -399,7 +473,13 @@ fn a_lone_side_keeps_its_ephemerals_and_the_majority_drops_them_after_grace() {
         now += STEP_MS;
         sim.step(now, false);
     }
-    assert_eq!(tree_content(&sim.nodes[1].tree).keys().filter(|p| p.starts_with("/e/")).count(), 3);
+    assert_eq!(
+        tree_content(&sim.nodes[1].tree)
+            .keys()
+            .filter(|p| p.starts_with("/e/"))
+            .count(),
+        3
+    );
     // Cut member 1 off for 3 s (grace is 1 s).
     sim.side.insert(1, 1);
     for _ in 0..300 {
@@ -408,9 +488,15 @@ fn a_lone_side_keeps_its_ephemerals_and_the_majority_drops_them_after_grace() {
     }
     let lone = tree_content(&sim.nodes[0].tree);
     let major = tree_content(&sim.nodes[1].tree);
-    assert!(lone.contains_key("/e/m2") && lone.contains_key("/e/m3"), "self-preservation on the lone side");
+    assert!(
+        lone.contains_key("/e/m2") && lone.contains_key("/e/m3"),
+        "self-preservation on the lone side"
+    );
     assert!(sim.nodes[0].member.preserving());
-    assert!(!major.contains_key("/e/m1"), "the majority removed the lost member's ephemerals");
+    assert!(
+        !major.contains_key("/e/m1"),
+        "the majority removed the lost member's ephemerals"
+    );
     assert!(!sim.nodes[1].member.preserving());
     sim.side.insert(1, 0);
     for _ in 0..200 {
@@ -418,7 +504,15 @@ fn a_lone_side_keeps_its_ephemerals_and_the_majority_drops_them_after_grace() {
         sim.step(now, false);
     }
     for n in &sim.nodes {
-        assert_eq!(tree_content(&n.tree).keys().filter(|p| p.starts_with("/e/")).count(), 3, "member {}", n.id);
+        assert_eq!(
+            tree_content(&n.tree)
+                .keys()
+                .filter(|p| p.starts_with("/e/"))
+                .count(),
+            3,
+            "member {}",
+            n.id
+        );
         assert!(!n.member.preserving());
     }
 }
