@@ -484,9 +484,6 @@ impl Core {
         for t in txns {
             let _ = self.applied_tx.send(t);
         }
-        for (r, res) in answers {
-            let _ = r.send(res);
-        }
         // Send: fresh frames are shared between peers.
         let mut encoded: Vec<(Msg, Arc<Vec<u8>>)> = Vec::new();
         for (to, msg) in acts.send {
@@ -501,6 +498,11 @@ impl Core {
                 }
             };
             self.transport.send_frame(to, frame);
+        }
+        // Replies after the frames are queued, so a write is on its way to the peers by the
+        // time its client hears back.
+        for (r, res) in answers {
+            let _ = r.send(res);
         }
         for lag in acts.lags_ms {
             metrics::histogram!("roster_ap_convergence_lag_seconds").record(lag as f64 / 1000.0);

@@ -190,8 +190,10 @@ def test_killed_member_ephemerals_expire_and_mass_death_preserves(ap):
         register(i)
     c1 = clients[1]
     wait_until(lambda: len(children(c1, "/svc")) == 30, 10, "30 instances on member 1")
-    # A persistent write acknowledged by member 3 just before its death.
+    # A persistent write acknowledged by member 3 before its death. The ack means "on member 3's
+    # disk"; it reaches the others within milliseconds (not before the ack: docs/ap.md).
     clients[3].create("/svc-config", b"from-3")
+    wait_until(lambda: clients[2].exists("/svc-config") is not None, 5, "the write to spread")
 
     # One member dies: its ephemerals go after suspicion + grace, not before.
     ap.nodes[3].kill9()
