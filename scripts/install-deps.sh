@@ -8,6 +8,8 @@ dpkg -s zookeeper >/dev/null 2>&1 || need_apt+=(zookeeper)
 dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# the AP partition test cuts members apart with iptables rules on loopback
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 dpkg -s prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 dpkg -s docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)   # compose file validation
 dpkg -s iptables >/dev/null 2>&1 || need_apt+=(iptables)               # partitions in fault tests

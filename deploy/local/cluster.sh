@@ -3,7 +3,8 @@
 # benchmarks. Node i listens on: ZooKeeper 2180+i, HTTP 8838+10*i, gRPC HTTP+1000, quorum
 # 2880+i, election 3880+i (override the bases with ZK_BASE, HTTP_BASE, QUORUM_BASE, ELECTION_BASE).
 #
-#   deploy/local/cluster.sh start [N=3] [--backend zab] [--observers K]
+#   deploy/local/cluster.sh start [N=3] [--backend zab|ap] [--observers K]
+#   (ap: each member's quorum port is its gossip/data address; the election port is unused)
 #   deploy/local/cluster.sh status | stop | wipe | connect-string
 #   deploy/local/cluster.sh kill I | restart I     (kill -9 / start node I again)
 #

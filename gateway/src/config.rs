@@ -14,10 +14,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This server's id (the high byte of session ids).
     pub server_id: u64,
-    /// Consistency backend: `zab` (only one available so far).
+    /// Consistency backend: `zab` (CP) or `ap` (gossip, always writable; docs/ap.md).
     pub backend: String,
     /// Ensemble members, ZooKeeper style: `N=host:quorumPort:electionPort[:observer]` (also
-    /// accepted with a `server.` prefix). Empty: standalone.
+    /// accepted with a `server.` prefix). Empty: standalone. With `backend = "ap"` they are the
+    /// seeds, and `host:quorumPort` is each member's gossip (UDP) and data (TCP) address.
     pub servers: Vec<String>,
     /// Ticks a new leader may take to synchronise a quorum (ZooKeeper `initLimit`).
     pub init_limit: u64,
@@ -71,6 +72,20 @@ pub struct Config {
     pub config_history: usize,
     /// HTTP requests per second allowed from one client IP (bursts of twice that); 0 = no limit.
     pub http_rate_limit: u32,
+    /// AP: how long a member must be dead before peers remove its ephemeral nodes (ms).
+    pub ap_grace_ms: u64,
+    /// AP: self-preservation keeps dead members' ephemerals when more than this share (0..1) of
+    /// all ephemeral nodes would vanish at once.
+    pub ap_self_preservation_share: f64,
+    /// AP: delete tombstones are forgotten after this long (ms); a member away longer may bring
+    /// deleted nodes back.
+    pub ap_tombstone_ttl_ms: u64,
+    /// AP: interval of the anti-entropy digest exchange (ms).
+    pub ap_anti_entropy_ms: u64,
+    /// AP: failure-detector probe interval (ms).
+    pub ap_probe_ms: u64,
+    /// AP: a suspected member that does not refute within this time is declared dead (ms).
+    pub ap_suspect_ms: u64,
 }
 
 impl Default for Config {
@@ -105,6 +120,12 @@ impl Default for Config {
             http_max_body: 4 * 1024 * 1024,
             config_history: 100,
             http_rate_limit: 0,
+            ap_grace_ms: 30_000,
+            ap_self_preservation_share: 0.5,
+            ap_tombstone_ttl_ms: 3_600_000,
+            ap_anti_entropy_ms: 1000,
+            ap_probe_ms: 500,
+            ap_suspect_ms: 3000,
         }
     }
 }
@@ -177,7 +198,7 @@ pub struct Cli {
     /// Server id [default: 1]
     #[arg(long)]
     pub server_id: Option<u64>,
-    /// Consistency backend [default: zab]
+    /// Consistency backend, zab or ap [default: zab]
     #[arg(long)]
     pub backend: Option<String>,
     /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated [default: none, standalone]
@@ -258,6 +279,24 @@ pub struct Cli {
     /// HTTP requests per second per client IP, 0 = unlimited [default: 0]
     #[arg(long)]
     pub http_rate_limit: Option<u32>,
+    /// AP: ms a member stays dead before its ephemerals are removed [default: 30000]
+    #[arg(long)]
+    pub ap_grace_ms: Option<u64>,
+    /// AP: largest share of all ephemerals removed at once before self-preservation [default: 0.5]
+    #[arg(long)]
+    pub ap_self_preservation_share: Option<f64>,
+    /// AP: ms before delete tombstones are forgotten [default: 3600000]
+    #[arg(long)]
+    pub ap_tombstone_ttl_ms: Option<u64>,
+    /// AP: anti-entropy digest interval in ms [default: 1000]
+    #[arg(long)]
+    pub ap_anti_entropy_ms: Option<u64>,
+    /// AP: failure-detector probe interval in ms [default: 500]
+    #[arg(long)]
+    pub ap_probe_ms: Option<u64>,
+    /// AP: ms a suspected member has to refute before it is dead [default: 3000]
+    #[arg(long)]
+    pub ap_suspect_ms: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -338,7 +377,13 @@ impl Cli {
             log_format,
             http_max_body,
             config_history,
-            http_rate_limit
+            http_rate_limit,
+            ap_grace_ms,
+            ap_self_preservation_share,
+            ap_tombstone_ttl_ms,
+            ap_anti_entropy_ms,
+            ap_probe_ms,
+            ap_suspect_ms
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
@@ -404,13 +449,47 @@ impl Config {
         Ok(out)
     }
 
+    /// AP: this member's gossip/data address and the other members' (seeds), from `servers`
+    /// (`host:quorumPort` of each entry). No servers: a lone member on an ephemeral port.
+    pub fn ap_addresses(
+        &self,
+    ) -> Result<(std::net::SocketAddr, Vec<(u64, std::net::SocketAddr)>), ConfigError> {
+        use std::net::ToSocketAddrs;
+        let resolve = |m: &Member| {
+            (m.host.as_str(), m.quorum_port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!("server.{}: cannot resolve {}", m.id, m.host))
+                })
+        };
+        let members = self.members()?;
+        let mut listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut seeds = Vec::new();
+        for m in &members {
+            if m.id == self.server_id {
+                listen = resolve(m)?;
+            } else {
+                seeds.push((m.id, resolve(m)?));
+            }
+        }
+        Ok((listen, seeds))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.backend != "zab" {
+        if !matches!(self.backend.as_str(), "zab" | "ap") {
             return bad(format!(
-                "backend {:?} is not available yet (available: zab)",
+                "backend {:?} is not available (available: zab, ap)",
                 self.backend
             ));
+        }
+        if !(0.0..=1.0).contains(&self.ap_self_preservation_share) {
+            return bad("ap_self_preservation_share must be between 0 and 1".into());
+        }
+        if self.ap_anti_entropy_ms == 0 || self.ap_probe_ms == 0 {
+            return bad("ap_anti_entropy_ms and ap_probe_ms must be > 0".into());
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be > 0".into());

@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("recovering state: {0}")]
     Recovery(#[from] roster_zab::OpenError),
+    #[error("starting the AP backend: {0}")]
+    Ap(#[from] roster_ap::OpenError),
     #[error("{0}")]
     Config(String),
     #[error("gRPC: {0}")]
@@ -65,7 +67,25 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let members = cfg
         .members()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    let backend: Arc<dyn Backend> = if members.is_empty() {
+    let backend: Arc<dyn Backend> = if cfg.backend == "ap" {
+        let (listen, seeds) = cfg
+            .ap_addresses()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let ap = roster_ap::ApConfig {
+            server_id: cfg.server_id,
+            listen,
+            seeds,
+            tick_ms: cfg.tick_ms,
+            grace_ms: cfg.ap_grace_ms,
+            max_share: cfg.ap_self_preservation_share,
+            tombstone_ttl_ms: cfg.ap_tombstone_ttl_ms,
+            anti_entropy_ms: cfg.ap_anti_entropy_ms,
+            probe_ms: cfg.ap_probe_ms,
+            suspect_ms: cfg.ap_suspect_ms,
+            ..roster_ap::ApConfig::default()
+        };
+        roster_ap::ApBackend::open(Arc::new(engine), ap).await?
+    } else if members.is_empty() {
         Standalone::open(Arc::new(engine), zab)?
     } else {
         let peer = PeerConfig {

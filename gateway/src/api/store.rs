@@ -69,6 +69,13 @@ impl Store {
         op: WriteOp,
         what: &str,
     ) -> Result<OpResult, ApiError> {
+        // Without conditional writes (AP) the API's own version guards become plain
+        // last-writer-wins writes; explicit client CAS is checked by the services before this.
+        let op = if self.capabilities().conditional_writes {
+            op
+        } else {
+            unconditional(op)
+        };
         match self.submit(session, Request::Op(op)).await? {
             Outcome::Op(OpResult::Error(c)) | Outcome::Failed(c) => {
                 Err(ApiError::from_code(c, what))
@@ -247,4 +254,22 @@ pub fn segment<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
         .with_details(serde_json::json!({ "field": field, "value": value })));
     }
     Ok(value)
+}
+
+/// The same write without its version condition.
+fn unconditional(op: WriteOp) -> WriteOp {
+    match op {
+        WriteOp::SetData { path, data, .. } => WriteOp::SetData {
+            path,
+            data,
+            version: -1,
+        },
+        WriteOp::Delete { path, .. } => WriteOp::Delete { path, version: -1 },
+        WriteOp::SetAcl { path, acl, .. } => WriteOp::SetAcl {
+            path,
+            acl,
+            version: -1,
+        },
+        other => other,
+    }
 }

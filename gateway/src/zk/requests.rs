@@ -383,7 +383,7 @@ pub fn finish(s: &mut Session, step: Step) -> Step {
                 observe(s, proto::op::SYNC, Code::Ok, started);
                 Step::Done
             }
-            Err(e) => backend_failed(s, e),
+            Err(e) => backend_failed(s, xid, proto::op::SYNC, started, e),
         },
         Step::Closed { xid, result } => {
             let zxid = match result {
@@ -405,13 +405,23 @@ pub fn finish(s: &mut Session, step: Step) -> Step {
                 observe(s, op, code, started);
                 Step::Done
             }
-            Err(e) => backend_failed(s, e),
+            Err(e) => backend_failed(s, xid, op, started, e),
         },
         other => other,
     }
 }
 
-fn backend_failed(s: &Session, e: BackendError) -> Step {
+fn backend_failed(s: &Session, xid: i32, op: i32, started: Instant, e: BackendError) -> Step {
+    if let BackendError::Unsupported { .. } = e {
+        // The backend cannot honour this by design (e.g. a sequential create on AP): answer
+        // UNIMPLEMENTED (-6), which kazoo and Curator raise to the caller without retrying, and
+        // keep the connection.
+        tracing::warn!(conn = s.conn.id, session = format!("{:#x}", s.id), op = op_label(op), error = %e,
+            "request refused: run a zab or raft cluster for it");
+        s.reply(xid, Code::Unimplemented, None);
+        observe(s, op, Code::Unimplemented, started);
+        return Step::Done;
+    }
     tracing::warn!(conn = s.conn.id, session = format!("{:#x}", s.id), error = %e,
         "backend cannot serve the request; closing the connection so the client retries");
     Step::Close

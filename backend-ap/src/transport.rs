@@ -1,0 +1,217 @@
+//! The data transport between members: plain TCP, one outgoing connection per peer, frames of
+//! [`crate::proto`]. Outgoing connections are bound to this member's own address (so a firewall
+//! rule can cut members apart on one host), reconnect with capped exponential backoff, and queue a
+//! bounded number of frames: when a peer cannot keep up, frames are dropped and counted —
+//! anti-entropy repairs whatever was lost.
+
+use crate::hlc::MemberId;
+use crate::proto::{self, MAX_FRAME, Msg};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+/// Frames queued per peer before new ones are dropped.
+const QUEUE: usize = 8192;
+
+struct Link {
+    addr: SocketAddr,
+    tx: mpsc::Sender<Arc<Vec<u8>>>,
+}
+
+/// Outgoing links, by member.
+pub struct Transport {
+    me: MemberId,
+    incarnation: u64,
+    local: SocketAddr,
+    links: Mutex<HashMap<MemberId, Link>>,
+}
+
+impl Transport {
+    pub fn new(me: MemberId, incarnation: u64, local: SocketAddr) -> Arc<Transport> {
+        Arc::new(Transport {
+            me,
+            incarnation,
+            local,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Know (or re-address) a peer.
+    pub fn add(self: &Arc<Self>, id: MemberId, addr: SocketAddr) {
+        if id == self.me {
+            return;
+        }
+        let mut links = self.links.lock();
+        if links
+            .get(&id)
+            .is_some_and(|l| l.addr == addr && !l.tx.is_closed())
+        {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        links.insert(id, Link { addr, tx });
+        tokio::spawn(self.clone().connector(id, addr, rx));
+    }
+
+    /// Drop the link to a peer and dial it afresh: after a partition heals, the old connection
+    /// may sit in TCP retransmission backoff for seconds.
+    pub fn reconnect(self: &Arc<Self>, id: MemberId) {
+        let addr = self.links.lock().remove(&id).map(|l| l.addr);
+        if let Some(addr) = addr {
+            self.add(id, addr);
+        }
+    }
+
+    /// Queue a message for a peer; false if it was dropped (unknown peer or full queue).
+    pub fn send(&self, to: MemberId, msg: &Msg) -> bool {
+        let frame = Arc::new(proto::encode(msg));
+        self.send_frame(to, frame)
+    }
+
+    /// Queue an encoded frame (shared between peers).
+    pub fn send_frame(&self, to: MemberId, frame: Arc<Vec<u8>>) -> bool {
+        let links = self.links.lock();
+        let Some(l) = links.get(&to) else {
+            return false;
+        };
+        match l.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics::counter!("roster_ap_frames_dropped_total").increment(1);
+                false
+            }
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if !self.local.ip().is_unspecified() {
+            sock.bind(SocketAddr::new(self.local.ip(), 0))?;
+        }
+        let s = tokio::time::timeout(Duration::from_secs(2), sock.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
+    async fn connector(
+        self: Arc<Self>,
+        id: MemberId,
+        addr: SocketAddr,
+        mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            // Stop when this link was replaced or dropped.
+            {
+                let links = self.links.lock();
+                match links.get(&id) {
+                    Some(l) if l.addr == addr => {}
+                    _ => return,
+                }
+            }
+            match self.connect(addr).await {
+                Ok(mut s) => {
+                    backoff = Duration::from_millis(50);
+                    tracing::debug!(peer = id, %addr, "connected to peer");
+                    let hello = proto::encode(&Msg::Hello {
+                        from: self.me,
+                        incarnation: self.incarnation,
+                    });
+                    if s.write_all(&hello).await.is_err() {
+                        continue;
+                    }
+                    while let Some(frame) = rx.recv().await {
+                        if let Err(e) = s.write_all(&frame).await {
+                            tracing::debug!(peer = id, error = %e, "peer connection lost");
+                            break;
+                        }
+                        metrics::counter!("roster_ap_transport_bytes_total", "dir" => "sent")
+                            .increment(frame.len() as u64);
+                    }
+                    if rx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::trace!(peer = id, %addr, error = %e, "cannot reach peer");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+/// Accept peers' connections and hand their messages to `deliver`.
+pub async fn serve<F>(listener: TcpListener, deliver: F)
+where
+    F: Fn(MemberId, Msg) -> futures_lite::BoxFuture<bool> + Send + Sync + Clone + 'static,
+{
+    loop {
+        let Ok((s, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let deliver = deliver.clone();
+        tokio::spawn(async move {
+            if let Err(e) = read_peer(s, deliver).await {
+                tracing::debug!(%peer, error = %e, "peer connection closed");
+            }
+        });
+    }
+}
+
+async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Msg> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    buf.resize(len, 0);
+    s.read_exact(buf).await?;
+    metrics::counter!("roster_ap_transport_bytes_total", "dir" => "received")
+        .increment(len as u64 + 4);
+    proto::decode(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+async fn read_peer<F>(mut s: TcpStream, deliver: F) -> std::io::Result<()>
+where
+    F: Fn(MemberId, Msg) -> futures_lite::BoxFuture<bool>,
+{
+    let mut buf = Vec::new();
+    let from = match read_frame(&mut s, &mut buf).await? {
+        Msg::Hello { from, .. } => from,
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "first frame is not Hello",
+            ));
+        }
+    };
+    loop {
+        let msg = read_frame(&mut s, &mut buf).await?;
+        if !deliver(from, msg).await {
+            return Ok(());
+        }
+    }
+}
+
+/// A boxed future, without pulling in a futures crate for one alias.
+pub mod futures_lite {
+    pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+}
