@@ -109,6 +109,8 @@ pub struct RaftBackend {
     /// Sessions touched on this member since the last relay to the leader.
     pub(crate) touched: Mutex<HashSet<SessionId>>,
     pub(crate) closed: AtomicBool,
+    /// Leaders this member has seen elected (a new term's leader becoming known).
+    pub(crate) elections: std::sync::atomic::AtomicU64,
 }
 
 impl RaftBackend {
@@ -176,6 +178,7 @@ impl RaftBackend {
             transport,
             touched: Mutex::new(HashSet::new()),
             closed: AtomicBool::new(false),
+            elections: Default::default(),
         });
         crate::timers::spawn_all(&me);
         crate::status::spawn_metrics(&me, retain_from);

@@ -35,7 +35,7 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
         ready: !b.is_shut_down() && m.current_leader.is_some() && m.running_state.is_ok(),
         synced_followers: None,
         synced_observers: None,
-        elections: 0, // counted in roster_raft_elections_total
+        elections: b.elections.load(Ordering::Relaxed),
     }
 }
 
@@ -45,10 +45,19 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) 
     let weak = Arc::downgrade(me);
     tokio::spawn(async move {
         let mut last_leader: Option<(u64, u64)> = None;
+        let mut last_state = ServerState::Learner;
+        // Peers with a lag series: reset to 0 when they leave or this member stops leading, so
+        // no stale lag is left behind (the label set is bounded by the membership).
+        let mut lag_peers: std::collections::BTreeSet<u64> = Default::default();
         while rx.changed().await.is_ok() {
             let Some(me) = weak.upgrade() else { return };
             let m = rx.borrow_watched().clone();
             metrics::gauge!("roster_raft_term").set(m.current_term as f64);
+            if m.state == ServerState::Candidate && last_state != ServerState::Candidate {
+                // This member stood for election (pre-vote passed).
+                metrics::counter!("roster_raft_candidacies_total").increment(1);
+            }
+            last_state = m.state;
             metrics::gauge!("roster_raft_commit_index")
                 .set(m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0) as f64);
             metrics::gauge!("roster_raft_applied_index")
@@ -68,6 +77,7 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) 
                 if last_leader != Some(key) {
                     last_leader = Some(key);
                     metrics::counter!("roster_raft_elections_total").increment(1);
+                    me.elections.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         node = me.cfg.node_id,
                         term = m.current_term,
@@ -87,6 +97,7 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) 
                 None => u64::MAX,
             };
             retain_from.store(floor, Ordering::Release);
+            let mut now_peers = std::collections::BTreeSet::new();
             if let (Some(repl), Some(last)) = (&m.replication, m.last_log_index) {
                 for (peer, matched) in repl {
                     if *peer == me.cfg.node_id {
@@ -95,8 +106,14 @@ pub(crate) fn spawn_metrics(me: &Arc<RaftBackend>, retain_from: Arc<AtomicU64>) 
                     let lag = last.saturating_sub(matched.as_ref().map(|l| l.index()).unwrap_or(0));
                     metrics::gauge!("roster_raft_replication_lag_entries", "peer" => peer.to_string())
                         .set(lag as f64);
+                    now_peers.insert(*peer);
                 }
             }
+            for gone in lag_peers.difference(&now_peers) {
+                metrics::gauge!("roster_raft_replication_lag_entries", "peer" => gone.to_string())
+                    .set(0.0);
+            }
+            lag_peers = now_peers;
         }
     });
 }

@@ -14,11 +14,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This server's id (the high byte of session ids).
     pub server_id: u64,
-    /// Consistency backend: `zab` (only one available so far).
+    /// Consistency backend: `zab` or `raft`.
     pub backend: String,
     /// Ensemble members, ZooKeeper style: `N=host:quorumPort:electionPort[:observer]` (also
-    /// accepted with a `server.` prefix). Empty: standalone.
+    /// accepted with a `server.` prefix). Empty: standalone. With `raft` the quorum port is the
+    /// raft port, the election port is unused and `:observer` makes a learner.
     pub servers: Vec<String>,
+    /// Raft: leader heartbeat interval (ms).
+    pub raft_heartbeat_ms: u64,
+    /// Raft: a follower that hears no leader for a random time in [this, 2 × this] ms starts an
+    /// election.
+    pub raft_election_timeout_ms: u64,
     /// Ticks a new leader may take to synchronise a quorum (ZooKeeper `initLimit`).
     pub init_limit: u64,
     /// Ticks a member may go without hearing from its leader, or a leader from its quorum
@@ -69,6 +75,8 @@ impl Default for Config {
             server_id: 1,
             backend: "zab".into(),
             servers: Vec::new(),
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 1000,
             init_limit: 10,
             sync_limit: 5,
             zk_listen: "0.0.0.0:2181".into(),
@@ -136,12 +144,18 @@ pub struct Cli {
     /// Server id [default: 1]
     #[arg(long)]
     pub server_id: Option<u64>,
-    /// Consistency backend [default: zab]
+    /// Consistency backend, zab or raft [default: zab]
     #[arg(long)]
     pub backend: Option<String>,
-    /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated [default: none, standalone]
+    /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated; with raft the quorum port is the raft port and `:observer` a learner [default: none, standalone]
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
+    /// Raft heartbeat interval in ms [default: 100]
+    #[arg(long)]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Raft election timeout in ms (randomised up to twice this) [default: 1000]
+    #[arg(long)]
+    pub raft_election_timeout_ms: Option<u64>,
     /// initLimit in ticks [default: 10]
     #[arg(long)]
     pub init_limit: Option<u64>,
@@ -259,6 +273,8 @@ impl Cli {
             server_id,
             backend,
             servers,
+            raft_heartbeat_ms,
+            raft_election_timeout_ms,
             init_limit,
             sync_limit,
             zk_listen,
@@ -345,11 +361,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.backend != "zab" {
+        if !matches!(self.backend.as_str(), "zab" | "raft") {
             return bad(format!(
-                "backend {:?} is not available yet (available: zab)",
+                "backend {:?} is not available (available: zab, raft)",
                 self.backend
             ));
+        }
+        if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
+            return bad(
+                "raft_election_timeout_ms must be larger than raft_heartbeat_ms (> 0)".into(),
+            );
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be > 0".into());
@@ -497,6 +518,26 @@ mod tests {
             }
             .load(vec![])
             .is_err()
+        );
+        assert!(
+            Cli {
+                backend: Some("raft".into()),
+                raft_election_timeout_ms: Some(50),
+                ..Cli::default()
+            }
+            .load(vec![])
+            .is_err(),
+            "an election timeout under the heartbeat is refused"
+        );
+        let raft = Cli {
+            backend: Some("raft".into()),
+            ..Cli::default()
+        }
+        .load(vec![("ROSTER_RAFT_HEARTBEAT_MS".into(), "50".into())])
+        .unwrap();
+        assert_eq!(
+            (raft.backend.as_str(), raft.raft_heartbeat_ms),
+            ("raft", 50)
         );
     }
 }

@@ -1,11 +1,12 @@
 //! The HTTP port: Prometheus `/metrics`, `/healthz` (the process is up) and `/readyz` (the backend
-//! can serve: it has recovered and its log is writable). Later issues add the REST APIs here.
+//! can serve: it has recovered and its log is writable), and `/admin/members` (raft membership,
+//! `crate::admin`). Later issues add the REST APIs here.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_core::backend::Backend;
 use serde_json::json;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct HttpState {
     pub backend: Arc<dyn Backend>,
+    /// Set when the backend is raft (membership administration).
+    pub raft: Option<Arc<roster_raft::RaftBackend>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -25,6 +28,15 @@ pub fn router(state: HttpState) -> Router {
             get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }),
         )
         .route("/readyz", get(readyz))
+        .route(
+            "/admin/members",
+            get(crate::admin::list).post(crate::admin::add),
+        )
+        .route("/admin/members/{id}/promote", post(crate::admin::promote))
+        .route(
+            "/admin/members/{id}",
+            axum::routing::delete(crate::admin::remove),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -3,6 +3,7 @@
 //! call the backend only through `roster_core::backend::Backend`; they know nothing of which
 //! consistency engine runs.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod server;
