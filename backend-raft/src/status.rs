@@ -2,6 +2,7 @@
 //! kept in step with openraft's own metrics.
 
 use crate::backend::RaftBackend;
+use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use roster_core::backend::{ClusterStatus, Role};
@@ -33,10 +34,28 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
         members,
         outstanding: b.shared.outstanding.lock().len(),
         ready: !b.is_shut_down() && m.current_leader.is_some() && m.running_state.is_ok(),
-        synced_followers: None,
-        synced_observers: None,
+        synced_followers: synced(b, &m, true),
+        synced_observers: synced(b, &m, false),
         elections: b.elections.load(Ordering::Relaxed),
     }
+}
+
+/// On the leader: voters (`voters = true`, this member excluded) or learners that acknowledged
+/// a heartbeat or an append within the election timeout (ZooKeeper's "synced followers").
+fn synced(
+    b: &RaftBackend,
+    m: &openraft::RaftMetrics<crate::types::TypeConfig>,
+    voters: bool,
+) -> Option<usize> {
+    let hb = m.heartbeat.as_ref()?;
+    let voter_ids: std::collections::BTreeSet<u64> = m.membership_config.voter_ids().collect();
+    let fresh = std::time::Duration::from_millis(b.cfg.election_timeout_min_ms);
+    Some(
+        hb.iter()
+            .filter(|(id, _)| **id != b.cfg.node_id && voter_ids.contains(id) == voters)
+            .filter(|(_, at)| at.as_ref().is_some_and(|t| t.elapsed() < fresh))
+            .count(),
+    )
 }
 
 /// Keep gauges in step with openraft's metrics; count leader changes seen.

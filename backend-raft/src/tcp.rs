@@ -49,6 +49,9 @@ pub struct TcpConfig {
     /// First and largest pause before re-dialling a peer that could not be reached.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Source address of dialled links (the member's own address, so firewall rules, and
+    /// peers' logs, can tell members apart even when they share a host). None: the OS picks.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for TcpConfig {
@@ -60,6 +63,7 @@ impl Default for TcpConfig {
             long_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            source_ip: None,
         }
     }
 }
@@ -385,7 +389,27 @@ impl TcpTransport {
             )));
         }
         let dial = async {
-            let mut s = TcpStream::connect(&to.addr).await?;
+            let mut s = match self.cfg.source_ip {
+                None => TcpStream::connect(&to.addr).await?,
+                Some(ip) => {
+                    let target = tokio::net::lookup_host(&to.addr)
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                format!("no address of {} matches the source {ip}", to.addr),
+                            )
+                        })?;
+                    let sock = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    sock.bind(std::net::SocketAddr::new(ip, 0))?;
+                    sock.connect(target).await?
+                }
+            };
             s.set_nodelay(true)?;
             let mut hello = HELLO.to_vec();
             hello.extend_from_slice(&self.me.to_be_bytes());

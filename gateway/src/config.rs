@@ -25,6 +25,9 @@ pub struct Config {
     /// Raft: a follower that hears no leader for a random time in [this, 2 × this] ms starts an
     /// election.
     pub raft_election_timeout_ms: u64,
+    /// Raft: log entries kept behind a snapshot, so a member that lags by less catches up from
+    /// the log instead of receiving a whole snapshot.
+    pub raft_log_retained: u64,
     /// Ticks a new leader may take to synchronise a quorum (ZooKeeper `initLimit`).
     pub init_limit: u64,
     /// Ticks a member may go without hearing from its leader, or a leader from its quorum
@@ -77,6 +80,7 @@ impl Default for Config {
             servers: Vec::new(),
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 1000,
+            raft_log_retained: 10_000,
             init_limit: 10,
             sync_limit: 5,
             zk_listen: "0.0.0.0:2181".into(),
@@ -156,6 +160,9 @@ pub struct Cli {
     /// Raft election timeout in ms (randomised up to twice this) [default: 1000]
     #[arg(long)]
     pub raft_election_timeout_ms: Option<u64>,
+    /// Raft log entries kept behind a snapshot [default: 10000]
+    #[arg(long)]
+    pub raft_log_retained: Option<u64>,
     /// initLimit in ticks [default: 10]
     #[arg(long)]
     pub init_limit: Option<u64>,
@@ -275,6 +282,7 @@ impl Cli {
             servers,
             raft_heartbeat_ms,
             raft_election_timeout_ms,
+            raft_log_retained,
             init_limit,
             sync_limit,
             zk_listen,

@@ -232,12 +232,19 @@ async fn start_raft(
         election_timeout_min_ms: cfg.raft_election_timeout_ms,
         election_timeout_max_ms: cfg.raft_election_timeout_ms * 2,
         snapshot_every: cfg.snapshot_every,
+        logs_kept_after_snapshot: cfg.raft_log_retained,
         extended_types: cfg.extended_types,
         container_check_ms: cfg.container_check_ms,
         max_batch: cfg.max_batch,
         ..RaftConfig::default()
     };
-    let tcp = TcpConfig::default();
+    let tcp = TcpConfig {
+        // Dial peers from this member's own address (see `TcpConfig::source_ip`).
+        source_ip: me
+            .and_then(|m| m.host.parse::<std::net::IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified()),
+        ..TcpConfig::default()
+    };
     let transport = TcpTransport::new(cfg.server_id, tcp.clone());
     let node = RaftBackend::open(rcfg, engine, transport).await?;
     if let Some(l) = listener {
