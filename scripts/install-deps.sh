@@ -9,6 +9,8 @@ dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 dpkg -s prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# The raft partition process test cuts a member off with iptables.
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   apt-get update -q
