@@ -662,7 +662,10 @@ async fn serve_conn(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let Some(n) = node.upgrade() else { break };
+        // A stopped node closes its links, so peers re-dial whatever serves the port next.
+        let Some(n) = node.upgrade().filter(|n| !n.is_shut_down()) else {
+            break;
+        };
         let out = out.clone();
         tokio::spawn(async move {
             let resp = handle(&n, req).await;

@@ -80,6 +80,8 @@ impl TcpCluster {
     async fn stop(&mut self, id: u64) -> Arc<MemEngine> {
         let m = self.members.remove(&id).unwrap();
         m.server.abort();
+        // The listener is closed once the aborted task is gone: wait, so the port can be reused.
+        let _ = m.server.await;
         m.node.shutdown().await;
         m.engine
     }

@@ -91,6 +91,7 @@ def test_reconnect_within_timeout_keeps_session_ephemerals_and_watches(make_clie
         assert proxy.connections_accepted >= 2
         assert KazooState.LOST not in states
         assert client.client_id == session_before  # same session id and password
+        observer.sync(root)  # another client's writes: visible to the observer after a sync
         assert observer.exists(eph).ephemeralOwner == session_before[0]
         assert client.get(eph)[0] == b"mine"
 
@@ -141,6 +142,8 @@ def test_session_expires_when_client_stays_away(make_client, root):
         client.add_listener(listen)
         old_session = client.client_id
         eph = client.create(f"{root}/eph", ephemeral=True)
+        observer.sync(root)  # so the observer sees the ephemeral before it waits for it to go
+        assert observer.exists(eph) is not None
 
         proxy.refuse()
         proxy.cut()
