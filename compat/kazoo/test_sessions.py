@@ -35,6 +35,7 @@ def test_killed_client_ephemeral_disappears_after_session_timeout(zk, root):
         assert line and line[0] == "ready", f"child did not start: {line}"
         session_id, negotiated_ms = int(line[1]), int(line[2])
         assert negotiated_ms <= SESSION_TIMEOUT * 1000 * 1.5
+        zk.sync(root)  # the child's write, maybe through another member
         assert zk.exists(path).ephemeralOwner == session_id
         child.send_signal(signal.SIGKILL)  # no close: the server must notice by itself
         killed_at = time.monotonic()
