@@ -33,10 +33,35 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
         committed_zxid: last,
         members,
         outstanding: b.shared.outstanding.lock().len(),
-        ready: !b.is_shut_down() && m.current_leader.is_some() && m.running_state.is_ok(),
+        ready: !b.is_shut_down()
+            && m.current_leader.is_some()
+            && m.running_state.is_ok()
+            && in_touch(b, &m),
         synced_followers: synced(b, &m, true),
         synced_observers: synced(b, &m, false),
         elections: b.elections.load(Ordering::Relaxed),
+    }
+}
+
+/// Has this member heard from the other side recently (within the longest election timeout)?
+/// A leader: a quorum acknowledged it (a cluster of one always has); a follower or learner: the
+/// leader's appends or heartbeats reached it. A member cut off from the quorum reports not ready,
+/// so ZooKeeper clients move to a member that can serve them (as ZooKeeper's LOOKING member).
+fn in_touch(b: &RaftBackend, m: &openraft::RaftMetrics<crate::types::TypeConfig>) -> bool {
+    let lease = b.cfg.election_timeout_max_ms;
+    match m.state {
+        ServerState::Leader => {
+            let voters = m.membership_config.voter_ids().count();
+            voters <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| t.elapsed().as_millis() as u64 <= lease)
+        }
+        ServerState::Follower | ServerState::Learner => {
+            let at = b.leader_contact_ms.load(Ordering::Relaxed);
+            at != u64::MAX && b.shared.now_ms().saturating_sub(at) <= lease
+        }
+        ServerState::Candidate | ServerState::Shutdown => false,
     }
 }
 

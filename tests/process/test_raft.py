@@ -307,14 +307,17 @@ def test_raft_minority_member_refuses_writes(roster_factory, firewall):
     refused = 0
     for k in range(3):
         try:
-            client.create_async(f"/part/minority-{k}").get(timeout=20)
+            client.create_async(f"/part/minority-{k}").get(timeout=8)
         except Exception:
             refused += 1
     assert refused == 3, "a member cut off from the quorum acknowledged a write"
-    # Meanwhile the majority keeps committing.
+    # It no longer reports ready (so clients move away), and the majority keeps committing.
+    wait_until(lambda: (c.ready(lone) or {}).get("ready") is False, 10, "the cut-off member not ready")
+    assert c.leader(majority) == leader
     load.wait_more(100, what="writes on the majority side")
 
     heal()
+    wait_until(lambda: (c.ready(lone) or {}).get("ready") is True, 30, "the member ready again")
     load.wait_more(50, what="writes after healing")
     acked = load.stop()
     client.stop()
