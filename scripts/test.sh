@@ -38,7 +38,7 @@ run "cargo test" cargo test --workspace --locked
 roster_bin="$CARGO_TARGET_DIR/debug/roster"
 if [ -z "${SKIP_COMPAT:-}" ]; then
   export ROSTER_BIN="$roster_bin"
-  run "process tests (kill -9, sessions, bad input, ensemble failover)" python3 -m pytest -q -p no:cacheprovider tests/process
+  run "process tests (kill -9, sessions, bad input, zab and raft fail-over, raft membership and partition)" python3 -m pytest -q -p no:cacheprovider tests/process
 
   step "start Apache ZooKeeper (reference) and Roster"
   zk_port=21810
@@ -72,13 +72,43 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   fi
   deploy/local/cluster.sh wipe >/dev/null
 
+  # The same suites on the raft backend: standalone, 3 voters, and 5 members one of them a learner
+  # (suites connect to the learner alone). Port bases distinct from the zab stages above.
+  step "start Roster standalone on raft"
+  raft_port=22281
+  "$roster_bin" --backend raft --data-dir "$work/roster-raft" --zk-listen "127.0.0.1:$raft_port" \
+    --http-listen 127.0.0.1:28858 --four-letter-words '*' >"$work/roster-raft.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -fs http://127.0.0.1:28858/readyz >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  run "compat suites vs Roster standalone raft" "$root/compat/run.sh" "127.0.0.1:$raft_port"
+  export ZK_BASE=23600 HTTP_BASE=23700 QUORUM_BASE=23900 ELECTION_BASE=24000
+  step "start a 3-node raft cluster"
+  if deploy/local/cluster.sh start 3 --backend raft; then
+    run "compat suites vs Roster 3-node raft cluster" "$root/compat/run.sh" "$(deploy/local/cluster.sh connect-string)"
+  else
+    record "start a 3-node raft cluster" 1
+  fi
+  deploy/local/cluster.sh wipe >/dev/null
+  step "start a 5-node raft cluster with a learner"
+  if deploy/local/cluster.sh start 5 --backend raft --observers 1; then
+    run "compat suites vs Roster 5-node raft cluster (via the learner)" "$root/compat/run.sh" "127.0.0.1:$((ZK_BASE + 5))"
+  else
+    record "start a 5-node raft cluster" 1
+  fi
+  deploy/local/cluster.sh wipe >/dev/null
+
   run "bench smoke (every workload, seconds each)" env ROSTER_BIN="$roster_bin" bench/smoke.sh
   run "observability (promtool, dashboards, every PromQL expression vs a real Prometheus)" deploy/test-observability.sh
   run "deployment manifests (compose, kubeconform, helm lint/template)" env REQUIRE_TOOLS=1 deploy/test-manifests.sh
 
-  if grep -q "ERROR" "$work/roster.log"; then
-    echo "Roster logged errors during the compat run:"; grep "ERROR" "$work/roster.log" | head -20
-  fi
+  for log in "$work/roster.log" "$work/roster-raft.log"; do
+    if grep -q "ERROR" "$log"; then
+      echo "Roster logged errors during the compat run ($log):"; grep "ERROR" "$log" | head -20
+    fi
+  done
 fi
 
 echo

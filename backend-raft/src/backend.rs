@@ -109,6 +109,10 @@ pub struct RaftBackend {
     /// Sessions touched on this member since the last relay to the leader.
     pub(crate) touched: Mutex<HashSet<SessionId>>,
     pub(crate) closed: AtomicBool,
+    /// Leaders this member has seen elected (a new term's leader becoming known).
+    pub(crate) elections: std::sync::atomic::AtomicU64,
+    /// When (`Shared::now_ms`) a leader's append last reached this member; `u64::MAX`: never.
+    pub(crate) leader_contact_ms: std::sync::atomic::AtomicU64,
 }
 
 impl RaftBackend {
@@ -180,6 +184,8 @@ impl RaftBackend {
             transport,
             touched: Mutex::new(HashSet::new()),
             closed: AtomicBool::new(false),
+            elections: Default::default(),
+            leader_contact_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         crate::timers::spawn_all(&me);
         crate::status::spawn_metrics(&me, retain_from);
@@ -343,10 +349,16 @@ impl RaftBackend {
         &self,
         rpc: AppendEntriesRequest,
     ) -> Result<AppendEntriesResponse, TransportError> {
-        self.raft
+        let r = self
+            .raft
             .append_entries(rpc)
             .await
-            .map_err(|e| TransportError::Remote(e.to_string()))
+            .map_err(|e| TransportError::Remote(e.to_string()))?;
+        if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+            self.leader_contact_ms
+                .store(self.shared.now_ms(), Ordering::Relaxed);
+        }
+        Ok(r)
     }
 
     pub async fn handle_vote(&self, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {

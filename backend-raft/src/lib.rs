@@ -11,6 +11,7 @@ pub mod network;
 mod proposer;
 mod status;
 pub mod storage;
+pub mod tcp;
 mod timers;
 pub mod types;
 
@@ -20,4 +21,5 @@ pub use network::{
     AdminOp, Forward, ForwardError, ForwardReply, Peer, Router, Transport, TransportError,
 };
 pub use openraft;
+pub use tcp::{TcpConfig, TcpTransport};
 pub use types::NodeId;

@@ -152,6 +152,9 @@ fn rpc_err(e: TransportError) -> RPCError<TypeConfig> {
     }
 }
 
+/// The least time an append may take before it counts as lost (see `append_entries`).
+const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
+
 async fn within<T>(
     ttl: Duration,
     f: impl Future<Output = Result<T, TransportError>>,
@@ -170,8 +173,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError<TypeConfig>> {
+        // openraft's TTL for appends is the heartbeat interval (100 ms by default), but an append
+        // answers only after the follower's fsync, which on a busy disk takes longer: cutting it
+        // off there turned every slow fsync into a "network error" and a resend with backoff.
         within(
-            option.hard_ttl(),
+            option.hard_ttl().max(MIN_APPEND_TTL),
             self.transport.append_entries(&self.peer, rpc),
         )
         .await

@@ -68,4 +68,5 @@ def root(make_client, request):
     admin.create(path)
     yield path
     admin.add_auth("digest", f"{DIGEST_USER}:{DIGEST_PASSWORD}")
+    admin.sync(path)  # other clients' writes under it, maybe through other members
     admin.delete(path, recursive=True)

@@ -21,6 +21,7 @@ def test_digest_acl_requires_auth(make_client, root):
     assert owner.get(path)[0] == b"secret"
 
     anonymous = make_client()
+    anonymous.sync(path)  # another client's write: visible to this one after a sync
     with pytest.raises(NoAuthError):
         anonymous.get(path)
     with pytest.raises(NoAuthError):
@@ -32,11 +33,13 @@ def test_digest_acl_requires_auth(make_client, root):
     assert anonymous.exists(path) is not None  # exists needs no permission
 
     wrong = make_client(auth_data=[("digest", f"{DIGEST_USER}:wrong")])
+    wrong.sync(path)
     with pytest.raises(NoAuthError):
         wrong.get(path)
 
     late = make_client()
     late.add_auth("digest", creds)
+    late.sync(path)
     assert late.get(path)[0] == b"secret"
 
 

@@ -89,6 +89,7 @@ def test_ephemeral_nodes_belong_to_the_session(make_client, root):
     owner = make_client()
     other = make_client()
     path = owner.create(f"{root}/eph", b"here", ephemeral=True)
+    other.sync(root)  # another client's write: visible to this one after a sync
     stat = other.exists(path)
     assert stat is not None
     assert stat.ephemeralOwner == owner.client_id[0]
@@ -98,6 +99,7 @@ def test_ephemeral_nodes_belong_to_the_session(make_client, root):
     assert seq.startswith(f"{root}/eseq-") and len(seq) == len(f"{root}/eseq-") + 10
 
     owner.stop()  # closing the session deletes its ephemerals at once
+    other.sync(root)
     assert other.exists(path) is None
     assert other.exists(seq) is None
 

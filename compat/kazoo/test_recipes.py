@@ -166,16 +166,24 @@ def test_locking_queue_hands_each_item_to_one_consumer(make_client, root):
     q.put(b"second", priority=10)
     assert len(q) == 3
 
+    # Consumers may sit on other members than the producer and each other: each syncs before it
+    # relies on another client's write (ZooKeeper's cross-client guarantee; without it this raced
+    # on multi-member ensembles).
     q1, q2 = c1.LockingQueue(path), c2.LockingQueue(path)
+    c1.sync(path)
     assert q1.get(timeout=10) == b"first"  # lower priority value first, then FIFO
+    c2.sync(path)
     assert q2.get(timeout=10) == b"second"  # "first" is locked by c1
     assert q1.holds_lock() and q2.holds_lock()
     assert q1.release()  # give it back unconsumed
     assert q2.consume()
+    c2.sync(path)
     assert q2.get(timeout=10) == b"first"
     assert q2.consume()
+    c1.sync(path)
     assert q1.get(timeout=10) == b"low"
     assert q1.consume()
+    producer.sync(path)
     assert len(q) == 0
     assert q1.get(timeout=0.2) is None  # empty queue: times out with None
 
@@ -246,11 +254,16 @@ def test_party_membership(make_client, root, kind):
     pa = getattr(a, kind)(path, "alpha")
     pb = getattr(b, kind)(path, "beta")
     view = getattr(observer, kind)(path)
+    # The observer is another client, maybe on another member: ZooKeeper promises it sees the
+    # others' writes only after a sync (without one this raced on any multi-member ensemble).
     pa.join()
     pb.join()
+    observer.sync(path)
     assert len(view) == 2
     assert sorted(view) == ["alpha", "beta"]
     pa.leave()
+    observer.sync(path)
     assert list(view) == ["beta"]
     b.stop()  # members are ephemeral: a closed session leaves the party
+    observer.sync(path)
     assert len(view) == 0

@@ -35,6 +35,7 @@ def test_killed_client_ephemeral_disappears_after_session_timeout(zk, root):
         assert line and line[0] == "ready", f"child did not start: {line}"
         session_id, negotiated_ms = int(line[1]), int(line[2])
         assert negotiated_ms <= SESSION_TIMEOUT * 1000 * 1.5
+        zk.sync(root)  # the child's write, maybe through another member
         assert zk.exists(path).ephemeralOwner == session_id
         child.send_signal(signal.SIGKILL)  # no close: the server must notice by itself
         killed_at = time.monotonic()
@@ -91,6 +92,7 @@ def test_reconnect_within_timeout_keeps_session_ephemerals_and_watches(make_clie
         assert proxy.connections_accepted >= 2
         assert KazooState.LOST not in states
         assert client.client_id == session_before  # same session id and password
+        observer.sync(root)  # another client's writes: visible to the observer after a sync
         assert observer.exists(eph).ephemeralOwner == session_before[0]
         assert client.get(eph)[0] == b"mine"
 
@@ -141,6 +143,8 @@ def test_session_expires_when_client_stays_away(make_client, root):
         client.add_listener(listen)
         old_session = client.client_id
         eph = client.create(f"{root}/eph", ephemeral=True)
+        observer.sync(root)  # so the observer sees the ephemeral before it waits for it to go
+        assert observer.exists(eph) is not None
 
         proxy.refuse()
         proxy.cut()

@@ -3,9 +3,10 @@
 # benchmarks. Node i listens on: ZooKeeper 2180+i, HTTP 8838+10*i, gRPC HTTP+1000, quorum
 # 2880+i, election 3880+i (override the bases with ZK_BASE, HTTP_BASE, QUORUM_BASE, ELECTION_BASE).
 #
-#   deploy/local/cluster.sh start [N=3] [--backend zab|ap] [--observers K]
-#   (ap: each member's quorum port is its gossip/data address; the election port is unused)
-#   deploy/local/cluster.sh status | stop | wipe | connect-string
+#   deploy/local/cluster.sh start [N=3] [--backend zab|raft|ap] [--observers K] [-- roster flags...]
+#     (raft: the quorum port is the raft port, observers are learners; ap: each member's quorum
+#     port is its gossip/data address; the election port is unused by both)
+#   deploy/local/cluster.sh status | members | stop | wipe | connect-string
 #   deploy/local/cluster.sh kill I | restart I     (kill -9 / start node I again)
 #
 # State lives in $ROSTER_LOCAL_DIR (default /tmp/roster-local); the binary is $ROSTER_BIN
@@ -91,6 +92,14 @@ case "$cmd" in
       printf 'node %s: ' "$i"; curl -fs "http://127.0.0.1:$(http_port "$i")/readyz" || printf 'down'; echo
     done
     ;;
+  members)
+    # raft: the membership as a live member sees it (GET /admin/members)
+    n=$(cat "$dir/size" 2>/dev/null || echo 0)
+    for i in $(seq 1 "$n"); do
+      curl -fs "http://127.0.0.1:$(http_port "$i")/admin/members" && { echo; exit 0; }
+    done
+    echo "no member answered /admin/members (is the cluster up, on raft?)" >&2; exit 1
+    ;;
   kill)
     i=$1; [ -f "$dir/node$i.pid" ] && kill -9 "$(cat "$dir/node$i.pid")" 2>/dev/null || true; rm -f "$dir/node$i.pid"
     ;;
@@ -104,5 +113,5 @@ case "$cmd" in
     rm -rf "$dir"
     echo wiped
     ;;
-  *) echo "usage: $0 start [N] [--backend zab] [--observers K] | status | stop | wipe | connect-string | kill I | restart I" >&2; exit 2 ;;
+  *) echo "usage: $0 start [N] [--backend zab|raft|ap] [--observers K] [-- flags] | status | members | stop | wipe | connect-string | kill I | restart I" >&2; exit 2 ;;
 esac

@@ -14,12 +14,21 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This server's id (the high byte of session ids).
     pub server_id: u64,
-    /// Consistency backend: `zab` (CP) or `ap` (gossip, always writable; docs/ap.md).
+    /// Consistency backend: `zab` or `raft` (CP), or `ap` (gossip, always writable; docs/ap.md).
     pub backend: String,
     /// Ensemble members, ZooKeeper style: `N=host:quorumPort:electionPort[:observer]` (also
-    /// accepted with a `server.` prefix). Empty: standalone. With `backend = "ap"` they are the
-    /// seeds, and `host:quorumPort` is each member's gossip (UDP) and data (TCP) address.
+    /// accepted with a `server.` prefix). Empty: standalone. With `raft` the quorum port is the
+    /// raft port, the election port is unused and `:observer` makes a learner. With `ap` they
+    /// are the seeds, and `host:quorumPort` is each member's gossip (UDP) and data (TCP) address.
     pub servers: Vec<String>,
+    /// Raft: leader heartbeat interval (ms).
+    pub raft_heartbeat_ms: u64,
+    /// Raft: a follower that hears no leader for a random time in [this, 2 × this] ms starts an
+    /// election.
+    pub raft_election_timeout_ms: u64,
+    /// Raft: log entries kept behind a snapshot, so a member that lags by less catches up from
+    /// the log instead of receiving a whole snapshot.
+    pub raft_log_retained: u64,
     /// Ticks a new leader may take to synchronise a quorum (ZooKeeper `initLimit`).
     pub init_limit: u64,
     /// Ticks a member may go without hearing from its leader, or a leader from its quorum
@@ -95,6 +104,9 @@ impl Default for Config {
             server_id: 1,
             backend: "zab".into(),
             servers: Vec::new(),
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 1000,
+            raft_log_retained: 10_000,
             init_limit: 10,
             sync_limit: 5,
             zk_listen: "0.0.0.0:2181".into(),
@@ -198,12 +210,21 @@ pub struct Cli {
     /// Server id [default: 1]
     #[arg(long)]
     pub server_id: Option<u64>,
-    /// Consistency backend, zab or ap [default: zab]
+    /// Consistency backend, zab, raft or ap [default: zab]
     #[arg(long)]
     pub backend: Option<String>,
-    /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated [default: none, standalone]
+    /// Ensemble members `N=host:quorumPort:electionPort[:observer]`, comma separated; with raft the quorum port is the raft port and `:observer` a learner [default: none, standalone]
     #[arg(long, value_delimiter = ',')]
     pub servers: Option<Vec<String>>,
+    /// Raft heartbeat interval in ms [default: 100]
+    #[arg(long)]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Raft election timeout in ms (randomised up to twice this) [default: 1000]
+    #[arg(long)]
+    pub raft_election_timeout_ms: Option<u64>,
+    /// Raft log entries kept behind a snapshot [default: 10000]
+    #[arg(long)]
+    pub raft_log_retained: Option<u64>,
     /// initLimit in ticks [default: 10]
     #[arg(long)]
     pub init_limit: Option<u64>,
@@ -354,6 +375,9 @@ impl Cli {
             server_id,
             backend,
             servers,
+            raft_heartbeat_ms,
+            raft_election_timeout_ms,
+            raft_log_retained,
             init_limit,
             sync_limit,
             zk_listen,
@@ -479,9 +503,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if !matches!(self.backend.as_str(), "zab" | "ap") {
+        if !matches!(self.backend.as_str(), "zab" | "raft" | "ap") {
             return bad(format!(
-                "backend {:?} is not available (available: zab, ap)",
+                "backend {:?} is not available (available: zab, raft, ap)",
                 self.backend
             ));
         }
@@ -490,6 +514,11 @@ impl Config {
         }
         if self.ap_anti_entropy_ms == 0 || self.ap_probe_ms == 0 {
             return bad("ap_anti_entropy_ms and ap_probe_ms must be > 0".into());
+        }
+        if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
+            return bad(
+                "raft_election_timeout_ms must be larger than raft_heartbeat_ms (> 0)".into(),
+            );
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be > 0".into());
@@ -683,6 +712,26 @@ mod tests {
             }
             .load(vec![])
             .is_err()
+        );
+        assert!(
+            Cli {
+                backend: Some("raft".into()),
+                raft_election_timeout_ms: Some(50),
+                ..Cli::default()
+            }
+            .load(vec![])
+            .is_err(),
+            "an election timeout under the heartbeat is refused"
+        );
+        let raft = Cli {
+            backend: Some("raft".into()),
+            ..Cli::default()
+        }
+        .load(vec![("ROSTER_RAFT_HEARTBEAT_MS".into(), "50".into())])
+        .unwrap();
+        assert_eq!(
+            (raft.backend.as_str(), raft.raft_heartbeat_ms),
+            ("raft", 50)
         );
     }
 }

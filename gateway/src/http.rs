@@ -1,6 +1,7 @@
-//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Prometheus `/metrics`, `/healthz`
-//! (the process is up) and `/readyz` (the backend can serve: it has recovered and its log is
-//! writable). Every response outside `/metrics` is JSON; errors use the API's error shape.
+//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Nacos (`/nacos/...`), Prometheus
+//! `/metrics`, `/healthz` (the process is up), `/readyz` (the backend can serve: it has recovered
+//! and its log is writable) and `/admin/members` (raft membership, `crate::admin`). Every response
+//! outside `/metrics` is JSON; errors use the API's error shape.
 
 use crate::api::Api;
 use crate::api::error::ApiError;
@@ -9,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use roster_core::backend::Backend;
 use serde_json::json;
@@ -19,6 +20,8 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct HttpState {
     pub backend: Arc<dyn Backend>,
+    /// Set when the backend is raft (membership administration).
+    pub raft: Option<Arc<roster_raft::RaftBackend>>,
     pub metrics: PrometheusHandle,
     pub api: Arc<Api>,
     pub max_body: usize,
@@ -38,6 +41,15 @@ pub fn router(state: HttpState) -> Router {
             get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }),
         )
         .route("/readyz", get(readyz))
+        .route(
+            "/admin/members",
+            get(crate::admin::list).post(crate::admin::add),
+        )
+        .route("/admin/members/{id}/promote", post(crate::admin::promote))
+        .route(
+            "/admin/members/{id}",
+            axum::routing::delete(crate::admin::remove),
+        )
         .with_state(state.clone());
     let app = ops
         .merge(crate::api::http::routes(state.api.clone()))

@@ -3,6 +3,7 @@
 //! the assembly of a node (`server`) behind the `roster` binary. Front ends call the backend only
 //! through `roster_core::backend::Backend`; they know nothing of which consistency engine runs.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;

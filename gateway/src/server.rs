@@ -1,14 +1,18 @@
-//! Assemble a node: open storage, start the backend, bind the ZooKeeper, HTTP and gRPC ports.
+//! Assemble a node: open storage, start the backend (zab or raft, standalone or replicated; or
+//! ap), bind the ZooKeeper, HTTP and gRPC ports.
 
-use crate::config::Config;
+use crate::config::{Config, Member};
 use crate::http::{HttpState, router};
 use crate::telemetry;
 use crate::zk::ZkServer;
 use roster_core::backend::Backend;
+use roster_core::storage::{Engine, Space, WriteBatch};
 use roster_core::tree::prep::PrepOptions;
+use roster_raft::{RaftBackend, RaftConfig, TcpConfig, TcpTransport};
 use roster_storage::RocksEngine;
 use roster_zab::quorum::PeerConfig;
 use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, Standalone, ZabConfig};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -21,6 +25,8 @@ pub struct Node {
     pub grpc_addr: SocketAddr,
     pub zk: Arc<ZkServer>,
     pub api: Arc<crate::api::Api>,
+    /// The raft backend, when it runs (membership administration).
+    pub raft: Option<Arc<RaftBackend>>,
 }
 
 /// Why a node could not start.
@@ -35,6 +41,8 @@ pub enum StartError {
     Recovery(#[from] roster_zab::OpenError),
     #[error("starting the AP backend: {0}")]
     Ap(#[from] roster_ap::OpenError),
+    #[error("starting raft: {0}")]
+    Raft(#[from] roster_raft::OpenError),
     #[error("{0}")]
     Config(String),
     #[error("gRPC: {0}")]
@@ -54,6 +62,11 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         dir: cfg.data_dir.display().to_string(),
         source,
     })?;
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+    claim_store(engine.as_ref(), &cfg.backend).map_err(|source| StartError::Storage {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    })?;
     let zab = ZabConfig {
         server_id: cfg.server_id,
         tick_ms: cfg.tick_ms,
@@ -67,6 +80,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let members = cfg
         .members()
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let mut raft = None;
     let backend: Arc<dyn Backend> = if cfg.backend == "ap" {
         let (listen, seeds) = cfg
             .ap_addresses()
@@ -84,9 +98,13 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             suspect_ms: cfg.ap_suspect_ms,
             ..roster_ap::ApConfig::default()
         };
-        roster_ap::ApBackend::open(Arc::new(engine), ap).await?
+        roster_ap::ApBackend::open(engine, ap).await?
+    } else if cfg.backend == "raft" {
+        let r = start_raft(&cfg, engine, &members).await?;
+        raft = Some(r.clone());
+        r
     } else if members.is_empty() {
-        Standalone::open(Arc::new(engine), zab)?
+        Standalone::open(engine, zab)?
     } else {
         let peer = PeerConfig {
             id: cfg.server_id,
@@ -129,7 +147,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
                 peer,
                 members: addrs,
             },
-            Arc::new(engine),
+            engine,
         )
         .await?
     };
@@ -170,6 +188,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     nacos_beats.start(api.clone());
     let app = router(HttpState {
         backend: backend.clone(),
+        raft: raft.clone(),
         metrics,
         api: api.clone(),
         max_body: cfg.http_max_body,
@@ -203,5 +222,147 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         grpc_addr,
         zk,
         api,
+        raft,
     })
+}
+
+/// Which backend wrote the store (`Space::Meta`); a store is never opened by the other one.
+const BACKEND_KEY: &[u8] = b"roster/backend";
+
+/// Refuse a store written by another backend (their logs are not interchangeable); mark a new
+/// one as this backend's. Stores from before the mark are recognised by raft's vote key.
+fn claim_store(
+    engine: &dyn Engine,
+    backend: &str,
+) -> Result<(), roster_core::storage::StorageError> {
+    let found = match engine.get(Space::Meta, BACKEND_KEY)? {
+        Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        None if engine.get(Space::Meta, b"raft/vote")?.is_some() => Some("raft".into()),
+        None if engine.last(Space::Log)?.is_some() || engine.last(Space::Meta)?.is_some() => {
+            Some("zab".into())
+        }
+        None => None,
+    };
+    match found {
+        Some(b) if b != backend => Err(roster_core::storage::StorageError(format!(
+            "this data directory holds {b} state; it cannot be opened with backend = {backend:?} \
+             (use another data_dir, or the {b} backend)"
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            let mut w = WriteBatch::default();
+            w.put(Space::Meta, BACKEND_KEY, backend.as_bytes().to_vec());
+            engine.write(w, true)
+        }
+    }
+}
+
+/// Open the raft backend: recover from the store, serve the raft port, and on a pristine store
+/// form the cluster (`servers`' voters) or, standalone, a cluster of one.
+async fn start_raft(
+    cfg: &Config,
+    engine: Arc<dyn Engine>,
+    members: &[Member],
+) -> Result<Arc<RaftBackend>, StartError> {
+    let me = members.iter().find(|m| m.id == cfg.server_id);
+    let addr = match me {
+        Some(m) => format!("{}:{}", m.host, m.quorum_port),
+        None => "local".to_string(),
+    };
+    let listener = match me {
+        Some(_) => Some(
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let rcfg = RaftConfig {
+        node_id: cfg.server_id,
+        addr: addr.clone(),
+        tick_ms: cfg.tick_ms,
+        heartbeat_ms: cfg.raft_heartbeat_ms,
+        election_timeout_min_ms: cfg.raft_election_timeout_ms,
+        election_timeout_max_ms: cfg.raft_election_timeout_ms * 2,
+        snapshot_every: cfg.snapshot_every,
+        logs_kept_after_snapshot: cfg.raft_log_retained,
+        extended_types: cfg.extended_types,
+        container_check_ms: cfg.container_check_ms,
+        max_batch: cfg.max_batch,
+        ..RaftConfig::default()
+    };
+    let tcp = TcpConfig {
+        // Dial peers from this member's own address (see `TcpConfig::source_ip`).
+        source_ip: me
+            .and_then(|m| m.host.parse::<std::net::IpAddr>().ok())
+            .filter(|ip| !ip.is_unspecified()),
+        ..TcpConfig::default()
+    };
+    let transport = TcpTransport::new(cfg.server_id, tcp.clone());
+    let node = RaftBackend::open(rcfg, engine, transport).await?;
+    if let Some(l) = listener {
+        roster_raft::tcp::serve(l, Arc::downgrade(&node), tcp);
+    }
+    let initialized = node
+        .raft()
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Config(format!("raft: {e}")))?;
+    let voter = me.is_none_or(|m| !m.observer);
+    if !initialized && voter {
+        // Every voter of a brand-new cluster proposes the same configuration (openraft allows
+        // that); learners wait to be added. A member whose disk was wiped does the same and is
+        // then brought back by the leader (log reversion allowed, catch-up by snapshot).
+        let voters: BTreeMap<u64, String> = if members.is_empty() {
+            BTreeMap::from([(cfg.server_id, addr)])
+        } else {
+            members
+                .iter()
+                .filter(|m| !m.observer)
+                .map(|m| (m.id, format!("{}:{}", m.host, m.quorum_port)))
+                .collect()
+        };
+        tracing::info!(?voters, "pristine store: forming the raft cluster");
+        if let Err(e) = node.initialize(voters).await {
+            tracing::warn!(error = %e, "raft initialize");
+        }
+        let learners: Vec<(u64, String)> = members
+            .iter()
+            .filter(|m| m.observer)
+            .map(|m| (m.id, format!("{}:{}", m.host, m.quorum_port)))
+            .collect();
+        if !learners.is_empty() {
+            tokio::spawn(add_configured_learners(Arc::downgrade(&node), learners));
+        }
+    }
+    Ok(node)
+}
+
+/// Bring the `:observer` members of a new cluster in as learners (through the leader).
+async fn add_configured_learners(node: std::sync::Weak<RaftBackend>, learners: Vec<(u64, String)>) {
+    for (id, addr) in learners {
+        loop {
+            let Some(n) = node.upgrade() else { return };
+            if n.is_shut_down() {
+                return;
+            }
+            if n.members().learners.contains_key(&id) {
+                break;
+            }
+            match n.add_learner(id, addr.clone()).await {
+                Ok(()) => {
+                    tracing::info!(learner = id, %addr, "configured learner added");
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(learner = id, error = %e, "adding the configured learner; retrying");
+                }
+            }
+            drop(n);
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
 }

@@ -210,6 +210,68 @@ fn describe() {
         "roster_zab_follower_lag_txns",
         "On the leader: transactions each follower has not acknowledged"
     );
+    describe_gauge!(
+        "roster_raft_term",
+        "Current Raft term (also roster_backend_epoch)"
+    );
+    describe_gauge!(
+        "roster_raft_leader_id",
+        "Leader this member knows (0: none)"
+    );
+    describe_gauge!(
+        "roster_raft_commit_index",
+        "Last log index this member knows committed"
+    );
+    describe_gauge!(
+        "roster_raft_applied_index",
+        "Last log index applied to this member's tree"
+    );
+    describe_gauge!(
+        "roster_raft_last_log_index",
+        "Last index in this member's log"
+    );
+    describe_gauge!(
+        "roster_raft_replication_lag_entries",
+        "On the leader: log entries each member has not matched (0 once it left)"
+    );
+    describe_counter!(
+        "roster_raft_elections_total",
+        "Leaders this member has seen elected (a new term's leader became known)"
+    );
+    describe_counter!(
+        "roster_raft_candidacies_total",
+        "Times this member stood for election"
+    );
+    describe_counter!(
+        "roster_backend_snapshots_total",
+        "Snapshots taken by this member"
+    );
+    describe_counter!(
+        "roster_raft_snapshots_installed_total",
+        "Snapshots received from the leader and installed"
+    );
+    describe_histogram!(
+        "roster_raft_snapshot_install_seconds",
+        Unit::Seconds,
+        "Duration of installing a snapshot from the leader"
+    );
+    describe_histogram!(
+        "roster_raft_snapshot_store_seconds",
+        Unit::Seconds,
+        "Duration of writing a snapshot to the store"
+    );
+    describe_gauge!(
+        "roster_raft_peer_connected",
+        "1 while the link to a peer's raft port is up"
+    );
+    describe_counter!(
+        "roster_raft_peer_connects_total",
+        "Links dialled to a peer's raft port"
+    );
+    describe_counter!(
+        "roster_raft_bad_frames_total",
+        "Raft peer frames refused (over the limit, undecodable, bad hello)"
+    );
     describe_counter!(
         "roster_zab_syncs_total",
         "Followers synchronised, by kind (diff, trunc, snap)"

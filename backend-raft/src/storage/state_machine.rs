@@ -402,6 +402,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tree.last_zxid()
         };
         self.shared.rearm_sessions();
+        metrics::counter!("roster_raft_snapshots_installed_total").increment(1);
+        metrics::histogram!("roster_raft_snapshot_install_seconds")
+            .record(t0.elapsed().as_secs_f64());
         let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         self.shared.progress.send_replace(Progress { zxid, index });
         self.shared.resolve(zxid, index, HashMap::new());

@@ -1,6 +1,7 @@
 package roster.compat;
 
 import java.util.UUID;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 import org.apache.curator.framework.CuratorFramework;
@@ -56,8 +57,21 @@ final class Zk {
         }
     }
 
+    /**
+     * ZooKeeper's sync: once it returns, this client's server has applied every write committed
+     * before it. Needed before reading what another client (maybe on another member) wrote.
+     */
+    static void sync(CuratorFramework client, String path) throws Exception {
+        CountDownLatch done = new CountDownLatch(1);
+        client.sync().inBackground((c, event) -> done.countDown()).forPath(path);
+        if (!done.await(15, TimeUnit.SECONDS)) {
+            throw new AssertionError("sync of " + path + " did not complete within 15s");
+        }
+    }
+
     /** Deletes a test root and everything below it, ignoring a missing node. */
     static void deleteTree(CuratorFramework client, String path) throws Exception {
+        sync(client, path); // other clients' nodes under it, maybe written through other members
         if (client.checkExists().forPath(path) != null) {
             client.delete().deletingChildrenIfNeeded().forPath(path);
         }

@@ -1,0 +1,349 @@
+//! The dialling side: one multiplexed link per peer, re-dialled with backoff.
+
+use super::wire::{WireRequest, WireResponse, remote, unexpected};
+use super::{HELLO, ReadEnd, TcpConfig, frame, read_frame, write_frames};
+use crate::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
+use crate::types::{
+    AppendEntriesRequest, AppendEntriesResponse, NodeId, Snapshot, SnapshotResponse, Vote,
+    VoteRequest, VoteResponse,
+};
+use parking_lot::Mutex;
+use roster_core::txn::Applied;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<WireResponse>>>>;
+
+/// One live connection to a peer.
+#[derive(Clone)]
+struct Conn {
+    out: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    dead: watch::Receiver<bool>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        !*self.dead.borrow() && !self.out.is_closed()
+    }
+
+    fn start(stream: TcpStream, peer: NodeId, max_frame: usize) -> Conn {
+        let (mut rd, wr) = stream.into_split();
+        let (out, rx) = mpsc::channel(1024);
+        let pending: Pending = Arc::default();
+        let (dead_tx, dead) = watch::channel(false);
+        let writer = tokio::spawn(write_frames(wr, rx));
+        let p = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut rd, max_frame).await {
+                    Ok((id, body)) => match postcard::from_bytes::<WireResponse>(&body) {
+                        Ok(resp) => {
+                            if let Some(tx) = p.lock().remove(&id) {
+                                let _ = tx.send(resp);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(peer, error = %e, "raft peer sent an undecodable reply; closing the link");
+                            metrics::counter!("roster_raft_bad_frames_total").increment(1);
+                            break;
+                        }
+                    },
+                    Err(ReadEnd::TooLarge(n)) => {
+                        tracing::error!(
+                            peer,
+                            bytes = n,
+                            max = max_frame,
+                            "raft peer reply over the frame limit; closing the link"
+                        );
+                        metrics::counter!("roster_raft_bad_frames_total").increment(1);
+                        break;
+                    }
+                    Err(ReadEnd::Closed) => {
+                        tracing::info!(peer, "raft peer closed the link");
+                        break;
+                    }
+                    Err(ReadEnd::Io(e)) => {
+                        tracing::info!(peer, error = %e, "raft peer link broke");
+                        break;
+                    }
+                }
+            }
+            let _ = dead_tx.send(true);
+            writer.abort();
+            // Every request still waiting learns its outcome is unknown.
+            p.lock().clear();
+            metrics::gauge!("roster_raft_peer_connected", "peer" => peer.to_string()).set(0.0);
+        });
+        Conn {
+            out,
+            pending,
+            dead,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+struct LinkState {
+    conn: Option<Conn>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+struct Link {
+    addr: String,
+    state: tokio::sync::Mutex<LinkState>,
+}
+
+/// [`Transport`] over TCP.
+pub struct TcpTransport {
+    me: NodeId,
+    cfg: TcpConfig,
+    links: Mutex<HashMap<NodeId, Arc<Link>>>,
+}
+
+impl TcpTransport {
+    pub fn new(me: NodeId, cfg: TcpConfig) -> Arc<TcpTransport> {
+        Arc::new(TcpTransport {
+            me,
+            cfg,
+            links: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn link(&self, to: &Peer) -> Arc<Link> {
+        let mut links = self.links.lock();
+        match links.get(&to.id) {
+            Some(l) if l.addr == to.addr => l.clone(),
+            _ => {
+                let l = Arc::new(Link {
+                    addr: to.addr.clone(),
+                    state: tokio::sync::Mutex::new(LinkState {
+                        conn: None,
+                        backoff: self.cfg.backoff_min,
+                        retry_at: None,
+                    }),
+                });
+                links.insert(to.id, l.clone());
+                l
+            }
+        }
+    }
+
+    async fn connect(&self, to: &Peer) -> Result<Conn, TransportError> {
+        let link = self.link(to);
+        let mut st = link.state.lock().await;
+        if let Some(c) = &st.conn
+            && c.alive()
+        {
+            return Ok(c.clone());
+        }
+        st.conn = None;
+        if let Some(at) = st.retry_at
+            && Instant::now() < at
+        {
+            return Err(TransportError::Unreachable(format!(
+                "{} ({}): re-dialling after backoff",
+                to.id, to.addr
+            )));
+        }
+        let dial = async {
+            let mut s = match self.cfg.source_ip {
+                None => TcpStream::connect(&to.addr).await?,
+                Some(ip) => {
+                    let target = tokio::net::lookup_host(&to.addr)
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                format!("no address of {} matches the source {ip}", to.addr),
+                            )
+                        })?;
+                    let sock = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    sock.bind(std::net::SocketAddr::new(ip, 0))?;
+                    sock.connect(target).await?
+                }
+            };
+            s.set_nodelay(true)?;
+            let mut hello = HELLO.to_vec();
+            hello.extend_from_slice(&self.me.to_be_bytes());
+            s.write_all(&hello).await?;
+            Ok::<_, std::io::Error>(s)
+        };
+        let res = match tokio::time::timeout(self.cfg.connect_timeout, dial).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            )),
+        };
+        match res {
+            Ok(s) => {
+                let c = Conn::start(s, to.id, self.cfg.max_frame);
+                st.conn = Some(c.clone());
+                st.backoff = self.cfg.backoff_min;
+                st.retry_at = None;
+                metrics::gauge!("roster_raft_peer_connected", "peer" => to.id.to_string()).set(1.0);
+                metrics::counter!("roster_raft_peer_connects_total", "peer" => to.id.to_string())
+                    .increment(1);
+                tracing::info!(peer = to.id, addr = %to.addr, "raft peer link up");
+                Ok(c)
+            }
+            Err(e) => {
+                st.retry_at = Some(Instant::now() + st.backoff);
+                tracing::debug!(peer = to.id, addr = %to.addr, error = %e, backoff_ms = st.backoff.as_millis() as u64, "raft peer unreachable");
+                st.backoff = (st.backoff * 2).min(self.cfg.backoff_max);
+                Err(TransportError::Unreachable(format!(
+                    "{} ({}): {e}",
+                    to.id, to.addr
+                )))
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        to: &Peer,
+        req: WireRequest,
+        timeout: Duration,
+    ) -> Result<WireResponse, TransportError> {
+        let body = postcard::to_stdvec(&req)
+            .map_err(|e| TransportError::Unreachable(format!("encoding a request: {e}")))?;
+        if body.len() > self.cfg.max_frame {
+            tracing::error!(
+                peer = to.id,
+                bytes = body.len(),
+                max = self.cfg.max_frame,
+                "raft request over the frame limit; not sent"
+            );
+            metrics::counter!("roster_raft_bad_frames_total").increment(1);
+            return Err(TransportError::Unreachable(format!(
+                "request of {} bytes exceeds the {}-byte frame limit",
+                body.len(),
+                self.cfg.max_frame
+            )));
+        }
+        let conn = self.connect(to).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().insert(id, tx);
+        if conn.out.send(frame(id, &body)).await.is_err() {
+            conn.pending.lock().remove(&id);
+            return Err(TransportError::Unreachable(format!(
+                "{}: link closed before sending",
+                to.id
+            )));
+        }
+        let mut dead = conn.dead.clone();
+        let answer = async {
+            tokio::select! {
+                biased;
+                r = rx => r.ok(),
+                _ = dead.wait_for(|d| *d) => None,
+            }
+        };
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(TransportError::Lost(format!(
+                "{}: link closed before the answer",
+                to.id
+            ))),
+            Err(_) => {
+                conn.pending.lock().remove(&id);
+                Err(TransportError::Lost(format!(
+                    "{}: no answer within {timeout:?}",
+                    to.id
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for TcpTransport {
+    async fn append_entries(
+        &self,
+        to: &Peer,
+        rpc: AppendEntriesRequest,
+    ) -> Result<AppendEntriesResponse, TransportError> {
+        match self
+            .call(to, WireRequest::Append(rpc), self.cfg.request_timeout)
+            .await?
+        {
+            WireResponse::Append(r) => Ok(r),
+            WireResponse::Error(e) => Err(remote(e)),
+            r => Err(unexpected("append", &r)),
+        }
+    }
+
+    async fn vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
+        match self
+            .call(to, WireRequest::Vote(rpc), self.cfg.request_timeout)
+            .await?
+        {
+            WireResponse::Vote(r) => Ok(r),
+            WireResponse::Error(e) => Err(remote(e)),
+            r => Err(unexpected("vote", &r)),
+        }
+    }
+
+    async fn pre_vote(&self, to: &Peer, rpc: VoteRequest) -> Result<VoteResponse, TransportError> {
+        match self
+            .call(to, WireRequest::PreVote(rpc), self.cfg.request_timeout)
+            .await?
+        {
+            WireResponse::Vote(r) => Ok(r),
+            WireResponse::Error(e) => Err(remote(e)),
+            r => Err(unexpected("pre-vote", &r)),
+        }
+    }
+
+    async fn install_snapshot(
+        &self,
+        to: &Peer,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse, TransportError> {
+        let req = WireRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        match self.call(to, req, self.cfg.long_timeout).await? {
+            WireResponse::Snapshot(r) => Ok(r),
+            WireResponse::Error(e) => Err(remote(e)),
+            r => Err(unexpected("snapshot", &r)),
+        }
+    }
+
+    async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError> {
+        let timeout = match req {
+            Forward::Admin(_) => self.cfg.long_timeout,
+            _ => self.cfg.request_timeout,
+        };
+        match self
+            .call(to, WireRequest::Forward(req.into()), timeout)
+            .await?
+        {
+            WireResponse::Applied { zxid, outcome } => {
+                Ok(ForwardReply::Applied(Applied { zxid, outcome }))
+            }
+            WireResponse::Touched => Ok(ForwardReply::Touched),
+            WireResponse::Barrier { zxid, index } => Ok(ForwardReply::Barrier { zxid, index }),
+            WireResponse::Admin => Ok(ForwardReply::Admin),
+            WireResponse::Error(e) => Err(e.into()),
+            r => Err(unexpected("a forwarded request", &r).into()),
+        }
+    }
+}
