@@ -1,8 +1,9 @@
-"""The native API on a 3-node cluster of real `roster` processes (deploy/local), for each CP
-backend: an instance registered over HTTP on one member is an ephemeral znode on every member
-(kazoo), its lease can be kept alive through another member, and it vanishes within the TTL once
-the heartbeats stop; a mutex contended through different members never has two holders and its
-fencing tokens only grow; a config listener on one member hears a put made on another."""
+"""The native API on a 3-node cluster of real `roster` processes (deploy/local), for each backend:
+an instance registered over HTTP on one member is an ephemeral znode on every member (kazoo), its
+lease can be kept alive (on CP backends through another member; on AP through the member that owns
+it) and it vanishes within the TTL once the heartbeats stop; a config listener on one member hears
+a put made on another; on CP backends a mutex contended through different members never has two
+holders and its fencing tokens only grow, on AP locks are refused naming the CP backends."""
 
 import os
 import subprocess
@@ -16,7 +17,7 @@ from kazoo.client import KazooClient
 from conftest import ROOT, wait_until
 
 CLUSTER = ROOT / "deploy/local/cluster.sh"
-BACKENDS = [b for b in os.environ.get("ROSTER_TEST_BACKENDS", "zab").split(",") if b]
+BACKENDS = [b for b in os.environ.get("ROSTER_TEST_BACKENDS", "zab,raft,ap").split(",") if b]
 
 
 class Cluster:
@@ -67,9 +68,11 @@ def test_instances_leases_locks_and_config_across_members(cluster):
             zk.sync(node)
             assert zk.exists(node).ephemeralOwner == lease, f"member {i}"
 
-        # Keep the lease alive through member 3 for longer than its TTL.
+        # Keep the lease alive for longer than its TTL: through member 3 on CP backends (the
+        # leader tracks every session); on AP a session lives with the member that granted it.
+        keeper = 1 if cluster.backend == "ap" else 3
         for _ in range(6):
-            assert requests.post(cluster.http(3, f"/v1/leases/{lease}/keepalive"), timeout=10).status_code == 200
+            assert requests.post(cluster.http(keeper, f"/v1/leases/{lease}/keepalive"), timeout=10).status_code == 200
             time.sleep(0.5)
         assert zks[1].exists(node) is not None
         stopped = time.monotonic()
@@ -80,7 +83,18 @@ def test_instances_leases_locks_and_config_across_members(cluster):
             zk.stop()
             zk.close()
 
-    # Mutex contention through all three members.
+    if cluster.backend == "ap":
+        lease = requests.post(cluster.http(1, "/v1/leases"), json={"ttl_seconds": 30}, timeout=10).json()["id"]
+        r = requests.post(cluster.http(1, "/v1/locks/shared/acquire"), json={"lease": lease}, timeout=10)
+        assert r.status_code == 501 and r.json()["code"] == "NEEDS_CP_BACKEND", r.text
+        assert "zab" in r.json()["message"] and "raft" in r.json()["message"]
+    else:
+        contend(cluster)
+    listen_across_members(cluster)
+
+
+def contend(cluster):
+    """Mutex contention through all three members."""
     holding, overlap, tokens, lock = [], [], [], threading.Lock()
 
     def worker(member):
@@ -109,7 +123,10 @@ def test_instances_leases_locks_and_config_across_members(cluster):
     assert not overlap and len(tokens) == 12
     assert tokens == sorted(tokens) and len(set(tokens)) == 12
 
-    # A listener on member 2 hears a put made on member 1 within a second.
+
+
+def listen_across_members(cluster):
+    """A listener on member 2 hears a put made on member 1 within a second."""
     requests.put(cluster.http(1, "/v1/config/shared.yaml"), json={"content": "a"}, timeout=10)
     md5 = requests.get(cluster.http(1, "/v1/config/shared.yaml"), timeout=10).json()["md5"]
     wait_until(lambda: requests.get(cluster.http(2, "/v1/config/shared.yaml"), timeout=10).status_code == 200,
