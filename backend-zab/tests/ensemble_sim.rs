@@ -371,6 +371,51 @@ fn an_empty_disk_catches_up_by_snapshot() {
 }
 
 #[test]
+fn a_cut_off_leader_does_not_refuse_a_cas_from_its_stale_replica() {
+    let mut sim = Sim::new(6, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let old = sim.leader().unwrap();
+    let s = sim.session(old);
+    created(sim.call(old, s, create("/cas")));
+    // Cut the leader off before it notices; the others move on and change /cas to version 1.
+    sim.partition(&[old]);
+    let others: Vec<Sid> = ALL3.iter().copied().filter(|x| *x != old).collect();
+    let o = sim.submit(
+        old,
+        s,
+        Request::Op(WriteOp::SetData {
+            path: "/cas".into(),
+            data: b"x".to_vec(),
+            version: 1,
+        }),
+    );
+    sim.run_until("a new leader among the others", 50_000, |s| {
+        s.leader().is_some_and(|l| l != old) && s.all_serving(&others)
+    });
+    let nl = sim.leader().unwrap();
+    let r = sim.call(
+        nl,
+        s,
+        Request::Op(WriteOp::SetData {
+            path: "/cas".into(),
+            data: b"new".to_vec(),
+            version: 0,
+        }),
+    );
+    assert!(r.is_ok(), "{r:?}");
+    sim.run_until("the old leader answered", 50_000, |s| {
+        s.replies.contains_key(&(old, o))
+    });
+    // Its replica says version 0, but version 1 is the truth now: a BadVersion answer would be a
+    // stale read. It may only say it cannot tell (no quorum).
+    let reply = sim.replies.remove(&(old, o)).expect("present");
+    assert!(
+        matches!(reply, Err(BackendError::Unavailable(_))),
+        "a deposed leader refused a CAS from its stale replica: {reply:?}"
+    );
+}
+
+#[test]
 fn a_deposed_leaders_uncommitted_proposal_is_truncated() {
     let mut sim = Sim::new(5, ALL3, &[]);
     sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));

@@ -416,7 +416,12 @@ impl Peer {
                     }
                     Err(outcome) => {
                         l.counter -= 1; // failed requests consume no zxid
-                        l.pending.push_back(Pending::Failed { origin, outcome });
+                        let seq = l.confirm_leadership(out);
+                        l.pending.push_back(Pending::Failed {
+                            origin,
+                            outcome,
+                            seq,
+                        });
                         self.try_commit(out);
                     }
                 }
@@ -495,8 +500,7 @@ impl Peer {
                 Some(Pending::Proposal { acks, .. }) => {
                     acks.iter().filter(|s| self.cfg.voters.contains(s)).count() >= quorum
                 }
-                Some(Pending::Failed { .. }) => true,
-                Some(Pending::Barrier { seq, .. }) => {
+                Some(Pending::Failed { seq, .. }) | Some(Pending::Barrier { seq, .. }) => {
                     1 + l
                         .links
                         .iter()
@@ -545,7 +549,9 @@ impl Peer {
                         });
                     }
                 }
-                Pending::Failed { origin, outcome } => match origin {
+                Pending::Failed {
+                    origin, outcome, ..
+                } => match origin {
                     Origin::Local(o) => {
                         let zxid = self.committed_zxid();
                         out.push(Output::Reply {
@@ -656,9 +662,15 @@ impl Leader {
     /// Queue a `sync` behind everything pending and ask the voters for a fresh heartbeat: it is
     /// answered once a quorum has confirmed this leadership after the request.
     fn queue_barrier(&mut self, origin: Origin, out: &mut Vec<Output>) {
+        let seq = self.confirm_leadership(out);
+        self.pending.push_back(Pending::Barrier { origin, seq });
+    }
+
+    /// Ask the voters for a fresh heartbeat; what waits for `pong >= seq` from a quorum waits for
+    /// this leadership to be confirmed after now.
+    fn confirm_leadership(&mut self, out: &mut Vec<Output>) -> u64 {
         self.seq += 1;
         let seq = self.seq;
-        self.pending.push_back(Pending::Barrier { origin, seq });
         for (s, k) in &self.links {
             if k.state != LinkState::Epoch && !k.observer {
                 out.push(Output::Send {
@@ -667,5 +679,6 @@ impl Leader {
                 });
             }
         }
+        seq
     }
 }

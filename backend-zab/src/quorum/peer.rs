@@ -141,9 +141,13 @@ pub(super) enum Pending {
         origin: Origin,
         acks: HashSet<Sid>,
     },
+    /// A request refused by prep. Its refusal reads the leader's state, so, like a `sync`, it
+    /// is answered only once a quorum has confirmed this leadership after it was queued (`seq`):
+    /// a deposed leader must not refuse a CAS against writes a newer leader made.
     Failed {
         origin: Origin,
         outcome: Outcome,
+        seq: u64,
     },
     Barrier {
         origin: Origin,
