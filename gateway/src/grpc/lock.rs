@@ -13,7 +13,7 @@ use super::{GrpcStream, StreamGauge, streaming, unary};
 use crate::api::Api;
 use crate::api::error::ApiError;
 use crate::api::http::{MAX_WAIT_MS, wait};
-use crate::api::lock::{self, Recipe};
+use crate::api::lock::{self, Contend, Recipe};
 use futures::StreamExt;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -56,7 +56,17 @@ async fn acquire(
     let timeout = wait(timeout_ms, MAX_WAIT_MS, "timeout_ms")?;
     Ok(api
         .locks
-        .acquire(&api.leases, recipe, name, lease, permits, value, timeout)
+        .acquire(
+            &api.leases,
+            recipe,
+            name,
+            Contend {
+                lease,
+                permits,
+                value,
+                timeout,
+            },
+        )
         .await?
         .into())
 }
