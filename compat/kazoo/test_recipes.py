@@ -193,6 +193,7 @@ def test_barrier_blocks_until_removed(make_client, root):
     path = f"{root}/barrier"
     owner.Barrier(path).create()
     barrier = waiter.Barrier(path)
+    waiter.sync(path)  # the owner's create, maybe through another member
     assert barrier.wait(timeout=0.3) is False
     passed = threading.Event()
     t = threading.Thread(target=lambda: barrier.wait(timeout=20) and passed.set(), daemon=True)
