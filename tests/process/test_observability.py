@@ -54,7 +54,7 @@ def test_health_ready_and_metrics(roster):
     c.close()
 
     status, body = http(roster, "/no/such/path")
-    assert status == 404 and "error" in json.loads(body)
+    assert status == 404 and json.loads(body)["code"] == "NOT_FOUND"
 
 
 def test_four_letter_words_have_zookeepers_formats(server):
