@@ -206,9 +206,9 @@ impl Report {
         let _ = writeln!(s, "## Machine\n");
         let _ = writeln!(
             s,
-            "| CPU | cores | kernel | fsync p50 / p99 | loopback RTT p50 / p99 |"
+            "| CPU | cores | kernel | load avg 1 min | fsync p50 / p99 | loopback RTT p50 / p99 |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.2} | {:.2} / {:.2} ms ({} × 4 KiB in `{}`) | {:.0} / {:.0} µs |\n",
