@@ -1,7 +1,9 @@
 //! Availability around a fault, from the 100 ms timeline: the pre-fault baseline, when the
-//! disruption began (first bucket after the fault with an error or a throughput gap) and when
-//! service was back (the first of `sustain` consecutive healthy buckets). Pure functions over
-//! [`TimelinePoint`]s, so the arithmetic is tested without servers.
+//! disruption began (the first bucket after the fault with an error or under a share of the
+//! baseline) and when service was back (the start of the first window of `sustain` buckets with
+//! no error and no empty bucket whose mean is at least that share of the baseline — a window,
+//! not every bucket, because on a loaded machine single buckets dip without any fault). Pure
+//! functions over [`TimelinePoint`]s, so the arithmetic is tested without servers.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,9 +12,10 @@ use crate::record::{BUCKET, TimelinePoint};
 /// What counts as healthy, and for how long it must last.
 #[derive(Clone, Copy, Debug)]
 pub struct Criteria {
-    /// A bucket is healthy when it has no error and at least this share of the baseline.
+    /// Share of the baseline below which a bucket (disruption) or a window's mean (recovery)
+    /// is not healthy.
     pub healthy_fraction: f64,
-    /// Consecutive healthy buckets that make a recovery (10 = one second).
+    /// Buckets in the window that makes a recovery (10 = one second).
     pub sustain: usize,
     /// Buckets at the start of the run left out of the baseline (connection ramp-up).
     pub skip_first: usize,
@@ -78,31 +81,30 @@ pub fn recovery(timeline: &[TimelinePoint], fault_at_s: f64, c: Criteria) -> Rec
     } else {
         median(before)
     };
-    let healthy =
-        |p: &TimelinePoint| p.errors == 0 && p.ok as f64 >= c.healthy_fraction * baseline;
+    let threshold = c.healthy_fraction * baseline;
     // Buckets that end after the fault: the fault can show in the bucket it falls in.
     let after: Vec<&TimelinePoint> = points.iter().filter(|p| p.t_s > fault_at_s + eps).collect();
     let mut r = Recovery {
         baseline_ops_s: baseline / BUCKET.as_secs_f64(),
         ..Recovery::default()
     };
-    let Some(first_bad) = after.iter().position(|p| !healthy(p)) else {
+    let Some(first_bad) = after
+        .iter()
+        .position(|p| p.errors > 0 || (p.ok as f64) < threshold)
+    else {
         r.recovery_s = Some(0.0);
         return r;
     };
     r.disrupted_at_s = Some(start_of(after[first_bad]).max(fault_at_s));
-    let mut run = 0;
+    let sustain = c.sustain.max(1);
     let mut end = after.len();
-    for (i, p) in after.iter().enumerate().skip(first_bad) {
-        if healthy(p) {
-            run += 1;
-            if run == c.sustain.max(1) {
-                end = i + 1 - run;
-                r.recovered_at_s = Some(start_of(after[end]));
-                break;
-            }
-        } else {
-            run = 0;
+    for start in first_bad..after.len().saturating_sub(sustain - 1) {
+        let w = &after[start..start + sustain];
+        let mean = w.iter().map(|p| p.ok as f64).sum::<f64>() / sustain as f64;
+        if w.iter().all(|p| p.errors == 0 && p.ok > 0) && mean >= threshold {
+            end = start;
+            r.recovered_at_s = Some(start_of(after[start]));
+            break;
         }
     }
     let window = &after[..end];
@@ -146,20 +148,49 @@ mod tests {
     #[test]
     fn outage_then_sustained_recovery() {
         // 0–1.0 s: 100/bucket (first two ramping), fault at 1.0 s, then 0.3 s of errors, 0.2 s of
-        // nothing, one healthy bucket, one slow one (a relapse), then healthy for good.
+        // nothing, one good bucket, an empty one (a relapse), then healthy for good.
         let mut b = vec![(10, 0), (50, 0)];
         b.extend([(100, 0); 8]);
-        b.extend([(0, 7), (0, 9), (20, 3), (0, 0), (0, 0), (90, 0), (30, 0)]);
+        b.extend([(0, 7), (0, 9), (20, 3), (0, 0), (0, 0), (90, 0), (0, 0)]);
         b.extend([(100, 0); 5]);
         b.push((1, 0)); // the partial last bucket: ignored
         let r = recovery(&timeline(&b), 1.0, C);
         assert!((r.baseline_ops_s - 1000.0).abs() < 1e-6, "{r:?}");
         assert!(close(r.disrupted_at_s, 1.0), "{r:?}");
-        // The healthy bucket at 1.5 s is followed by a slow one: recovery is at 1.7 s.
+        // The good bucket at 1.5 s is followed by an empty one: recovery is at 1.7 s.
         assert!(close(r.recovered_at_s, 1.7), "{r:?}");
         assert!(close(r.recovery_s, 0.7), "{r:?}");
         assert_eq!(r.errors, 19);
-        assert!((r.zero_success_s - 0.4).abs() < 1e-6, "{r:?}");
+        assert!((r.zero_success_s - 0.5).abs() < 1e-6, "{r:?}");
+    }
+
+    #[test]
+    fn a_slow_bucket_inside_a_good_window_does_not_delay_recovery() {
+        let mut b = vec![(100, 0); 10];
+        b.extend([
+            (0, 4),
+            (0, 0),
+            (90, 0),
+            (30, 0),
+            (100, 0),
+            (100, 0),
+            (100, 0),
+        ]);
+        let r = recovery(&timeline(&b), 1.0, C);
+        // Window from 1.2 s: 90, 30, 100 — mean 73 ≥ 50, no error, no empty bucket.
+        assert!(close(r.recovered_at_s, 1.2), "{r:?}");
+        assert!(close(r.recovery_s, 0.2), "{r:?}");
+        assert_eq!(r.errors, 4);
+    }
+
+    #[test]
+    fn a_slow_window_is_not_a_recovery() {
+        // Errors stop but throughput stays at a fifth of the baseline: not recovered.
+        let mut b = vec![(100, 0); 10];
+        b.extend([(0, 4)]);
+        b.extend([(20, 0); 10]);
+        let r = recovery(&timeline(&b), 1.0, C);
+        assert_eq!(r.recovered_at_s, None, "{r:?}");
     }
 
     #[test]

@@ -523,13 +523,19 @@ impl ScriptEnsemble {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let modes: Vec<Option<String>> = (1..=n).map(|i| me.mode(i)).collect();
-            let leaders = modes.iter().filter(|m| m.as_deref() == Some("leader")).count();
+            let leaders = modes
+                .iter()
+                .filter(|m| m.as_deref() == Some("leader"))
+                .count();
             if leaders == 1 && modes.iter().all(|m| m.is_some()) {
                 break;
             }
             if Instant::now() > until {
                 let _ = me.stop();
-                bail!("{system} ensemble in {} not up: modes {modes:?}", dir.display());
+                bail!(
+                    "{system} ensemble in {} not up: modes {modes:?}",
+                    dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -583,8 +589,11 @@ impl ScriptEnsemble {
 
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
 }
 
 impl Deployment for ScriptEnsemble {

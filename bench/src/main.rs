@@ -43,7 +43,7 @@ enum Cmd {
     /// Run workloads against one server and write a report.
     Run(RunArgs),
     /// Run the same workloads on Roster and Apache ZooKeeper, alternating, and compare.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Measure and print the machine figures (CPU, fsync, loopback round trip).
     Machine {
         /// Directory where fsync is measured.
@@ -326,7 +326,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run(args).await,
-        Cmd::Compare(args) => compare(args).await,
+        Cmd::Compare(args) => compare(*args).await,
     }
 }
 

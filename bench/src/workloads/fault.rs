@@ -162,7 +162,10 @@ pub async fn run_with_fault(
     let t0 = rec.start();
     let until = t0 + duration;
     let watch = p.watch();
-    let progress = Progress::start(format!("{} + {}", kind.label(), plan.fault.label()), rec.clone());
+    let progress = Progress::start(
+        format!("{} + {}", kind.label(), plan.fault.label()),
+        rec.clone(),
+    );
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for slot in &slots {
