@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run workloads against one server and write a report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the same workloads on Roster and Apache ZooKeeper, alternating, and compare.
     Compare(Box<CompareArgs>),
     /// Measure and print the machine figures (CPU, fsync, loopback round trip).
@@ -325,7 +325,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }
-        Cmd::Run(args) => run(args).await,
+        Cmd::Run(args) => run(*args).await,
         Cmd::Compare(args) => compare(*args).await,
     }
 }
