@@ -25,6 +25,7 @@ case "$cmd" in
   up)
     n=$1 subnet=$2
     ip link show "$br" >/dev/null 2>&1 && { echo "net $tag is already up (bench/net.sh down $tag $n)" >&2; exit 1; }
+    trap '"$0" down "$tag" "$n"' ERR   # a half-made net is removed
     ip link add "$br" type bridge
     ip addr add "$subnet.254/24" dev "$br"
     ip link set "$br" up
@@ -41,7 +42,12 @@ case "$cmd" in
     ;;
   down)
     n=$1
-    for i in $(seq 1 "$n"); do ip netns del "$(ns "$i")" 2>/dev/null || true; done
+    # Deleting the host end of a veth removes both ends at once; a namespace alone is torn down
+    # by the kernel asynchronously, and its veth would still be there for the next `up`.
+    for i in $(seq 1 "$n"); do
+      ip link del "rb${tag}${i}h" 2>/dev/null || true
+      ip netns del "$(ns "$i")" 2>/dev/null || true
+    done
     ip link del "$br" 2>/dev/null || true
     ;;
   partition)
