@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of roster-bench for CI: every workload runs for about two seconds against a
 # standalone Roster started here, and each must produce a report with nonzero operations and
-# no failed run. It asserts that the harness works, never how fast anything is.
+# no failed run; then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
+# `set` load has its leader killed, and the report must show the fault, a new leader and
+# successes after it. It asserts that the harness works, never how fast anything is.
 #   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,8 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$roster_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$roster_pid" 2>/dev/null || true
   fi
+  # The fault run's ensemble, should roster-bench have been killed before it stopped it.
+  for p in "$work"/fault/*/node*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -87,6 +91,33 @@ run zk-latencies    --workload zk-latencies "${common[@]}" --ops 200
 run watch-fanout    --workload watch-fanout --sessions 20 --duration 2
 run session-storm   --workload session-storm --sessions 50 --session-timeout-ms 4000
 run ephemeral-storm --workload ephemeral-storm "${common[@]}" --duration 2
+
+# The fault path: kill -9 the leader of a 3-node ensemble 2 s into an 8 s run.
+echo "smoke: fault kill-leader" >&2
+fault_out="$work/out-fault"
+if timeout 150 "$bench_bin" compare --systems roster --roster-bin "$roster_bin" --ensemble 3 \
+     --fault kill-leader --fault-at 2 --duration 8 --workload set "${common[@]}" --rounds 1 \
+     --fsync-samples 10 --work-dir "$work/fault" --out "$fault_out" > "$work/fault.log" 2>&1 \
+   && [ -f "$fault_out/fault-set-kill-leader.svg" ] \
+   && python3 - "$fault_out/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+(run,) = r["runs"]
+f = run["result"]["fault"]
+assert f and f["fault"] == "kill-leader", f
+assert f["leader_before"] == f["member"], f"killed {f['member']}, leader was {f['leader_before']}"
+assert f["leader_after"] not in (None, f["member"]), f"leader after the kill: {f['leader_after']}"
+after = [p for p in run["result"]["timeline"] if p["t_s"] > f["injected_at_s"] + 0.1]
+assert sum(p["ok"] for p in after) > 0, "no success after the leader was killed"
+assert "recovery_s" in run["result"]["extras"]
+PY
+then
+  passed=$((passed + 1))
+else
+  echo "smoke: fault kill-leader FAILED; its output:" >&2
+  tail -n 30 "$work/fault.log" >&2
+  failed=$((failed + 1))
+fi
 
 echo "bench smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -8,11 +8,12 @@ dpkg -s zookeeper >/dev/null 2>&1 || need_apt+=(zookeeper)
 dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-# the AP partition test cuts members apart with iptables rules on loopback
+# Partitions: raft and AP process tests (iptables), bench faults (namespaces, veth, a bridge).
+# The bench's partition faults (bench/net.sh): network namespaces, veth, a bridge, iptables.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 dpkg -s prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 dpkg -s docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)   # compose file validation
-dpkg -s iptables >/dev/null 2>&1 || need_apt+=(iptables)               # partitions in fault tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   apt-get update -q

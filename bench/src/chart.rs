@@ -256,6 +256,149 @@ pub fn timeline(
     Ok(())
 }
 
+/// One system's run under a fault, for [`fault_timeline`].
+pub struct FaultSeries {
+    pub name: String,
+    pub timeline: Vec<TimelinePoint>,
+    pub injected_at_s: f64,
+    pub healed_at_s: Option<f64>,
+    pub recovered_at_s: Option<f64>,
+}
+
+/// The availability view of fault runs: successes/s (solid) and errors/s (dashed) per 100 ms
+/// bucket on top, p99 per bucket below (log scale); per system a solid vertical line where the
+/// fault hit, a dotted one where it was healed and a dashed one where service was back.
+pub fn fault_timeline(path: &Path, title: &str, series: &[FaultSeries]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
+    let (top, bottom) = root.split_vertically(420);
+    let per_s = |n: u64| n as f64 * 10.0;
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.timeline.iter().map(|p| p.t_s))
+        .fold(0.1f64, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.timeline.iter().map(|p| per_s(p.ok).max(per_s(p.errors))))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&top)
+        .margin(15)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .y_desc("per second (100 ms buckets)")
+        .draw()
+        .map_err(err)?;
+    let vline = |x: f64, hi: f64| vec![(x, 0.0), (x, hi)];
+    for (i, s) in series.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(
+                s.timeline.iter().map(|p| (p.t_s, per_s(p.ok))),
+                c.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("{} successes/s", s.name))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(DashedLineSeries::new(
+                s.timeline.iter().map(|p| (p.t_s, per_s(p.errors))),
+                4,
+                3,
+                c.mix(0.8).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label(format!("{} errors/s", s.name))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.mix(0.8)));
+        chart
+            .draw_series(LineSeries::new(
+                vline(s.injected_at_s, ymax),
+                c.stroke_width(3),
+            ))
+            .map_err(err)?;
+        if let Some(h) = s.healed_at_s {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vline(h, ymax),
+                    2,
+                    4,
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
+        if let Some(r) = s.recovered_at_s {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vline(r, ymax),
+                    8,
+                    4,
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    let p99s = || {
+        series
+            .iter()
+            .flat_map(|s| s.timeline.iter().map(|p| p.p99_ms))
+            .filter(|v| *v > 0.0)
+    };
+    let pmax = p99s().fold(1.0f64, f64::max) * 1.5;
+    let pmin = p99s().fold(pmax, f64::min).max(0.01) * 0.7;
+    let mut lower = ChartBuilder::on(&bottom)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, (pmin..pmax).log_scale())
+        .map_err(err)?;
+    lower
+        .configure_mesh()
+        .x_desc("seconds (solid vertical: fault; dotted: healed; dashed: recovered)")
+        .y_desc("p99 ms per 100 ms")
+        .draw()
+        .map_err(err)?;
+    for (i, s) in series.iter().enumerate() {
+        let c = color(i);
+        // Buckets without a success have no p99: the line breaks there.
+        let mut run: Vec<(f64, f64)> = Vec::new();
+        let mut runs = Vec::new();
+        for p in &s.timeline {
+            if p.ok > 0 {
+                run.push((p.t_s, p.p99_ms.max(pmin)));
+            } else if !run.is_empty() {
+                runs.push(std::mem::take(&mut run));
+            }
+        }
+        runs.push(run);
+        for r in runs.into_iter().filter(|r| !r.is_empty()) {
+            lower
+                .draw_series(LineSeries::new(r, c.stroke_width(1)))
+                .map_err(err)?;
+        }
+        lower
+            .draw_series(LineSeries::new(
+                [(s.injected_at_s, pmin), (s.injected_at_s, pmax)],
+                c.stroke_width(3),
+            ))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 /// p50 and p99 against the offered open-loop rate, with the bound marked.
 pub fn knee(path: &Path, title: &str, knee: &Knee) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();

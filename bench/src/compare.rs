@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::deploy::{Attached, Deployment, RosterStandalone, ZooKeeperStandalone};
+use crate::deploy::{
+    Attached, Deployment, EnsembleSpec, RosterStandalone, ScriptEnsemble, ZooKeeperStandalone,
+};
 use crate::report::{CompareRow, Report, RunRecord, main_rate};
 use crate::server_stats::pid_listening_on;
-use crate::workloads::{self, Params, Workload};
+use crate::workloads::{self, FaultPlan, Params, Workload};
 
 /// Where the two systems come from.
 pub struct Systems {
@@ -21,9 +23,16 @@ pub struct Systems {
     pub zookeeper_pid: Option<u32>,
     /// Fresh data dirs are made under here.
     pub work_dir: PathBuf,
+    /// Start ensembles (through `roster_cluster` and `zookeeper_ensemble`) instead of
+    /// standalone servers.
+    pub ensemble: Option<EnsembleSpec>,
+    /// `deploy/local/cluster.sh`.
+    pub roster_cluster: PathBuf,
+    /// `compat/zookeeper/ensemble.sh`.
+    pub zookeeper_ensemble: PathBuf,
+    /// Which of "roster", "zookeeper" to run.
+    pub only: Vec<String>,
 }
-
-const SYSTEMS: [&str; 2] = ["roster", "zookeeper"];
 
 impl Systems {
     fn start(&self, system: &str, dir: &Path) -> anyhow::Result<Box<dyn Deployment>> {
@@ -35,6 +44,25 @@ impl Systems {
                 pid: pid.or_else(|| port.and_then(pid_listening_on)),
             })
         };
+        if let Some(spec) = &self.ensemble {
+            let attached_addr = match system {
+                "roster" => &self.roster_addr,
+                _ => &self.zookeeper_addr,
+            };
+            if let Some(a) = attached_addr {
+                return Ok(attached(a, None));
+            }
+            return Ok(Box::new(match system {
+                "roster" => ScriptEnsemble::start(
+                    "roster",
+                    &self.roster_cluster,
+                    self.roster_bin.as_deref(),
+                    spec,
+                    dir,
+                )?,
+                _ => ScriptEnsemble::start("zookeeper", &self.zookeeper_ensemble, None, spec, dir)?,
+            }));
+        }
         Ok(match system {
             "roster" => match (&self.roster_addr, &self.roster_bin) {
                 (Some(a), _) => attached(a, self.roster_pid),
@@ -50,18 +78,23 @@ impl Systems {
     }
 }
 
-/// Runs `workloads` on both systems for `rounds` rounds; appends runs and the comparison.
+/// Runs `workloads` on both systems for `rounds` rounds (with `fault` injected during each
+/// measured phase, if given); appends runs and the comparison.
 pub async fn compare(
     systems: &Systems,
     workloads: &[Workload],
     rounds: usize,
     base: &Params,
+    fault: Option<&FaultPlan>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let keep_dirs = std::env::var_os("ROSTER_BENCH_KEEP_DATA").is_some();
     for round in 1..=rounds {
         for (wi, w) in workloads.iter().enumerate() {
-            let mut order = SYSTEMS;
+            let mut order: Vec<&str> = ["roster", "zookeeper"]
+                .into_iter()
+                .filter(|s| systems.only.iter().any(|o| o == s))
+                .collect();
             if (round + wi) % 2 == 0 {
                 order.reverse();
             }
@@ -76,11 +109,20 @@ pub async fn compare(
                     .with_context(|| format!("starting {system}"))?;
                 let mut p = base.clone();
                 p.spec.target = dep.connect_string();
-                p.server_pid = dep.server_pids().first().copied();
+                p.server_pids = dep.server_pids();
                 p.run_id = crate::run_id();
                 // A fresh server is thrown away; an attached one is cleaned up after.
                 p.cleanup = systems.roster_addr.is_some() || systems.zookeeper_addr.is_some();
-                let result = workloads::run(*w, &p).await;
+                let result = match (fault, w) {
+                    (None, _) => workloads::run(*w, &p).await,
+                    (Some(plan), Workload::Simple(kind)) => {
+                        workloads::run_with_fault(*kind, &p, plan, dep.as_mut()).await
+                    }
+                    (Some(_), other) => Err(anyhow::anyhow!(
+                        "faults run with create, set, get or mixed, not {}",
+                        other.label()
+                    )),
+                };
                 let name = dep.system().to_string();
                 let stopped = dep.stop();
                 drop(dep);
@@ -200,7 +242,8 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
                 roster: ro,
                 zookeeper: zk,
                 ratio: if zk == 0.0 && ro == 0.0 { 1.0 } else { ro / zk },
-                higher_is_better: false,
+                // Rates are better higher; times, counts and sizes lower.
+                higher_is_better: k.ends_with("_ops_s"),
             });
         }
     }

@@ -3,6 +3,7 @@
 //! ZooKeeper's — and never links server code. `run` measures one target; `compare` runs the same
 //! workloads on Roster and ZooKeeper side by side; `machine` prints the machine figures.
 
+mod availability;
 mod chart;
 mod compare;
 mod deploy;
@@ -40,9 +41,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run workloads against one server and write a report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run the same workloads on Roster and Apache ZooKeeper, alternating, and compare.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Measure and print the machine figures (CPU, fsync, loopback round trip).
     Machine {
         /// Directory where fsync is measured.
@@ -158,6 +159,46 @@ struct CompareArgs {
     /// Where fresh data dirs are made (and fsync is measured).
     #[arg(long, default_value = "/var/tmp/roster-bench-work")]
     work_dir: PathBuf,
+    /// Members per system: 1 starts standalone servers; more start a Roster zab ensemble
+    /// through --roster-cluster and a ZooKeeper ensemble through --zookeeper-ensemble.
+    #[arg(long, default_value_t = 1)]
+    ensemble: usize,
+    /// Run each ensemble member in its own network namespace (bench/net.sh; needs root), so
+    /// it can be partitioned. Without it members share 127.0.0.1.
+    #[arg(long)]
+    netns: bool,
+    /// tickTime of both ensembles, ms (initLimit 10 and syncLimit 5 ticks on both).
+    #[arg(long, default_value_t = 2000)]
+    tick_ms: u64,
+    /// The Roster ensemble runner.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/cluster.sh"))]
+    roster_cluster: PathBuf,
+    /// The ZooKeeper ensemble runner.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat/zookeeper/ensemble.sh"))]
+    zookeeper_ensemble: PathBuf,
+    /// The network namespace helper.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/net.sh"))]
+    net_script: PathBuf,
+    /// Systems to run, comma-separated.
+    #[arg(long, default_value = "roster,zookeeper", value_delimiter = ',')]
+    systems: Vec<String>,
+    /// Fault injected during each measured phase: kill-leader, kill-follower,
+    /// partition-leader, partition-follower, restart-leader, restart-follower (ensembles only).
+    #[arg(long)]
+    fault: Option<String>,
+    /// Seconds into the measured phase when the fault hits.
+    #[arg(long, default_value_t = 5.0)]
+    fault_at: f64,
+    /// Seconds until the fault is healed (killed member restarted, partition healed); default:
+    /// kill and partition last to the end, restart starts the member again at once.
+    #[arg(long)]
+    fault_duration: Option<f64>,
+    /// Recovered = this long of consecutive healthy 100 ms buckets, ms.
+    #[arg(long, default_value_t = 1000)]
+    recovery_sustain_ms: u64,
+    /// Healthy bucket = no error and at least this share of the pre-fault median throughput.
+    #[arg(long, default_value_t = 0.5)]
+    recovery_healthy_fraction: f64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -226,7 +267,7 @@ impl LoadArgs {
             keys: self.keys,
             cleanup: true,
             run_id: run_id(),
-            server_pid: None,
+            server_pids: Vec::new(),
         })
     }
 
@@ -284,8 +325,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(())
         }
-        Cmd::Run(args) => run(args).await,
-        Cmd::Compare(args) => compare(args).await,
+        Cmd::Run(args) => run(*args).await,
+        Cmd::Compare(args) => compare(*args).await,
     }
 }
 
@@ -293,7 +334,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let workloads = args.load.workloads()?;
     let mut params = args.load.params(&args.target)?;
     params.cleanup = !args.keep;
-    params.server_pid = match (&args.server_pid, &args.server_pid_file) {
+    params.server_pids = match (&args.server_pid, &args.server_pid_file) {
         (Some(p), _) => Some(*p),
         (None, Some(f)) => Some(
             std::fs::read_to_string(f)
@@ -317,7 +358,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             pid
         }
-    };
+    }
+    .into_iter()
+    .collect();
     eprintln!(
         "measuring the machine (fsync in {}, loopback)",
         args.fsync_dir.display()
@@ -356,6 +399,43 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let m = machine::measure(&args.work_dir, args.load.fsync_samples, 2000)?;
     let mut describe = args.load.describe();
     describe.insert("rounds".into(), args.rounds.to_string());
+    describe.insert("ensemble".into(), args.ensemble.to_string());
+    for s in &args.systems {
+        anyhow::ensure!(
+            s == "roster" || s == "zookeeper",
+            "--systems takes roster and/or zookeeper, not {s:?}"
+        );
+    }
+    let fault = match &args.fault {
+        None => None,
+        Some(name) => {
+            anyhow::ensure!(args.ensemble > 1, "--fault needs --ensemble 3 (or more)");
+            let fault = deploy::Fault::parse(name)?;
+            anyhow::ensure!(
+                fault.kind != deploy::FaultKind::Partition || args.netns,
+                "a partition needs --netns (each member in its own network namespace)"
+            );
+            describe.insert("fault".into(), fault.label());
+            describe.insert("fault_at_s".into(), args.fault_at.to_string());
+            if let Some(d) = args.fault_duration {
+                describe.insert("fault_duration_s".into(), d.to_string());
+            }
+            Some(workloads::FaultPlan {
+                fault,
+                at: Duration::from_secs_f64(args.fault_at),
+                duration: args.fault_duration.map(Duration::from_secs_f64),
+                criteria: availability::Criteria {
+                    healthy_fraction: args.recovery_healthy_fraction,
+                    sustain: (args.recovery_sustain_ms / 100).max(1) as usize,
+                    ..availability::Criteria::default()
+                },
+            })
+        }
+    };
+    if args.ensemble > 1 {
+        describe.insert("tick_ms".into(), args.tick_ms.to_string());
+        describe.insert("netns".into(), args.netns.to_string());
+    }
     let mut report = Report::new("compare", m, describe);
     let systems = compare::Systems {
         roster_bin: args.roster_bin,
@@ -365,12 +445,22 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         roster_pid: args.roster_pid,
         zookeeper_pid: args.zookeeper_pid,
         work_dir: args.work_dir,
+        ensemble: (args.ensemble > 1).then(|| deploy::EnsembleSpec {
+            size: args.ensemble,
+            netns: args.netns,
+            net_script: args.net_script.clone(),
+            tick_ms: args.tick_ms,
+        }),
+        roster_cluster: args.roster_cluster,
+        zookeeper_ensemble: args.zookeeper_ensemble,
+        only: args.systems.clone(),
     };
     let outcome = compare::compare(
         &systems,
         &workloads,
         args.rounds.max(1),
         &params,
+        fault.as_ref(),
         &mut report,
     )
     .await;

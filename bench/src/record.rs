@@ -305,4 +305,27 @@ mod tests {
         assert!((s.throughput - 1000.0).abs() < 1e-6);
         assert!(!rec.timeline().is_empty());
     }
+
+    #[test]
+    fn timeline_buckets_by_completion_time() {
+        let rec = Recorder::new();
+        let t0 = rec.start();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Bucket 0 (0–100 ms): two successes of 1 and 3 ms.
+        rec.record("set", at(10), at(11), None);
+        rec.record("set", at(50), at(53), None);
+        // Started in bucket 0, completed in bucket 2: counted where it completed.
+        rec.record("set", at(90), at(250), None);
+        // Bucket 2: an error (not in the latency figures).
+        rec.record("set", at(200), at(260), Some("ConnectionLoss".into()));
+        // Bucket 4; bucket 3 stays empty.
+        rec.record("set", at(405), at(407), None);
+        let tl = rec.timeline();
+        let got: Vec<(u64, u64)> = tl.iter().map(|p| (p.ok, p.errors)).collect();
+        assert_eq!(got, vec![(2, 0), (0, 0), (1, 1), (0, 0), (1, 0)]);
+        assert!((tl[0].t_s - 0.1).abs() < 1e-9 && (tl[4].t_s - 0.5).abs() < 1e-9);
+        assert!((tl[0].p99_ms - 3.0).abs() < 0.05, "{}", tl[0].p99_ms);
+        assert!((tl[2].p99_ms - 160.0).abs() < 2.0, "{}", tl[2].p99_ms);
+        assert_eq!(tl[1].p99_ms, 0.0);
+    }
 }

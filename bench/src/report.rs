@@ -180,6 +180,35 @@ impl Report {
             files.push(file);
         }
 
+        // Fault runs: the availability view, one chart per workload, the representative run of
+        // each system.
+        for w in &workloads {
+            let series: Vec<chart::FaultSeries> = reps
+                .iter()
+                .filter(|r| &r.result.workload == w)
+                .filter_map(|r| {
+                    let f = r.result.fault.as_ref()?;
+                    Some(chart::FaultSeries {
+                        name: r.system.clone(),
+                        timeline: r.result.timeline.clone(),
+                        injected_at_s: f.injected_at_s,
+                        healed_at_s: f.healed_at_s,
+                        recovered_at_s: f.recovery.recovered_at_s,
+                    })
+                })
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let file = format!("fault-{w}.svg");
+            chart::fault_timeline(
+                &dir.join(&file),
+                &format!("{w}: availability around the fault"),
+                &series,
+            )?;
+            files.push(file);
+        }
+
         for r in &reps {
             if let Some(k) = &r.result.knee {
                 let file = format!("knee-{}-{}.svg", r.system, r.result.workload);
@@ -206,9 +235,9 @@ impl Report {
         let _ = writeln!(s, "## Machine\n");
         let _ = writeln!(
             s,
-            "| CPU | cores | kernel | fsync p50 / p99 | loopback RTT p50 / p99 |"
+            "| CPU | cores | kernel | load avg 1 min | fsync p50 / p99 | loopback RTT p50 / p99 |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.2} | {:.2} / {:.2} ms ({} × 4 KiB in `{}`) | {:.0} / {:.0} µs |\n",
@@ -331,6 +360,55 @@ impl Report {
                     r.system,
                     r.result.workload,
                     figs.join(", ")
+                );
+            }
+            s.push('\n');
+        }
+        let faulted: Vec<_> = self
+            .runs
+            .iter()
+            .filter_map(|r| Some((r, r.result.fault.as_ref()?)))
+            .collect();
+        if !faulted.is_empty() {
+            let _ = writeln!(s, "## Faults\n");
+            let _ = writeln!(
+                s,
+                "Times in seconds from the start of the measured phase. Disrupted: the first 100 ms \
+                 bucket after the fault with an error or under half the pre-fault median \
+                 throughput; recovered: the first of a sustained run of buckets without either; \
+                 recovery = recovered − disrupted.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| system | round | workload | member hit | leader before → after | fault at | healed at | baseline ops/s | disrupted at | recovered at | **recovery s** | no-success s | errors | sessions re-opened |"
+            );
+            let _ = writeln!(
+                s,
+                "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            let opt = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+            let member = |v: Option<usize>| v.map_or("—".to_string(), |v| v.to_string());
+            for (r, f) in faulted {
+                let rec = &f.recovery;
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} → {} | {:.2} | {} | {:.0} | {} | {} | **{}** | {:.1} | {} | {} |",
+                    r.system,
+                    r.round.map_or("—".into(), |n| n.to_string()),
+                    r.result.workload,
+                    f.member,
+                    member(f.leader_before),
+                    member(f.leader_after),
+                    f.injected_at_s,
+                    opt(f.healed_at_s),
+                    rec.baseline_ops_s,
+                    opt(rec.disrupted_at_s),
+                    rec.recovered_at_s
+                        .map_or("not within the run".to_string(), |v| format!("{v:.2}")),
+                    opt(rec.recovery_s),
+                    rec.zero_success_s,
+                    rec.errors,
+                    f.sessions_reopened
                 );
             }
             s.push('\n');

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Server resource figures over one run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServerStats {
+    /// The first (or only) process sampled.
     pub pid: u32,
+    /// Every process sampled (an ensemble's members); RSS and CPU are their sums.
+    #[serde(default)]
+    pub pids: Vec<u32>,
     pub samples: u64,
     pub rss_start_mb: f64,
     pub rss_peak_mb: f64,
@@ -96,9 +100,16 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-/// Samples a pid every `every` until stopped.
+/// Sum of `f` over `pids`; None when no pid answers.
+fn sum_of(pids: &[u32], f: fn(u32) -> Option<f64>) -> Option<f64> {
+    pids.iter()
+        .filter_map(|&p| f(p))
+        .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+}
+
+/// Samples pids every `every` until stopped.
 pub struct Sampler {
-    pid: u32,
+    pids: Vec<u32>,
     state: Arc<Mutex<SamplerState>>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -112,15 +123,18 @@ struct SamplerState {
 }
 
 impl Sampler {
-    /// Starts sampling `pid`.
-    pub fn start(pid: u32, every: Duration) -> Sampler {
+    /// Starts sampling `pids` (their RSS summed).
+    pub fn start(pids: Vec<u32>, every: Duration) -> Sampler {
         let state = Arc::new(Mutex::new(SamplerState::default()));
         let st = state.clone();
+        let sampled = pids.clone();
         let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let Some(rss) = rss_mb(pid) else { continue };
+                let Some(rss) = sum_of(&sampled, rss_mb) else {
+                    continue;
+                };
                 let mut s = st.lock();
                 if s.samples == 0 {
                     s.rss_start = rss;
@@ -130,19 +144,24 @@ impl Sampler {
                 s.rss_last = rss;
             }
         });
-        Sampler { pid, state, handle }
+        Sampler {
+            pids,
+            state,
+            handle,
+        }
     }
 
     /// Stops sampling; CPU is the difference of the process's CPU time over `window`.
     pub fn finish(self, cpu_at_start: Option<f64>, started: Instant) -> ServerStats {
         self.handle.abort();
-        let cpu_end = cpu_seconds(self.pid);
-        let rss_now = rss_mb(self.pid);
+        let cpu_end = sum_of(&self.pids, cpu_seconds);
+        let rss_now = sum_of(&self.pids, rss_mb);
         let s = self.state.lock();
         let wall = started.elapsed().as_secs_f64().max(1e-9);
         let rss_last = rss_now.unwrap_or(s.rss_last);
         ServerStats {
-            pid: self.pid,
+            pid: self.pids.first().copied().unwrap_or(0),
+            pids: self.pids.clone(),
             samples: s.samples,
             rss_start_mb: s.rss_start,
             rss_peak_mb: s.rss_peak.max(rss_last),
@@ -163,12 +182,14 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching `pid` (sampling every 200 ms).
-    pub fn start(pid: u32) -> Watch {
+    /// Starts watching processes (one server, or an ensemble's members: their RSS and CPU
+    /// summed), sampling every 200 ms. A member
+    /// killed during the run drops out of the CPU figure (its CPU time is lost with it).
+    pub fn start_many(pids: Vec<u32>) -> Watch {
         Watch {
-            cpu0: cpu_seconds(pid),
+            cpu0: sum_of(&pids, cpu_seconds),
             t0: Instant::now(),
-            sampler: Sampler::start(pid, Duration::from_millis(200)),
+            sampler: Sampler::start(pids, Duration::from_millis(200)),
         }
     }
 

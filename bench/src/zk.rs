@@ -73,6 +73,10 @@ pub async fn connect_many(
 
 /// A short, stable name for an error, for the errors-by-kind table.
 pub fn error_kind(e: &zk::Error) -> String {
+    if let zk::Error::Custom(_) = e {
+        // The client library's own I/O failures (a connection reset under a write…).
+        return "ClientIo".into();
+    }
     let debug = format!("{e:?}");
     debug
         .split(|c: char| !c.is_alphanumeric())

@@ -11,6 +11,9 @@
 #
 # State lives in $ROSTER_LOCAL_DIR (default /tmp/roster-local); the binary is $ROSTER_BIN
 # (default: target/release/roster, else target/debug/roster under $CARGO_TARGET_DIR or ./target).
+# For partition tests (bench/net.sh) `start` also takes HOSTS (comma-separated address of each
+# node, default 127.0.0.1 for all) and NETNS_PREFIX (node i runs in network namespace
+# ${NETNS_PREFIX}i); both are remembered for kill/restart/status.
 set -euo pipefail
 dir=${ROSTER_LOCAL_DIR:-/tmp/roster-local}
 zk_base=${ZK_BASE:-2180}
@@ -27,18 +30,27 @@ find_bin() {
 
 zk_port() { echo $((zk_base + $1)); }
 http_port() { echo $((http_base + 10 * $1)); }
+# Address of node $1 (HOSTS as given at start, else 127.0.0.1).
+host() {
+  local hs=(); if [ -f "$dir/hosts" ]; then IFS=, read -ra hs <"$dir/hosts" || true; fi; echo "${hs[$1 - 1]:-127.0.0.1}"
+}
+# Prefix that runs a command in node $1's network namespace, if any.
+in_ns() {
+  local p; p=$(cat "$dir/netns" 2>/dev/null || true)
+  if [ -n "$p" ]; then echo "ip netns exec $p$1"; fi
+}
 
 connect_string() {
   local n; n=$(cat "$dir/size")
-  local s=""; for i in $(seq 1 "$n"); do s="$s${s:+,}127.0.0.1:$(zk_port "$i")"; done; echo "$s"
+  local s=""; for i in $(seq 1 "$n"); do s="$s${s:+,}$(host "$i"):$(zk_port "$i")"; done; echo "$s"
 }
 
 start_node() {
   local i=$1 bin; bin=$(find_bin)
   local args; args=$(cat "$dir/args")
   # shellcheck disable=SC2086
-  nohup "$bin" --server-id "$i" --data-dir "$dir/node$i" --zk-listen "127.0.0.1:$(zk_port "$i")" \
-    --http-listen "127.0.0.1:$(http_port "$i")" --servers "$(cat "$dir/servers")" \
+  nohup $(in_ns "$i") "$bin" --server-id "$i" --data-dir "$dir/node$i" --zk-listen "$(host "$i"):$(zk_port "$i")" \
+    --http-listen "$(host "$i"):$(http_port "$i")" --servers "$(cat "$dir/servers")" \
     --four-letter-words '*' $args >>"$dir/node$i.log" 2>&1 &
   echo $! >"$dir/node$i.pid"
 }
@@ -48,7 +60,7 @@ wait_ready() {
   for _ in $(seq 1 300); do
     local ready=0
     for i in $(seq 1 "$n"); do
-      if curl -fs "http://127.0.0.1:$(http_port "$i")/readyz" >/dev/null 2>&1; then ready=$((ready + 1)); fi
+      if curl -fs "http://$(host "$i"):$(http_port "$i")/readyz" >/dev/null 2>&1; then ready=$((ready + 1)); fi
     done
     [ "$ready" -eq "$n" ] && return 0
     sleep 0.1
@@ -73,11 +85,13 @@ case "$cmd" in
     fi
     mkdir -p "$dir"
     echo "$n" >"$dir/size"
+    echo "${HOSTS:-}" >"$dir/hosts"
+    echo "${NETNS_PREFIX:-}" >"$dir/netns"
     echo "--backend $backend ${extra[*]:-}" >"$dir/args"
     servers=""
     for i in $(seq 1 "$n"); do
       role=""; [ "$i" -gt $((n - observers)) ] && role=":observer"
-      servers="$servers${servers:+,}$i=127.0.0.1:$((quorum_base + i)):$((election_base + i))$role"
+      servers="$servers${servers:+,}$i=$(host "$i"):$((quorum_base + i)):$((election_base + i))$role"
     done
     echo "$servers" >"$dir/servers"
     for i in $(seq 1 "$n"); do start_node "$i"; done
@@ -89,7 +103,7 @@ case "$cmd" in
   status)
     n=$(cat "$dir/size" 2>/dev/null || echo 0)
     for i in $(seq 1 "$n"); do
-      printf 'node %s: ' "$i"; curl -fs "http://127.0.0.1:$(http_port "$i")/readyz" || printf 'down'; echo
+      printf 'node %s: ' "$i"; curl -fs "http://$(host "$i"):$(http_port "$i")/readyz" || printf 'down'; echo
     done
     ;;
   members)

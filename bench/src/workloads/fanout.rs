@@ -73,7 +73,7 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         Stop::OpsOrFor(n, d) => (n, Some(d)),
     };
     let _progress = Progress::start(format!("watch-fanout ×{watchers}"), rec.clone());
-    let watch = p.server_pid.map(Watch::start);
+    let watch = p.watch();
     let t0 = Instant::now();
     let wait = Duration::from_secs(30);
     let mut armed = 0usize;
@@ -138,5 +138,6 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         timeline: rec.timeline(),
         knee: None,
         server,
+        fault: None,
     })
 }

@@ -31,7 +31,7 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
     let value = Arc::new(p.value());
     let rec = Arc::new(Recorder::new());
     let _progress = Progress::start("zk-latencies".into(), rec.clone());
-    let watch = p.server_pid.map(Watch::start);
+    let watch = p.watch();
     let t0 = Instant::now();
 
     // Set and get address keys by hash; with keys = n they touch the created nodes.
@@ -126,5 +126,6 @@ pub async fn run(p: &Params) -> anyhow::Result<WorkloadResult> {
         timeline: rec.timeline(),
         knee: None,
         server,
+        fault: None,
     })
 }

@@ -2,6 +2,7 @@
 //! `/roster-bench/<run-id>`, measures, and (unless told to keep it) removes its tree.
 
 mod fanout;
+mod fault;
 mod latencies;
 mod simple;
 mod storm;
@@ -16,7 +17,8 @@ use crate::record::{OpStats, TimelinePoint};
 use crate::server_stats::ServerStats;
 use crate::zk::SessionSpec;
 
-pub use simple::Simple;
+pub use fault::{FaultPlan, FaultRecord, run_with_fault};
+pub use simple::{Simple, mix};
 
 /// A named workload.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,13 +106,19 @@ pub struct Params {
     pub cleanup: bool,
     /// Unique per run; names the base path.
     pub run_id: String,
-    /// Server to sample during the measured phase.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample during the measured phase (an ensemble's members summed).
+    pub server_pids: Vec<u32>,
 }
 
 impl Params {
     fn base(&self) -> String {
         format!("/roster-bench/{}", self.run_id)
+    }
+
+    /// Starts sampling the server processes, if any are known.
+    fn watch(&self) -> Option<crate::server_stats::Watch> {
+        (!self.server_pids.is_empty())
+            .then(|| crate::server_stats::Watch::start_many(self.server_pids.clone()))
     }
 
     fn value(&self) -> Vec<u8> {
@@ -134,6 +142,9 @@ pub struct WorkloadResult {
     pub timeline: Vec<TimelinePoint>,
     pub knee: Option<Knee>,
     pub server: Option<ServerStats>,
+    /// The fault injected during the measured phase, and the availability it left.
+    #[serde(default)]
+    pub fault: Option<FaultRecord>,
 }
 
 impl WorkloadResult {

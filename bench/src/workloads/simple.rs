@@ -169,7 +169,7 @@ pub async fn run(kind: Simple, p: &Params) -> anyhow::Result<WorkloadResult> {
     };
     let f = op(kind, dir, value.clone(), p.keys);
     let rec = Arc::new(Recorder::new());
-    let watch = p.server_pid.map(Watch::start);
+    let watch = p.watch();
     let t0 = Instant::now();
     let (mode, knee) = if let Some(k) = &p.knee {
         let knee = load::find_knee(
@@ -208,6 +208,7 @@ pub async fn run(kind: Simple, p: &Params) -> anyhow::Result<WorkloadResult> {
         timeline: rec.timeline(),
         knee,
         server,
+        fault: None,
     })
 }
 

@@ -28,7 +28,7 @@ pub async fn run_session_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
     zk::ensure_path(&observer, &dir).await?;
     let rec = Arc::new(Recorder::new());
     let _progress = Progress::start(format!("session-storm ×{n}"), rec.clone());
-    let watch = p.server_pid.map(Watch::start);
+    let watch = p.watch();
     let t0 = Instant::now();
 
     let detached = SessionSpec {
@@ -111,6 +111,7 @@ pub async fn run_session_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
         timeline: rec.timeline(),
         knee: None,
         server,
+        fault: None,
     })
 }
 
@@ -125,7 +126,7 @@ pub async fn run_ephemeral_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
     })
     .await?;
     let _progress = Progress::start("ephemeral-storm".into(), rec.clone());
-    let watch = p.server_pid.map(Watch::start);
+    let watch = p.watch();
     let t0 = Instant::now();
     let f = op(Simple::Ephemeral, &dir, Arc::new(p.value()), p.keys);
     load::closed_loop(&clients, p.depth, p.stop, rec.clone(), f).await;
@@ -165,5 +166,6 @@ pub async fn run_ephemeral_storm(p: &Params) -> anyhow::Result<WorkloadResult> {
         timeline: rec.timeline(),
         knee: None,
         server,
+        fault: None,
     })
 }
