@@ -9,7 +9,6 @@ dpkg -s zookeeper-bin >/dev/null 2>&1 || need_apt+=(zookeeper-bin)
 dpkg -s netcat-openbsd >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # Partitions: raft and AP process tests (iptables), bench faults (namespaces, veth, a bridge).
-# The bench's partition faults (bench/net.sh): network namespaces, veth, a bridge, iptables.
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 dpkg -s prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
