@@ -369,11 +369,26 @@ def test_http_and_tcp_probes_mark_instances_unhealthy_and_healthy_again(roster):
         register(roster, "probed", "127.0.0.1", srv.server_address[1], ephemeral=False, health_check=check)
         register(roster, "probed", "127.0.0.1", closed, ephemeral=False,
                  health_check={"type": "tcp", "interval_ms": 500, "timeout_ms": 500})
+        # gRPC probes: Roster's own gRPC port serves grpc.health.v1 (SERVING); the HTTP test
+        # server does not speak gRPC at all.
+        register(roster, "grpc-probed", "127.0.0.1", roster.grpc_port, ephemeral=False,
+                 health_check={"type": "grpc", "interval_ms": 500, "timeout_ms": 1000})
+        register(roster, "grpc-probed", "127.0.0.1", srv.server_address[1], ephemeral=False,
+                 health_check={"type": "grpc", "interval_ms": 500, "timeout_ms": 1000})
 
         def health():
             return {i["port"]: i["healthy"] for i in instances(roster, "probed")["instances"]}
 
         wait_until(lambda: health().get(closed) is False, 10, "the closed port to be marked unhealthy")
+
+        def grpc_health():
+            return {i["port"]: i["healthy"] for i in instances(roster, "grpc-probed")["instances"]}
+
+        wait_until(lambda: grpc_health().get(srv.server_address[1]) is False, 10,
+                   "a non-gRPC port to fail the gRPC health probe")
+        assert grpc_health()[roster.grpc_port] is True
+        probes = requests.get(url(roster, "/metrics"), timeout=5).text
+        assert 'roster_registry_probes_total{type="grpc",result="ok"}' in probes
         assert health()[srv.server_address[1]] is True
         state["code"] = 503
         wait_until(lambda: health()[srv.server_address[1]] is False, 10, "HTTP 503 to mark it unhealthy")

@@ -1,7 +1,7 @@
 //! Server-side health probes. Every member probes the instances it registered (`owner` = its
 //! server id) that carry a `health_check`: TCP connect, HTTP GET expecting 2xx, or the standard
 //! gRPC health check. Two failures in a row mark an instance unhealthy; one success marks it
-//! healthy again. The change is a normal write, so every protocol sees it (and the protect
+//! healthy again (gRPC: `grpc.health.v1` answering SERVING). The change is a normal write, so every protocol sees it (and the protect
 //! threshold counts it).
 
 use super::registry::{HealthCheck, Instance, ProbeKind, Registry, ServiceKey};
@@ -156,8 +156,7 @@ async fn run(check: &HealthCheck, target: &(String, u16)) -> bool {
         match check.kind {
             ProbeKind::Tcp => Some(true),
             ProbeKind::Http => http_get(stream, target, check.path.as_deref().unwrap_or("/")).await,
-            // Refused at registration until the gRPC client lands (see registry::register).
-            ProbeKind::Grpc => Some(false),
+            ProbeKind::Grpc => grpc_health(stream).await,
         }
     };
     matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
@@ -186,4 +185,54 @@ async fn http_get(stream: TcpStream, target: &(String, u16), path: &str) -> Opti
         .ok()?;
     let resp = sender.send_request(req).await.ok()?;
     Some(resp.status().is_success())
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`, empty service name): healthy
+/// when the call succeeds and answers SERVING.
+async fn grpc_health(stream: TcpStream) -> Option<bool> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use prost::Message;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let msg = HealthCheckRequest {
+        service: String::new(),
+    }
+    .encode_to_vec();
+    // A gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf.
+    let mut body = Vec::with_capacity(5 + msg.len());
+    body.push(0);
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let req = hyper::Request::post("/grpc.health.v1.Health/Check")
+        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+        .header("te", "trailers")
+        .header(hyper::header::USER_AGENT, "roster-health-probe")
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    if !resp.status().is_success() {
+        return Some(false);
+    }
+    let header_status = resp.headers().get("grpc-status").cloned();
+    let collected = resp.into_body().collect().await.ok()?;
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status").cloned())
+        .or(header_status);
+    let bytes = collected.to_bytes();
+    if status.as_ref().is_none_or(|s| s != "0") || bytes.len() < 5 {
+        return Some(false);
+    }
+    let answer = HealthCheckResponse::decode(&bytes[5..]).ok()?;
+    Some(answer.status == ServingStatus::Serving as i32)
 }

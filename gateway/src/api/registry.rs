@@ -353,21 +353,13 @@ impl Registry {
             return Err(ApiError::invalid("weight must be between 0 and 10000")
                 .with_details(serde_json::json!({"field": "weight"})));
         }
-        if let Some(h) = &req.health_check {
-            if h.kind == ProbeKind::Grpc {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::NOT_IMPLEMENTED,
-                    "UNIMPLEMENTED",
-                    "gRPC health probes are not available yet; use tcp or http",
-                )
-                .with_details(serde_json::json!({"field": "health_check.type"})));
-            }
-            if h.interval_ms < 500 || h.timeout_ms == 0 || h.timeout_ms > 60_000 {
-                return Err(ApiError::invalid(
-                    "health_check: interval_ms must be at least 500 and timeout_ms 1..60000",
-                )
-                .with_details(serde_json::json!({"field": "health_check"})));
-            }
+        if let Some(h) = &req.health_check
+            && (h.interval_ms < 500 || h.timeout_ms == 0 || h.timeout_ms > 60_000)
+        {
+            return Err(ApiError::invalid(
+                "health_check: interval_ms must be at least 500 and timeout_ms 1..60000",
+            )
+            .with_details(serde_json::json!({"field": "health_check"})));
         }
         let ephemeral = req.ephemeral.unwrap_or(true);
         let session: SessionId = if ephemeral {
