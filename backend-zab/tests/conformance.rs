@@ -81,6 +81,10 @@ async fn the_suite_catches_deliberately_wrong_backends() {
         (Flaw::ClaimsNoMultiButRunsIt, Check::Capabilities),
         (Flaw::SilentAppliedStream, Check::WatchesAndAppliedOrder),
         (Flaw::BarrierDoesNotWait, Check::Barrier),
+        (Flaw::WeakensConditionalWrites, Check::ConditionalWrites),
+        (Flaw::WeakensConditionalWrites, Check::Capabilities),
+        (Flaw::IgnoresSessionClose, Check::EphemeralsOnClose),
+        (Flaw::ForgetsOnRestart, Check::Recovery),
     ] {
         let mut f = FlawedFactory {
             inner: StandaloneFactory::new(),

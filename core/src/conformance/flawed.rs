@@ -4,7 +4,7 @@
 
 use super::Factory;
 use crate::backend::{Backend, BackendError, Capabilities, ClusterStatus, TreeView};
-use crate::txn::{Applied, Envelope, Txn};
+use crate::txn::{Applied, Envelope, Outcome, Request, Txn, WriteOp};
 use crate::{SessionId, Zxid};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -20,6 +20,12 @@ pub enum Flaw {
     SilentAppliedStream,
     /// `barrier` answers at once with the local position, without waiting for anything.
     BarrierDoesNotWait,
+    /// Version-checked setData/delete are run as unconditional ones (CAS weakened).
+    WeakensConditionalWrites,
+    /// Closing a session is answered without doing it (its ephemerals stay).
+    IgnoresSessionClose,
+    /// A restart comes back on empty storage ([`FlawedFactory`] only).
+    ForgetsOnRestart,
 }
 
 /// `inner` with `flaw`.
@@ -42,7 +48,20 @@ impl Flawed {
 
 #[async_trait::async_trait]
 impl Backend for Flawed {
-    async fn submit(&self, req: Envelope) -> Result<Applied, BackendError> {
+    async fn submit(&self, mut req: Envelope) -> Result<Applied, BackendError> {
+        match (&mut req.request, self.flaw) {
+            (
+                Request::Op(WriteOp::SetData { version, .. } | WriteOp::Delete { version, .. }),
+                Flaw::WeakensConditionalWrites,
+            ) => *version = -1,
+            (Request::CloseSession, Flaw::IgnoresSessionClose) => {
+                return Ok(Applied {
+                    zxid: self.inner.tree().read().last_zxid(),
+                    outcome: Outcome::SessionClosed,
+                });
+            }
+            _ => {}
+        }
         self.inner.submit(req).await
     }
     fn tree(&self) -> TreeView {
@@ -94,7 +113,12 @@ impl<F: Factory> Factory for FlawedFactory<F> {
         m.into_iter().map(|b| Flawed::wrap(b, self.flaw)).collect()
     }
     async fn restart(&mut self) -> Vec<Arc<dyn Backend>> {
-        let m = self.inner.restart().await;
+        let m = if self.flaw == Flaw::ForgetsOnRestart {
+            self.inner.stop().await;
+            self.inner.start().await
+        } else {
+            self.inner.restart().await
+        };
         m.into_iter().map(|b| Flawed::wrap(b, self.flaw)).collect()
     }
     async fn stop(&mut self) {
