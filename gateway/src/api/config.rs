@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::registry::{DEFAULT_GROUP, DEFAULT_NAMESPACE};
+use super::registry::DEFAULT_NAMESPACE;
 
 /// Largest config content accepted, in bytes.
 pub const MAX_CONTENT: usize = 1024 * 1024;
@@ -35,13 +35,10 @@ impl ConfigKey {
         group: Option<&str>,
         data_id: &str,
     ) -> Result<ConfigKey, ApiError> {
-        let ns = namespace
-            .filter(|s| !s.is_empty())
-            .unwrap_or(DEFAULT_NAMESPACE);
-        let group = group.filter(|s| !s.is_empty()).unwrap_or(DEFAULT_GROUP);
+        let (namespace, group) = super::store::scope(namespace, group)?;
         Ok(ConfigKey {
-            namespace: segment("namespace", ns)?.to_owned(),
-            group: segment("group", group)?.to_owned(),
+            namespace,
+            group,
             data_id: segment("data_id", data_id)?.to_owned(),
         })
     }

@@ -261,13 +261,10 @@ impl ServiceKey {
         group: Option<&str>,
         service: &str,
     ) -> Result<ServiceKey, ApiError> {
-        let ns = namespace
-            .filter(|s| !s.is_empty())
-            .unwrap_or(DEFAULT_NAMESPACE);
-        let group = group.filter(|s| !s.is_empty()).unwrap_or(DEFAULT_GROUP);
+        let (namespace, group) = super::store::scope(namespace, group)?;
         Ok(ServiceKey {
-            namespace: segment("namespace", ns)?.to_owned(),
-            group: segment("group", group)?.to_owned(),
+            namespace,
+            group,
             service: segment("service", service)?.to_owned(),
         })
     }

@@ -273,3 +273,18 @@ fn unconditional(op: WriteOp) -> WriteOp {
         other => other,
     }
 }
+
+/// Namespace and group of a request, defaulted (`public`, `DEFAULT_GROUP`: Nacos's defaults, where
+/// an empty value means the default) and validated as path segments.
+pub fn scope(namespace: Option<&str>, group: Option<&str>) -> Result<(String, String), ApiError> {
+    let ns = namespace
+        .filter(|s| !s.is_empty())
+        .unwrap_or(super::registry::DEFAULT_NAMESPACE);
+    let group = group
+        .filter(|s| !s.is_empty())
+        .unwrap_or(super::registry::DEFAULT_GROUP);
+    Ok((
+        segment("namespace", ns)?.to_owned(),
+        segment("group", group)?.to_owned(),
+    ))
+}

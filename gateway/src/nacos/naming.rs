@@ -9,7 +9,8 @@
 use super::{NacosError, Params, v2};
 use crate::api::Api;
 use crate::api::registry::{
-    DEFAULT_CLUSTER, DEFAULT_GROUP, Filter, Instance, ServiceKey, ServiceSettings, instance_id,
+    DEFAULT_CLUSTER, DEFAULT_GROUP, Filter, Instance, InstancePatch, ServiceKey, ServiceSettings,
+    instance_id,
 };
 use axum::extract::State;
 use axum::response::Response;
@@ -303,30 +304,16 @@ async fn deregister(State(ns): State<Ns>, p: Params) -> Result<&'static str, Nac
 
 async fn update_inner(ns: &Ns, p: &Params) -> Result<(), NacosError> {
     let (key, id) = instance_key(p)?;
-    let weight: Option<f64> = p.num("weight")?;
-    let enabled = p.bool("enabled")?.or(p.bool("enable")?);
-    let healthy = p.bool("healthy")?;
-    let meta = match p.get("metadata") {
-        Some(m) => Some(metadata(Some(m))?),
-        None => None,
+    let patch = InstancePatch {
+        weight: p.num("weight")?,
+        healthy: p.bool("healthy")?,
+        enabled: p.bool("enabled")?.or(p.bool("enable")?),
+        metadata: match p.get("metadata") {
+            Some(m) => Some(metadata(Some(m))?),
+            None => None,
+        },
     };
-    ns.api
-        .registry
-        .update(&key, &id, |i| {
-            if let Some(w) = weight {
-                i.weight = w;
-            }
-            if let Some(e) = enabled {
-                i.enabled = e;
-            }
-            if let Some(h) = healthy {
-                i.healthy = h;
-            }
-            if let Some(m) = &meta {
-                i.metadata = m.clone();
-            }
-        })
-        .await?;
+    ns.api.registry.patch(&key, &id, &patch).await?;
     Ok(())
 }
 
