@@ -3,6 +3,7 @@
 //! 0 on success, 1 when the server answers with an error (printed to stderr), 2 when it cannot
 //! be reached.
 
+use crate::nacos::encode as enc;
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -184,18 +185,6 @@ pub enum ElectionCmd {
     Leader { name: String },
     /// Print the leader, then every change (one JSON object per line).
     Observe { name: String },
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 struct Client {
