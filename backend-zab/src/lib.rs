@@ -6,6 +6,7 @@
 pub mod ensemble;
 pub mod pipeline;
 pub mod quorum;
+mod snapshotter;
 pub mod standalone;
 pub mod txnlog;
 

@@ -4,6 +4,7 @@
 //! batch) → **final** (same thread, after the fsync: apply to the tree, fire watches, publish,
 //! reply). Failed requests travel the same path unlogged, so replies keep submission order.
 
+use crate::snapshotter::Snapshotter;
 use crate::txnlog::TxnLog;
 use parking_lot::Mutex;
 use roster_core::backend::{BackendError, TreeView};
@@ -91,7 +92,13 @@ pub fn start(
         opts: cfg.prep.clone(),
     };
     tokio::spawn(prep_state.run(rx));
-    let sync = SyncStage { shared, log, cfg };
+    let snapshotter = Snapshotter::new(log.clone(), cfg.snapshots_retained, false, cfg.server_id);
+    let sync = SyncStage {
+        shared,
+        log,
+        cfg,
+        snapshotter,
+    };
     std::thread::Builder::new()
         .name("zab-sync".into())
         .spawn(move || sync.run(sync_rx))
@@ -183,6 +190,7 @@ struct SyncStage {
     shared: Arc<Shared>,
     log: TxnLog,
     cfg: PipelineConfig,
+    snapshotter: Snapshotter,
 }
 
 impl SyncStage {
@@ -305,27 +313,10 @@ impl SyncStage {
         }
     }
 
-    /// Snapshot the applied state. Runs on the sync thread, so the tree cannot change under it.
+    /// Snapshot the applied state: an O(1) view taken here, on the sync thread (so the tree
+    /// cannot change under it), serialized and written in the background.
     fn snapshot(&self) {
-        let t0 = Instant::now();
-        let (zxid, bytes) = {
-            let tree = self.shared.tree.read();
-            (tree.last_zxid(), tree.snapshot())
-        };
-        let size = bytes.len();
-        let res = self
-            .log
-            .save_snapshot(zxid, bytes)
-            .and_then(|()| self.log.purge(self.cfg.snapshots_retained));
-        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
-        match res {
-            Ok(()) => tracing::info!(
-                zxid = format!("{zxid:#x}"),
-                bytes = size,
-                ms = t0.elapsed().as_millis() as u64,
-                "snapshot taken"
-            ),
-            Err(e) => tracing::warn!(error = %e, zxid, "snapshot failed; the log is kept"),
-        }
+        let view = self.shared.tree.read().snapshot_view();
+        self.snapshotter.take(view);
     }
 }

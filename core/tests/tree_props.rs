@@ -1,6 +1,6 @@
 //! Property tests on the tree: random operation sequences, prepared one at a time or pipelined
 //! (many prepared before any is applied), replayed from the log, and restored from a snapshot,
-//! must all give identical outcomes, state and stats.
+//! must all give identical outcomes, state and stats; a snapshot view stays as it was taken.
 
 use proptest::prelude::*;
 use roster_core::acl::{Acl, AuthInfo};
@@ -178,5 +178,32 @@ proptest! {
                 prop_assert_eq!(n.stat.data_length as usize, n.data.len());
             }
         }
+    }
+
+    /// A snapshot view taken at some point is the state at that point whatever is applied to
+    /// the tree afterwards (writes after a snapshot copy the nodes they touch instead of
+    /// changing what the view shares), and the tree itself ends as if no view had been taken.
+    #[test]
+    fn a_snapshot_view_is_frozen_at_the_point_it_was_taken(
+        steps in prop::collection::vec(arb_step(), 2..60),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let (_, _, log) = run(&steps, 3);
+        let at = cut.index(log.len() + 1);
+        let mut tree = Tree::new();
+        for txn in &log[..at] {
+            tree.apply(txn);
+        }
+        let expected = tree.snapshot();
+        let view = tree.snapshot_view();
+        for txn in &log[at..] {
+            tree.apply(txn);
+        }
+        prop_assert_eq!(view.encode(), expected);
+        let mut replayed = Tree::new();
+        for txn in &log {
+            replayed.apply(txn);
+        }
+        prop_assert_eq!(tree.snapshot(), replayed.snapshot());
     }
 }

@@ -128,6 +128,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             snapshots_retained: cfg.snapshots_retained,
             container_check_ms: cfg.container_check_ms,
             broken_quorum: None,
+            snapshot_inline: false,
         };
         let addrs = members
             .iter()

@@ -247,6 +247,10 @@ fn describe() {
         "Snapshots taken by this member"
     );
     describe_counter!(
+        "roster_backend_snapshots_skipped_total",
+        "Periodic snapshots skipped because the previous one was still being written (zab)"
+    );
+    describe_counter!(
         "roster_raft_snapshots_installed_total",
         "Snapshots received from the leader and installed"
     );

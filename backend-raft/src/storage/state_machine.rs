@@ -2,6 +2,9 @@
 //! zxid order, fires watches, publishes them, and answers the leader's waiting submitters.
 //! Snapshots are `Tree::snapshot()` bytes plus the Raft metadata they cover, kept in
 //! `Space::Snapshot`; installing one replaces the tree (this node's watches carry over).
+//! Building one takes an O(1) frozen view of the tree under its lock and serializes it on a
+//! blocking thread while openraft goes on applying entries; installing one decodes it off the
+//! lock too, which is then held only to swap the state in.
 
 use super::{SNAPSHOT_KEY, decode, encode, io_err};
 use crate::network::ForwardError;
@@ -15,6 +18,7 @@ use roster_core::session::SessionTracker;
 use roster_core::storage::{Engine, Space, WriteBatch};
 use roster_core::tree::Tree;
 use roster_core::tree::prep::Outstanding;
+use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::{Applied, Outcome, Txn, TxnOp};
 use roster_core::{SessionId, Zxid};
 use serde::{Deserialize, Serialize};
@@ -186,6 +190,14 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// [`StoredSnapshot`] borrowing its parts, for writing without copying the tree's bytes.
+#[derive(Serialize)]
+struct StoredSnapshotRef<'a> {
+    last_log_id: &'a Option<LogId>,
+    membership: &'a StoredMembership,
+    data: &'a [u8],
+}
+
 impl StoredSnapshot {
     fn into_snapshot(self) -> Snapshot {
         Snapshot {
@@ -224,10 +236,10 @@ pub(crate) fn load(engine: &dyn Engine) -> io::Result<(Tree, SmMeta)> {
 }
 
 async fn store(engine: Arc<dyn Engine>, snap: &Snapshot) -> io::Result<()> {
-    let bytes = encode(&StoredSnapshot {
-        last_log_id: snap.meta.last_log_id,
-        membership: snap.meta.last_membership.clone(),
-        data: snap.snapshot.clone(),
+    let bytes = encode(&StoredSnapshotRef {
+        last_log_id: &snap.meta.last_log_id,
+        membership: &snap.meta.last_membership,
+        data: &snap.snapshot,
     });
     tokio::task::spawn_blocking(move || {
         let mut b = WriteBatch::default();
@@ -306,9 +318,11 @@ impl StateMachine {
     }
 }
 
-/// Builds a snapshot from what the tree held when the builder was made.
+/// Builds a snapshot of what the tree held when the builder was made: a frozen view and the
+/// Raft position it covers, taken together under the tree's lock. Holds no lock itself, so
+/// entries keep being applied while it serializes.
 pub struct SnapshotBuilder {
-    snapshot: Option<Snapshot>,
+    view: Option<(SnapshotView, SnapshotMeta)>,
     engine: Arc<dyn Engine>,
 }
 
@@ -316,10 +330,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let snap = self
-            .snapshot
+        let (view, meta) = self
+            .view
             .take()
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
+        let t0 = Instant::now();
+        let nodes = view.node_count();
+        let data = tokio::task::spawn_blocking(move || view.encode())
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot serialization failed: {e}")))?;
+        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
+        tracing::debug!(
+            nodes,
+            bytes = data.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "snapshot serialized"
+        );
+        let snap = Snapshot {
+            meta,
+            snapshot: data,
+        };
         let t0 = Instant::now();
         store(self.engine.clone(), &snap).await?;
         metrics::histogram!("roster_raft_snapshot_store_seconds")
@@ -356,23 +386,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Taken under the tree's read lock so bytes and position agree. This stalls applying
-        // for the time the tree takes to serialize.
-        let t0 = Instant::now();
-        let snapshot = {
+        // Under the tree's read lock so the view and the position agree; the view is O(1).
+        let view = {
             let tree = self.shared.tree.read();
             let m = self.shared.meta.lock();
-            Snapshot {
-                meta: SnapshotMeta {
-                    last_log_id: m.last_applied,
-                    last_membership: m.membership.clone(),
-                },
-                snapshot: tree.snapshot(),
-            }
+            let meta = SnapshotMeta {
+                last_log_id: m.last_applied,
+                last_membership: m.membership.clone(),
+            };
+            (tree.snapshot_view(), meta)
         };
-        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
         SnapshotBuilder {
-            snapshot: Some(snapshot),
+            view: Some(view),
             engine: self.engine.clone(),
         }
     }
@@ -383,8 +408,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let t0 = Instant::now();
-        let new_tree = Tree::restore(&snapshot)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let (new_tree, snapshot) =
+            tokio::task::spawn_blocking(move || Tree::restore(&snapshot).map(|t| (t, snapshot)))
+                .await
+                .map_err(|e| io::Error::other(format!("snapshot decoding failed: {e}")))?
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let snap = Snapshot {
             meta: meta.clone(),
             snapshot,
@@ -429,6 +457,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn shared() -> Shared {
         let meta = SmMeta {
@@ -436,6 +465,62 @@ mod tests {
             membership: StoredMembership::default(),
         };
         Shared::new(Tree::new(), meta, 100)
+    }
+
+    fn create(zxid: Zxid, path: &str) -> Txn {
+        Txn {
+            zxid,
+            time: 0,
+            session: 0,
+            op: TxnOp::Create {
+                path: path.to_owned(),
+                data: vec![7; 64],
+                acl: roster_core::acl::Acl::open_unsafe(),
+                owner: 0,
+                parent_cversion: 0,
+            },
+        }
+    }
+
+    fn entry(index: u64, txns: Vec<Txn>) -> Entry {
+        Entry {
+            log_id: LogId::new_term_index(1, index),
+            payload: EntryPayload::Normal(crate::types::Proposal { txns }),
+        }
+    }
+
+    /// A snapshot is the state at the position the builder was made at, whatever is applied
+    /// after, and serializing it needs no lock on the tree: with a writer holding the tree's
+    /// write lock for the whole build (as applying does), the build still finishes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_serialize_off_the_tree_lock_at_the_builder_position() {
+        let shared = Arc::new(shared());
+        let engine: Arc<dyn Engine> = Arc::new(roster_core::storage::MemEngine::default());
+        let mut sm = StateMachine::new(shared.clone(), engine.clone());
+        sm.apply_entry(entry(
+            1,
+            (1..=500).map(|i| create(i, &format!("/n{i}"))).collect(),
+        ));
+        let expected = shared.tree.read().snapshot();
+        let mut builder = sm.get_snapshot_builder().await;
+        // Applied after the builder was made: not in the snapshot.
+        sm.apply_entry(entry(2, vec![create(501, "/late")]));
+        let writer = shared.tree.write();
+        let built = tokio::time::timeout(Duration::from_secs(20), builder.build_snapshot())
+            .await
+            .expect("building a snapshot waited for the tree lock")
+            .expect("build");
+        drop(writer);
+        assert_eq!(built.meta.last_log_id, Some(LogId::new_term_index(1, 1)));
+        assert_eq!(built.snapshot, expected);
+        let restored = Tree::restore(&built.snapshot).expect("restore");
+        assert!(restored.get("/n500").is_some());
+        assert!(restored.get("/late").is_none());
+        assert!(shared.tree.read().get("/late").is_some());
+        // And it is what a restart loads.
+        let (loaded, meta) = load(&*engine).expect("load");
+        assert_eq!(loaded.snapshot(), expected);
+        assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 1)));
     }
 
     fn failed_waiter(s: &Shared, key: Zxid) -> oneshot::Receiver<Result<Applied, ForwardError>> {

@@ -260,10 +260,10 @@ impl Peer {
     }
 
     pub(super) fn send_snap(&mut self, to: Sid, out: &mut Vec<Output>) {
-        let (zxid, data) = {
-            let t = self.tree.read();
-            (t.last_zxid(), t.snapshot())
-        };
+        // The view is O(1) under the lock; serializing it holds no lock (readers go on), though
+        // it still runs on this member's loop.
+        let view = self.tree.read().snapshot_view();
+        let (zxid, data) = (view.last_zxid(), view.encode());
         tracing::info!(
             sid = self.cfg.id,
             follower = to,

@@ -7,6 +7,7 @@
 //! → synchronisation (DIFF / TRUNC+DIFF / SNAP, NEWLEADER) → broadcast (PROPOSAL / ACK / COMMIT).
 
 use super::msg::{Msg, PeerState, Sid, Vote};
+use crate::snapshotter::Snapshotter;
 use crate::txnlog::TxnLog;
 use parking_lot::RwLock;
 use roster_core::backend::{BackendError, Role};
@@ -39,6 +40,10 @@ pub struct PeerConfig {
     /// harness prove that it catches a broken protocol. Never set outside tests.
     #[doc(hidden)]
     pub broken_quorum: Option<usize>,
+    /// Test only: write periodic snapshots on the member's own thread instead of in the
+    /// background, so that seeded simulations replay exactly. Never set outside tests.
+    #[doc(hidden)]
+    pub snapshot_inline: bool,
 }
 
 impl PeerConfig {
@@ -220,6 +225,7 @@ pub struct Peer {
     /// Appends waiting for the next group commit.
     pub(super) to_log: Vec<Arc<Txn>>,
     pub(super) applied_since_snapshot: u64,
+    pub(super) snapshotter: Snapshotter,
     pub(super) elections: u64,
     pub(super) looking_since: Option<u64>,
     pub(super) failed: bool,
@@ -277,6 +283,12 @@ impl Peer {
         let current_epoch = log.current_epoch()?;
         let accepted_epoch = log.accepted_epoch()?.max(current_epoch);
         let (applied_tx, _) = broadcast::channel(4096);
+        let snapshotter = Snapshotter::new(
+            log.clone(),
+            cfg.snapshots_retained,
+            cfg.snapshot_inline,
+            cfg.id,
+        );
         let mut p = Peer {
             cfg,
             log,
@@ -301,6 +313,7 @@ impl Peer {
             unapplied: BTreeMap::new(),
             to_log: Vec::new(),
             applied_since_snapshot: 0,
+            snapshotter,
             elections: 0,
             looking_since: None,
             failed: false,
@@ -684,21 +697,11 @@ impl Peer {
         outcome
     }
 
+    /// Snapshot the applied (hence committed and logged) state: an O(1) view here, written in
+    /// the background.
     pub(super) fn snapshot(&mut self) {
-        // Only committed state may be snapshotted: flush first so the log covers it.
-        let t0 = std::time::Instant::now();
-        let (zxid, bytes) = {
-            let t = self.tree.read();
-            (t.last_zxid(), t.snapshot())
-        };
-        let res = self
-            .log
-            .save_snapshot(zxid, bytes)
-            .and_then(|()| self.log.purge(self.cfg.snapshots_retained));
-        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
-        if let Err(e) = res {
-            tracing::warn!(sid = self.cfg.id, error = %e, "snapshot failed; the log is kept");
-        }
+        let view = self.tree.read().snapshot_view();
+        self.snapshotter.take(view);
     }
 
     /// Debug view for tests: (role, leader, epoch, last logged, applied).

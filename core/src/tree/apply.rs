@@ -6,7 +6,8 @@ use crate::stat::OwnerKind;
 use crate::txn::{OpResult, Outcome, Txn, TxnOp};
 use crate::watch::EventType;
 use crate::{Code, Stat, Zxid, path};
-use std::collections::BTreeSet;
+use imbl::OrdSet;
+use std::sync::Arc;
 
 impl Tree {
     /// Apply one committed transaction; returns what it came to.
@@ -71,7 +72,7 @@ impl Tree {
                 data,
                 version,
             } => {
-                let Some(node) = self.nodes.get_mut(path.as_str()) else {
+                let Some(node) = self.nodes.get_mut(path.as_str()).map(Arc::make_mut) else {
                     return OpResult::Error(Code::NoNode);
                 };
                 self.data_size = self.data_size + data.len() as u64 - node.data.len() as u64;
@@ -87,7 +88,7 @@ impl Tree {
                 Ok(OpResult::DataSet { stat })
             }
             TxnOp::SetAcl { path, acl, version } => {
-                let Some(node) = self.nodes.get_mut(path.as_str()) else {
+                let Some(node) = self.nodes.get_mut(path.as_str()).map(Arc::make_mut) else {
                     return OpResult::Error(Code::NoNode);
                 };
                 node.acl = acl.clone().into();
@@ -119,7 +120,11 @@ impl Tree {
             return Err(Code::NodeExists);
         }
         let parent_path = path::parent(path);
-        let parent = self.nodes.get_mut(parent_path).ok_or(Code::NoNode)?;
+        let parent = self
+            .nodes
+            .get_mut(parent_path)
+            .map(Arc::make_mut)
+            .ok_or(Code::NoNode)?;
         parent.children.insert(path::name(path).to_owned());
         parent.stat.num_children = parent.children.len() as i32;
         if parent_cversion > parent.stat.cversion {
@@ -140,13 +145,13 @@ impl Tree {
             pzxid: zxid,
         };
         self.nodes.insert(
-            path.to_owned(),
-            Node {
+            path.into(),
+            Arc::new(Node {
                 data: data.to_vec(),
                 acl: acl.into(),
                 stat,
-                children: BTreeSet::new(),
-            },
+                children: OrdSet::new(),
+            }),
         );
         self.data_size += Tree::node_size(path, data);
         match OwnerKind::of(owner) {
@@ -181,7 +186,7 @@ impl Tree {
             .data_size
             .saturating_sub(Tree::node_size(path, &node.data));
         let parent_path = path::parent(path);
-        if let Some(parent) = self.nodes.get_mut(parent_path) {
+        if let Some(parent) = self.nodes.get_mut(parent_path).map(Arc::make_mut) {
             parent.children.remove(path::name(path));
             parent.stat.num_children = parent.children.len() as i32;
             if zxid > parent.stat.pzxid {

@@ -10,20 +10,22 @@ use crate::acl::Acl;
 use crate::stat::OwnerKind;
 use crate::watch::WatchManager;
 use crate::{SessionId, Stat, Zxid, path};
+use imbl::{OrdMap, OrdSet};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// One znode. `stat.num_children` and `stat.data_length` are kept in step with `children`/`data`.
 /// As in ZooKeeper, the stored `cversion` counts child *creations* (it numbers sequential nodes);
 /// clients see `2 * creations - children` (creations + deletions): use [`Node::client_stat`].
+/// `children` is a persistent set so that a node shared with a snapshot copies in O(1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub data: Vec<u8>,
     pub acl: Arc<[Acl]>,
     pub stat: Stat,
-    pub children: BTreeSet<String>,
+    pub children: OrdSet<String>,
 }
 
 impl Node {
@@ -57,13 +59,15 @@ pub struct SessionMeta {
     pub passwd: Vec<u8>,
 }
 
-/// The whole state machine.
+/// The whole state machine. Nodes and sessions live in persistent maps: [`Tree::snapshot_view`]
+/// shares them in O(1), so a snapshot is serialized without holding the tree's lock, and writes
+/// after it copy only the paths they touch.
 pub struct Tree {
-    nodes: HashMap<String, Node>,
+    nodes: imbl::HashMap<Arc<str>, Arc<Node>>,
     ephemerals: HashMap<SessionId, BTreeSet<String>>,
     /// Container and TTL nodes: candidates for the container manager.
     extended: BTreeSet<String>,
-    sessions: BTreeMap<SessionId, SessionMeta>,
+    sessions: OrdMap<SessionId, SessionMeta>,
     last_zxid: Zxid,
     data_size: u64,
     watches: Mutex<WatchManager>,
@@ -84,10 +88,10 @@ impl Tree {
     /// An empty tree holding `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config`.
     pub fn new() -> Tree {
         let mut t = Tree {
-            nodes: HashMap::new(),
+            nodes: imbl::HashMap::new(),
             ephemerals: HashMap::new(),
             extended: BTreeSet::new(),
-            sessions: BTreeMap::new(),
+            sessions: OrdMap::new(),
             last_zxid: 0,
             data_size: 0,
             watches: Mutex::new(WatchManager::default()),
@@ -100,18 +104,17 @@ impl Tree {
                 open.clone()
             };
             t.nodes.insert(
-                p.to_owned(),
-                Node {
+                p.into(),
+                Arc::new(Node {
                     data: Vec::new(),
                     acl,
                     stat: Stat::default(),
-                    children: BTreeSet::new(),
-                },
+                    children: OrdSet::new(),
+                }),
             );
         }
         // As a fresh ZooKeeper 3.8 shows it.
-        t.nodes
-            .get_mut(CONFIG_NODE)
+        t.node_mut(CONFIG_NODE)
             .expect("just inserted")
             .stat
             .aversion = -1;
@@ -121,10 +124,14 @@ impl Tree {
         t
     }
 
+    /// The node at `path` for changing: copied first if a snapshot view still shares it.
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
+    }
+
     fn link_child(&mut self, p: &str) {
         let parent = self
-            .nodes
-            .get_mut(path::parent(p))
+            .node_mut(path::parent(p))
             .expect("parent of a system node");
         parent.children.insert(path::name(p).to_owned());
         parent.stat.num_children = parent.children.len() as i32;
@@ -141,7 +148,7 @@ impl Tree {
 
     /// The node at `path`.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(|n| &**n)
     }
 
     /// Last applied zxid.
@@ -165,7 +172,7 @@ impl Tree {
     }
 
     /// Committed sessions.
-    pub fn sessions(&self) -> &BTreeMap<SessionId, SessionMeta> {
+    pub fn sessions(&self) -> &OrdMap<SessionId, SessionMeta> {
         &self.sessions
     }
 
@@ -190,7 +197,7 @@ impl Tree {
             .collect();
         while let Some(p) = stack.pop() {
             count += 1;
-            if let Some(n) = self.nodes.get(&p) {
+            if let Some(n) = self.nodes.get(p.as_str()) {
                 stack.extend(n.children.iter().map(|c| crate::path::join(&p, c)));
             }
         }

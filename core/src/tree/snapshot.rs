@@ -1,12 +1,18 @@
 //! Snapshots of the whole state (nodes, sessions, last zxid), for storage and for shipping to a
 //! lagging replica. Encoded with postcard; nodes in path order so equal trees give equal bytes.
+//!
+//! Taking a snapshot has two steps: [`Tree::snapshot_view`] shares the tree's persistent maps in
+//! O(1) (call it under the tree's lock, where the state and its position agree), and
+//! [`SnapshotView::encode`] serializes that frozen state without any lock, while the tree goes
+//! on applying writes.
 
 use super::{Node, SessionMeta, Tree};
 use crate::acl::Acl;
 use crate::stat::OwnerKind;
 use crate::{SessionId, Stat, Zxid, path};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 #[derive(Serialize, Deserialize)]
 struct SnapNode {
@@ -28,28 +34,60 @@ struct Snap {
 #[error("corrupt snapshot: {0}")]
 pub struct SnapshotError(String);
 
-impl Tree {
-    /// Serialize the whole state.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let mut paths: Vec<&String> = self.nodes.keys().collect();
-        paths.sort();
+/// The state as it was at one zxid, frozen: unaffected by later writes to the tree, cheap to take
+/// and to hold (it shares unchanged nodes with the tree), `Send` so it can be encoded elsewhere.
+#[derive(Clone)]
+pub struct SnapshotView {
+    nodes: imbl::HashMap<Arc<str>, Arc<Node>>,
+    sessions: OrdMap<SessionId, SessionMeta>,
+    last_zxid: Zxid,
+}
+
+impl SnapshotView {
+    /// The last zxid the view includes.
+    pub fn last_zxid(&self) -> Zxid {
+        self.last_zxid
+    }
+
+    /// Number of znodes in the view.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Serialize the view: the bytes [`Tree::restore`] reads.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
+        nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let snap = Snap {
             last_zxid: self.last_zxid,
             sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            nodes: paths
+            nodes: nodes
                 .into_iter()
-                .map(|p| {
-                    let n = &self.nodes[p];
-                    SnapNode {
-                        path: p.clone(),
-                        data: n.data.clone(),
-                        acl: n.acl.to_vec(),
-                        stat: n.stat,
-                    }
+                .map(|(p, n)| SnapNode {
+                    path: p.to_string(),
+                    data: n.data.clone(),
+                    acl: n.acl.to_vec(),
+                    stat: n.stat,
                 })
                 .collect(),
         };
         postcard::to_stdvec(&snap).expect("in-memory serialization cannot fail")
+    }
+}
+
+impl Tree {
+    /// The current state, frozen, in O(1): see the module docs.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            nodes: self.nodes.clone(),
+            sessions: self.sessions.clone(),
+            last_zxid: self.last_zxid,
+        }
+    }
+
+    /// Serialize the whole state (`snapshot_view().encode()`).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.snapshot_view().encode()
     }
 
     /// Rebuild a tree from `snapshot()` bytes. Watches start empty.
@@ -75,30 +113,25 @@ impl Tree {
                 OwnerKind::Persistent => {}
             }
             t.nodes.insert(
-                n.path,
-                Node {
+                n.path.into(),
+                Arc::new(Node {
                     data: n.data,
                     acl: n.acl.into(),
                     stat: n.stat,
-                    children: BTreeSet::new(),
-                },
+                    children: OrdSet::new(),
+                }),
             );
         }
-        // Nodes are in path order, so every parent precedes its children.
-        let paths: Vec<String> = t
-            .nodes
-            .keys()
-            .filter(|p| p.as_str() != "/")
-            .cloned()
-            .collect();
+        let paths: Vec<Arc<str>> = t.nodes.keys().filter(|p| &***p != "/").cloned().collect();
         for p in paths {
             let parent = t
                 .nodes
                 .get_mut(path::parent(&p))
+                .map(Arc::make_mut)
                 .ok_or_else(|| SnapshotError(format!("orphan node {p:?}")))?;
             parent.children.insert(path::name(&p).to_owned());
         }
-        for n in t.nodes.values_mut() {
+        for n in t.nodes.values() {
             if n.children.len() as i32 != n.stat.num_children {
                 return Err(SnapshotError("child count mismatch".into()));
             }

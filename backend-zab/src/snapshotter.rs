@@ -1,0 +1,90 @@
+//! Periodic snapshots without stalling the pipeline: the caller takes a frozen view of the tree
+//! (O(1), `Tree::snapshot_view`) where state and position agree, and a background thread
+//! serializes it, saves it and purges the log behind it while writes go on. One snapshot at a
+//! time: a request while one is still being written is skipped (the next one comes
+//! `snapshot_every` transactions later; until then the log simply grows).
+
+use crate::txnlog::TxnLog;
+use roster_core::tree::snapshot::SnapshotView;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone)]
+pub(crate) struct Snapshotter {
+    log: TxnLog,
+    retained: usize,
+    /// Write on the calling thread (the deterministic simulations); otherwise on a thread.
+    inline: bool,
+    busy: Arc<AtomicBool>,
+    /// For logs: which member this is.
+    sid: u64,
+}
+
+impl Snapshotter {
+    pub(crate) fn new(log: TxnLog, retained: usize, inline: bool, sid: u64) -> Snapshotter {
+        Snapshotter {
+            log,
+            retained,
+            inline,
+            busy: Arc::new(AtomicBool::new(false)),
+            sid,
+        }
+    }
+
+    /// Snapshot `view` (taken from the tree's applied, hence committed, state).
+    pub(crate) fn take(&self, view: SnapshotView) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                sid = self.sid,
+                zxid = format!("{:#x}", view.last_zxid()),
+                "previous snapshot still being written; this one is skipped"
+            );
+            metrics::counter!("roster_backend_snapshots_skipped_total").increment(1);
+            return;
+        }
+        if self.inline {
+            self.write(view);
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("zab-snapshot".into())
+            .spawn(move || me.write(view));
+        if let Err(e) = spawned {
+            tracing::warn!(sid = self.sid, error = %e, "cannot start the snapshot thread; snapshot skipped");
+            self.busy.store(false, Ordering::Release);
+        }
+    }
+
+    fn write(&self, view: SnapshotView) {
+        let t0 = Instant::now();
+        let zxid = view.last_zxid();
+        let nodes = view.node_count();
+        let bytes = view.encode();
+        drop(view);
+        let size = bytes.len();
+        let res = self
+            .log
+            .save_snapshot(zxid, bytes)
+            .and_then(|()| self.log.purge(self.retained));
+        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
+        match res {
+            Ok(()) => {
+                metrics::counter!("roster_backend_snapshots_total").increment(1);
+                tracing::info!(
+                    sid = self.sid,
+                    zxid = format!("{zxid:#x}"),
+                    nodes,
+                    bytes = size,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(sid = self.sid, error = %e, zxid = format!("{zxid:#x}"), "snapshot failed; the log is kept")
+            }
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+}
