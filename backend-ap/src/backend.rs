@@ -612,6 +612,7 @@ impl Backend for ApBackend {
             last_zxid: last,
             committed_zxid: last,
             members: self.alive.load(Ordering::Relaxed),
+            voters: 0,
             outstanding: self.inputs.max_capacity() - self.inputs.capacity(),
             ready: !self.failed.load(Ordering::Acquire),
             synced_followers: None,

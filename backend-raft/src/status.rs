@@ -32,6 +32,7 @@ pub(crate) fn status(b: &RaftBackend) -> ClusterStatus {
         // Raft commits by log index; this member's applied zxid is what it can vouch for.
         committed_zxid: last,
         members,
+        voters: members,
         outstanding: b.shared.outstanding.lock().len(),
         ready: !b.is_shut_down()
             && m.current_leader.is_some()

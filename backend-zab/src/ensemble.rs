@@ -70,6 +70,7 @@ pub struct Ensemble {
     status: Arc<Mutex<Snapshot>>,
     id: Sid,
     members: usize,
+    voters: usize,
 }
 
 impl Ensemble {
@@ -157,6 +158,7 @@ impl Ensemble {
                 .expect("spawn peer thread");
         }
         let members = cfg.members.len();
+        let voters = cfg.peer.voters.len();
         Ok(Arc::new(Ensemble {
             cmds: cmd_tx,
             tree,
@@ -164,6 +166,7 @@ impl Ensemble {
             status,
             id: me,
             members,
+            voters,
         }))
     }
 }
@@ -476,6 +479,7 @@ impl Backend for Ensemble {
             last_zxid: self.tree.read().last_zxid(),
             committed_zxid: self.tree.read().last_zxid(),
             members: self.members,
+            voters: self.voters,
             outstanding: s.outstanding,
             ready: s.serving,
             synced_followers: s.followers.map(|f| f.0),

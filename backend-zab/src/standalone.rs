@@ -277,6 +277,7 @@ impl Backend for Standalone {
             last_zxid: last,
             committed_zxid: last,
             members: 1,
+            voters: 1,
             outstanding: self.shared.outstanding.lock().len(),
             ready: !self.shared.failed.load(Ordering::Acquire),
             synced_followers: None,

@@ -84,6 +84,8 @@ pub struct ClusterStatus {
     pub last_zxid: Zxid,
     pub committed_zxid: Zxid,
     pub members: usize,
+    /// Voting members (the quorum is a majority of them); 0 where there is no quorum (ap).
+    pub voters: usize,
     /// Writes prepared but not yet applied.
     pub outstanding: usize,
     pub ready: bool,

@@ -133,13 +133,15 @@ def overview():
     b.stat("Members up", 'sum(up{job="roster", %s})' % CL, description="Scrape targets of this cluster that answer.")
     b.stat("Members configured", 'count(up{job="roster", %s})' % CL, description="Scrape targets of this cluster.")
     b.stat("Leader", 'max by (instance) (roster_backend_role{%s, role=~"leader|standalone"} == 1)' % CL,
-           legend="{{instance}}", text_mode="name", w=6,
+           legend="{{instance}}", text_mode="name", w=8,
            description="The member that is leader (or standalone). Empty: no leader.")
-    b.stat("Voters in sync", 'max(roster_zab_synced_followers{%s}) + 1' % CL,
+    b.stat("Voters in sync", 'max(roster_backend_synced_followers{%s}) + 1' % CL, w=2,
            description="The leader plus the voting followers it has in sync. A quorum of the voters must be in sync for writes.")
-    b.stat("Epoch", 'max(roster_zab_epoch{%s})' % CL, w=3)
-    b.stat("Elections in range", 'max(increase(roster_zab_elections_total{%s}[$__range]))' % CL, w=3,
-           description="Most elections any member entered in the selected time range.")
+    b.stat("Voters", 'max(roster_backend_voters{%s})' % CL, w=2,
+           description="Voting members configured (observers and learners excluded; 0 on the AP backend, which has no quorum).")
+    b.stat("Epoch / term", 'max(roster_backend_epoch{%s})' % CL, w=2)
+    b.stat("Elections in range", 'max(increase(roster_backend_elections_total{%s}[$__range]))' % CL, w=2,
+           description="Most elections any member went through in the selected time range.")
     roles = [("standalone", 5), ("leader", 4), ("follower", 3), ("observer", 2), ("looking", 1)]
     role_expr = " + ".join('sum by (instance) (roster_backend_role{%s, role="%s"}) * %d' % (SEL, r, n)
                            for r, n in roles)
@@ -155,27 +157,28 @@ def overview():
             [('max by (instance) (roster_backend_ready{%s})' % SEL, "{{instance}}")],
             w=12, field={"min": 0, "max": 1},
             description="1 when the member serves clients (/readyz).")
-    b.panel("timeseries", "Elections entered", [('sum by (instance) (increase(roster_zab_elections_total{%s}[%s]))' % (SEL, RI), "{{instance}}")])
-    b.panel("timeseries", "Election duration (p99)", [(q(0.99, "roster_zab_election_seconds"), "{{instance}}")], unit="s",
+    b.panel("timeseries", "Elections", [('sum by (instance) (increase(roster_backend_elections_total{%s}[%s]))' % (SEL, RI), "{{instance}}")],
+            description="Leader elections each member went through (zab: elections entered; raft: leader changes seen).")
+    b.panel("timeseries", "Election duration (p99, zab)", [(q(0.99, "roster_zab_election_seconds"), "{{instance}}")], unit="s",
             description="From LOOKING to serving again. Buckets end at 5 s.")
-    b.panel("timeseries", "Epoch", [('roster_zab_epoch{%s}' % SEL, "{{instance}}")])
+    b.panel("timeseries", "Epoch / term", [('roster_backend_epoch{%s}' % SEL, "{{instance}}")])
 
     b.row("Replication")
-    b.panel("timeseries", "Last logged zxid (counter part)",
-            [('roster_zab_last_logged_zxid{%s} %% 4294967296' % SEL, "{{instance}}")],
-            description="Low 32 bits of the last zxid in each member's log: the transaction counter within the epoch.")
-    b.panel("timeseries", "Log behind the most advanced member",
-            [('max by (cluster) (roster_zab_last_logged_zxid{%s}) - on (cluster) group_right () roster_zab_last_logged_zxid{%s}' % (CL, SEL), "{{instance}}")],
-            description="zxids behind the member with the highest logged zxid (meaningful within one epoch).")
+    b.panel("timeseries", "Committed zxid (counter part)",
+            [('roster_backend_committed_zxid{%s} %% 4294967296' % SEL, "{{instance}}")],
+            description="Low 32 bits of the last committed zxid each member knows (members apply on commit, so this is also the applied zxid): the transaction counter within the epoch or term.")
+    b.panel("timeseries", "Applied behind the most advanced member",
+            [('max by (cluster) (roster_backend_last_zxid{%s}) - on (cluster) group_right () roster_backend_last_zxid{%s}' % (CL, SEL), "{{instance}}")],
+            description="zxids behind the member with the highest applied zxid (meaningful within one epoch or term).")
     b.panel("timeseries", "Follower lag (leader's view)",
-            [('roster_zab_follower_lag_txns{%s} * on (instance) group_left () %s' % (CL, LEADER), "server {{follower}}")],
-            description="Proposals each voting follower has not acknowledged, as the current leader sees them.")
+            [('roster_zab_follower_lag_txns{%s} * on (instance) group_left () %s or roster_raft_replication_lag_entries{%s} * on (instance) group_left () %s' % (CL, LEADER, CL, LEADER), "server {{follower}}{{peer}}")],
+            description="What each follower has not acknowledged, as the current leader sees it: proposals (zab) or log entries (raft).")
     b.panel("timeseries", "Applied transactions",
             [('sum by (instance) (rate(roster_backend_txns_total{%s}[%s]))' % (SEL, RI), "{{instance}}")], unit="ops")
     b.panel("timeseries", "Outstanding writes", [('roster_backend_outstanding{%s}' % SEL, "{{instance}}")],
             description="Writes prepared but not yet applied.")
     b.panel("timeseries", "Synced members (on the leader)",
-            [('max(roster_zab_synced_followers{%s})' % CL, "voting followers"),
+            [('max(roster_backend_synced_followers{%s})' % CL, "voting followers"),
              ('max(roster_zab_synced_observers{%s})' % CL, "observers")])
     b.panel("timeseries", "Follower synchronisations",
             [('sum by (kind) (increase(roster_zab_syncs_total{%s}[%s]))' % (CL, RI), "{{kind}}")],
@@ -194,6 +197,16 @@ def overview():
     b.panel("timeseries", "Snapshot duration (p99)", [(q(0.99, "roster_backend_snapshot_seconds"), "{{instance}}")], unit="s", w=12)
     b.panel("timeseries", "Snapshots taken",
             [('sum by (instance) (increase(roster_backend_snapshot_seconds_count{%s}[%s]))' % (SEL, RI), "{{instance}}")], w=12)
+
+    b.row("AP backend (gossip)")
+    b.panel("timeseries", "Members by state (each member's view)",
+            [('max by (instance, state) (roster_ap_members{%s})' % SEL, "{{instance}} {{state}}")],
+            description="The failure detector's view on each member: alive, suspect (not heard from), dead (its ephemerals expire after the grace period).")
+    b.panel("timeseries", "Convergence lag (p99)", [(q(0.99, "roster_ap_convergence_lag_seconds"), "{{instance}}")], unit="s",
+            description="Age of a remote write (its HLC time) when it was applied here: how far replicas trail.")
+    b.panel("timeseries", "Self-preservation",
+            [('max by (instance) (roster_ap_self_preservation{%s})' % SEL, "{{instance}}")], field={"min": 0, "max": 1},
+            description="1 while dead members' ephemerals are kept because too many would vanish at once (docs/ap.md).")
     return b
 
 
@@ -295,6 +308,9 @@ def registry():
             description="Every lease, ephemeral instance owner and ZooKeeper session ends the same way; a storm here is an outage upstream.")
     b.panel("timeseries", "Health probes",
             [('sum by (type, result) (rate(roster_registry_probes_total{%s}[%s]))' % (SEL, RI), "{{type}} {{result}}")], unit="ops")
+    b.panel("timeseries", "Self-preservation (AP backend)",
+            [('max by (instance) (roster_ap_self_preservation{%s})' % SEL, "{{instance}}")], field={"min": 0, "max": 1},
+            description="1 while a member keeps dead members' registrations because removing them would drop too many instances at once (the AP backend's mass-expiry guard, docs/ap.md).")
     b.panel("timeseries", "Protect threshold reached",
             [('sum(rate(roster_registry_protect_threshold_hits_total{%s}[%s]))' % (SEL, RI), "queries")], unit="ops",
             description="Healthy-only queries that returned every instance because too few were healthy.")

@@ -2,12 +2,15 @@
 """Evaluate every PromQL expression of the dashboards and the alert rules through a running
 Prometheus's HTTP API (/api/v1/query) and require data.
 
-Usage: check_promql.py --url http://127.0.0.1:PORT --cluster NAME --rules rules.yml DASH.json...
+Usage: check_promql.py --url http://127.0.0.1:PORT --cluster NAME [--ap-cluster NAME]
+                       --rules rules.yml DASH.json...
 
 - Dashboard queries: Grafana variables are substituted first: $cluster -> --cluster, every
   multi-value variable ($instance, $protocol) -> .* (Grafana's "All"), $__rate_interval -> 1m,
   $__interval -> 15s, $__range -> 5m. Template-variable queries label_values(SELECTOR, LABEL)
-  are checked by evaluating SELECTOR and requiring LABEL on the result.
+  are checked by evaluating SELECTOR and requiring LABEL on the result. A query that reads an
+  AP-backend metric (roster_ap_*) gets $cluster -> --ap-cluster instead (a second, AP cluster
+  scraped by the same Prometheus), since a CP cluster has no such series.
 - Alert rules: an alert expression is `QUERY OP THRESHOLD` with one top-level comparison (outside
   parentheses, braces, brackets and strings). The comparison is stripped and QUERY must return
   data; if THRESHOLD is itself a query (not a number) it must return data too. (The full
@@ -130,6 +133,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
     ap.add_argument("--cluster", required=True)
+    ap.add_argument("--ap-cluster", help="the cluster label of an AP-backend cluster, for roster_ap_* queries")
     ap.add_argument("--rules", action="append", default=[])
     ap.add_argument("dashboards", nargs="*")
     a = ap.parse_args()
@@ -151,8 +155,9 @@ def main():
         panels = d["panels"] + [p for r in d["panels"] for p in r.get("panels", [])]
         for p in panels:
             for t in p.get("targets", []):
+                cluster = a.ap_cluster if a.ap_cluster and "roster_ap_" in t["expr"] else a.cluster
                 evaluate(prom, "%s panel %d %s/%s" % (name, p["id"], p["title"], t["refId"]),
-                         substitute(t["expr"], a.cluster, multi))
+                         substitute(t["expr"], cluster, multi))
 
     names = set()
     for f in a.rules:

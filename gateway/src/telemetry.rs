@@ -31,9 +31,35 @@ pub fn init_metrics() -> PrometheusHandle {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0,
             ];
-            let handle = PrometheusBuilder::new()
+            // Elections and snapshots can take longer than 5 s (an election may take
+            // init_limit × tick = 20 s): their buckets reach a minute. Full-name matchers win
+            // over the suffix.
+            let long = [
+                0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+            ];
+            let batch = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+            ];
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .expect("static buckets are valid")
+                // Transactions per group commit: a histogram, so it aggregates across members.
+                .set_buckets_for_metric(
+                    Matcher::Full("roster_backend_commit_batch_txns".into()),
+                    &batch,
+                )
+                .expect("static buckets are valid");
+            for name in [
+                "roster_zab_election_seconds",
+                "roster_backend_snapshot_seconds",
+                "roster_raft_snapshot_store_seconds",
+                "roster_raft_snapshot_install_seconds",
+            ] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), &long)
+                    .expect("static buckets are valid");
+            }
+            let handle = builder
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
@@ -176,6 +202,30 @@ fn describe() {
     describe_gauge!("roster_backend_last_zxid", "Last applied zxid");
     describe_gauge!("roster_backend_epoch", "Current epoch");
     describe_gauge!(
+        "roster_backend_committed_zxid",
+        "Last committed zxid this member knows of (zab and raft apply on commit: the applied zxid)"
+    );
+    describe_gauge!(
+        "roster_backend_voters",
+        "Voting members configured (0 on ap, which has no quorum)"
+    );
+    describe_gauge!(
+        "roster_backend_synced_followers",
+        "On the leader: voting followers in sync with it (0 elsewhere)"
+    );
+    describe_gauge!(
+        "roster_backend_leader_id",
+        "Server id of the leader this member follows (0: none known)"
+    );
+    describe_counter!(
+        "roster_backend_elections_total",
+        "Leader elections this member has gone through since it started"
+    );
+    describe_gauge!(
+        "roster_build_info",
+        "Always 1; labels carry the version and the backend"
+    );
+    describe_gauge!(
         "roster_backend_outstanding",
         "Writes prepared but not yet applied"
     );
@@ -304,6 +354,15 @@ pub fn update_gauges(backend: &dyn Backend) {
     metrics::gauge!("roster_watches").set(watches as f64);
     metrics::gauge!("roster_data_bytes").set(t.data_size() as f64);
     metrics::gauge!("roster_backend_epoch", &labels).set(s.epoch as f64);
+    // Replication-agnostic views of what each backend also reports in its own terms, so one
+    // dashboard and one set of alerts serve zab and raft clusters alike.
+    metrics::gauge!("roster_backend_last_zxid").set(s.last_zxid as f64);
+    metrics::gauge!("roster_backend_committed_zxid").set(s.committed_zxid as f64);
+    metrics::gauge!("roster_backend_voters").set(s.voters as f64);
+    metrics::gauge!("roster_backend_synced_followers").set(s.synced_followers.unwrap_or(0) as f64);
+    metrics::gauge!("roster_backend_leader_id").set(s.leader.unwrap_or(0) as f64);
+    metrics::counter!("roster_backend_elections_total").absolute(s.elections);
+    metrics::gauge!("roster_build_info", "version" => env!("CARGO_PKG_VERSION"), "backend" => s.backend).set(1.0);
     metrics::gauge!("roster_backend_outstanding").set(s.outstanding as f64);
     metrics::gauge!("roster_backend_ready", &labels).set(if s.ready { 1.0 } else { 0.0 });
 }

@@ -493,6 +493,8 @@ mod tests {
     /// after, and serializing it needs no lock on the tree: with a writer holding the tree's
     /// write lock for the whole build (as applying does), the build still finishes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The write guard is held across the build on purpose: the build must not need the tree.
+    #[allow(clippy::await_holding_lock)]
     async fn snapshots_serialize_off_the_tree_lock_at_the_builder_position() {
         let shared = Arc::new(shared());
         let engine: Arc<dyn Engine> = Arc::new(roster_core::storage::MemEngine::default());
