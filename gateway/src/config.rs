@@ -93,6 +93,16 @@ pub struct Config {
     pub ap_anti_entropy_ms: u64,
     /// AP: failure-detector probe interval (ms).
     pub ap_probe_ms: u64,
+    /// Nacos auth: require an access token (from `/nacos/v1/auth/login`) on every Nacos call,
+    /// HTTP and gRPC; refused calls get 403 as Nacos answers them.
+    pub nacos_auth_enabled: bool,
+    /// Nacos auth users, `name:password` each.
+    pub nacos_auth_users: Vec<String>,
+    /// Lifetime of a Nacos access token (seconds).
+    pub nacos_auth_token_ttl_s: u64,
+    /// Key that signs Nacos access tokens; give every member the same one so a token from one
+    /// is good on all. Empty: a random key per process.
+    pub nacos_auth_secret: String,
     /// AP: a suspected member that does not refute within this time is declared dead (ms).
     pub ap_suspect_ms: u64,
 }
@@ -138,6 +148,10 @@ impl Default for Config {
             ap_anti_entropy_ms: 1000,
             ap_probe_ms: 500,
             ap_suspect_ms: 3000,
+            nacos_auth_enabled: false,
+            nacos_auth_users: Vec::new(),
+            nacos_auth_token_ttl_s: 18_000,
+            nacos_auth_secret: String::new(),
         }
     }
 }
@@ -318,6 +332,18 @@ pub struct Cli {
     /// AP: ms a suspected member has to refute before it is dead [default: 3000]
     #[arg(long)]
     pub ap_suspect_ms: Option<u64>,
+    /// Require Nacos access tokens (`/nacos/v1/auth/login`) on Nacos HTTP and gRPC calls [default: false]
+    #[arg(long)]
+    pub nacos_auth_enabled: Option<bool>,
+    /// Nacos auth users `name:password`, comma separated [default: none]
+    #[arg(long, value_delimiter = ',')]
+    pub nacos_auth_users: Option<Vec<String>>,
+    /// Nacos access token lifetime in seconds [default: 18000]
+    #[arg(long)]
+    pub nacos_auth_token_ttl_s: Option<u64>,
+    /// Key signing Nacos access tokens; the same on every member [default: random per process]
+    #[arg(long)]
+    pub nacos_auth_secret: Option<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -364,6 +390,7 @@ impl Cli {
                 .list_separator(",")
                 .with_list_parse_key("four_letter_words")
                 .with_list_parse_key("servers")
+                .with_list_parse_key("nacos_auth_users")
                 .source(Some(env)),
         );
         let mut cfg: Config = b.build()?.try_deserialize()?;
@@ -407,7 +434,11 @@ impl Cli {
             ap_tombstone_ttl_ms,
             ap_anti_entropy_ms,
             ap_probe_ms,
-            ap_suspect_ms
+            ap_suspect_ms,
+            nacos_auth_enabled,
+            nacos_auth_users,
+            nacos_auth_token_ttl_s,
+            nacos_auth_secret
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
