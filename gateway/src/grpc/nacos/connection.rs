@@ -33,6 +33,8 @@ const PUSH_WAIT: Duration = Duration::from_secs(10);
 pub struct Subscribed {
     pub key: ServiceKey,
     pub clusters: Vec<String>,
+    /// The host list the client last got (answer or push), so only real changes are pushed.
+    pub last_hosts: String,
 }
 
 /// A listened config item, with the names as the client gave them (echoed in pushes).
@@ -57,6 +59,9 @@ pub struct Conn {
     naming_watch: AtomicBool,
     config_watch: AtomicBool,
     next_push: AtomicU64,
+    /// The bi-stream currently bound (a client may set up again on the same transport; only
+    /// the end of the bound stream ends the connection).
+    stream: AtomicU64,
     pub client_version: Mutex<String>,
 }
 
@@ -78,6 +83,7 @@ impl Conn {
             naming_watch: AtomicBool::new(false),
             config_watch: AtomicBool::new(false),
             next_push: AtomicU64::new(1),
+            stream: AtomicU64::new(0),
             client_version: Mutex::new(String::new()),
         }
     }
@@ -207,8 +213,14 @@ impl Connections {
             .count()
     }
 
-    /// End a connection: stop its watchers, close its session (its ephemeral instances go).
-    pub async fn close(&self, api: &Api, conn: &Arc<Conn>) {
+    /// The bi-stream `stream` of a connection ended: unless another stream has been bound
+    /// since, end the connection — stop its watchers, close its session (its ephemeral
+    /// instances go).
+    pub async fn close(&self, api: &Api, conn: &Arc<Conn>, stream: u64) {
+        if conn.stream.load(Ordering::SeqCst) != stream {
+            tracing::debug!(connection = %conn.id, "a replaced Nacos bi-stream ended");
+            return;
+        }
         {
             let mut m = self.by_addr.lock();
             if m.get(&conn.addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
@@ -241,7 +253,7 @@ pub async fn setup(
     addr: SocketAddr,
     p: &crate::grpc::nacos::proto::Payload,
     tx: mpsc::Sender<Result<crate::grpc::nacos::proto::Payload, Status>>,
-) -> Result<Arc<Conn>, RpcError> {
+) -> Result<(Arc<Conn>, u64), RpcError> {
     #[derive(serde::Deserialize, Default)]
     #[serde(rename_all = "camelCase", default)]
     struct Setup {
@@ -254,6 +266,7 @@ pub async fn setup(
     let conn = nacos.conns.check(addr);
     *conn.client_version.lock() = s.client_version.clone();
     *conn.push.lock() = Some(tx);
+    let stream = conn.stream.fetch_add(1, Ordering::SeqCst) + 1;
     if !conn.registered.swap(true, Ordering::SeqCst) {
         metrics::gauge!("roster_nacos_grpc_connections").increment(1.0);
     }
@@ -267,5 +280,5 @@ pub async fn setup(
         )
         .await;
     }
-    Ok(conn)
+    Ok((conn, stream))
 }

@@ -290,7 +290,7 @@ impl Nacos {
         let me = self.clone();
         tokio::spawn(async move {
             let _gauge = super::StreamGauge::new("nacos");
-            let mut conn: Option<Arc<Conn>> = None;
+            let mut conn: Option<(Arc<Conn>, u64)> = None;
             loop {
                 let msg = tokio::select! {
                     m = inbound.next() => m,
@@ -316,7 +316,7 @@ impl Nacos {
                         }
                     }
                     t if t.ends_with("Response") => {
-                        if let Some(c) = &conn {
+                        if let Some((c, _)) = &conn {
                             c.acked(&p);
                         }
                     }
@@ -326,8 +326,8 @@ impl Nacos {
                     }
                 }
             }
-            if let Some(c) = conn {
-                me.conns.close(&me.api, &c).await;
+            if let Some((c, stream)) = conn {
+                me.conns.close(&me.api, &c, stream).await;
             }
         });
         Ok(ReceiverStream::new(rx))

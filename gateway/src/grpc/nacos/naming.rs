@@ -216,21 +216,30 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
             let key = r.key()?;
             let clusters = split_clusters(r.clusters.as_deref());
             let path = key.path();
-            if r.subscribe {
-                start_watch(nacos, conn);
-                conn.subscriptions.lock().insert(
-                    path,
-                    Subscribed {
-                        key: key.clone(),
-                        clusters: clusters.clone(),
-                    },
-                );
-            } else {
+            if !r.subscribe {
                 conn.subscriptions.lock().remove(&path);
+                return Ok(Reply::new(
+                    "SubscribeServiceResponse",
+                    json!({"serviceInfo": service_info(api, &key, &clusters, false)}),
+                ));
+            }
+            start_watch(nacos, conn);
+            conn.subscriptions.lock().insert(
+                path.clone(),
+                Subscribed {
+                    key: key.clone(),
+                    clusters: clusters.clone(),
+                    last_hosts: String::new(),
+                },
+            );
+            // Read after subscribing, so a change in between is pushed rather than lost.
+            let info = service_info(api, &key, &clusters, false);
+            if let Some(s) = conn.subscriptions.lock().get_mut(&path) {
+                s.last_hosts = info["hosts"].to_string();
             }
             Ok(Reply::new(
                 "SubscribeServiceResponse",
-                json!({"serviceInfo": service_info(api, &key, &clusters, false)}),
+                json!({"serviceInfo": info}),
             ))
         }
         "ServiceQueryRequest" => {
@@ -281,21 +290,28 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
             loop {
                 let changed = follow.next().await;
                 let Some(conn) = weak.upgrade() else { return };
-                let subs: Vec<Subscribed> = {
+                let subs: Vec<(String, Subscribed)> = {
                     let s = conn.subscriptions.lock();
                     match &changed {
                         Next::Closed => return,
-                        Next::Resync => s.values().cloned().collect(),
+                        Next::Resync => s.iter().map(|(p, s)| (p.clone(), s.clone())).collect(),
                         Next::Changed(paths) => s
                             .iter()
                             .filter(|(p, _)| paths.iter().any(|c| under(c, p)))
-                            .map(|(_, s)| s.clone())
+                            .map(|(p, s)| (p.clone(), s.clone()))
                             .collect(),
                     }
                 };
                 follow.read_at(api.store.revision());
-                for s in subs {
+                for (path, s) in subs {
                     let info = service_info(&api, &s.key, &s.clusters, false);
+                    let hosts = info["hosts"].to_string();
+                    match conn.subscriptions.lock().get_mut(&path) {
+                        // Unsubscribed meanwhile, or nothing the client sees changed.
+                        None => continue,
+                        Some(cur) if cur.last_hosts == hosts => continue,
+                        Some(cur) => cur.last_hosts = hosts,
+                    }
                     let body = json!({
                         "namespace": s.key.namespace,
                         "serviceName": s.key.service,
