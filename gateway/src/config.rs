@@ -103,6 +103,9 @@ pub struct Config {
     /// Key that signs Nacos access tokens; give every member the same one so a token from one
     /// is good on all. Empty: a random key per process.
     pub nacos_auth_secret: String,
+    /// Session timeout of a Nacos 2.x gRPC connection (ms): how long its ephemeral instances
+    /// outlive a member that died without closing the stream.
+    pub nacos_grpc_session_timeout_ms: u64,
     /// AP: a suspected member that does not refute within this time is declared dead (ms).
     pub ap_suspect_ms: u64,
 }
@@ -152,6 +155,7 @@ impl Default for Config {
             nacos_auth_users: Vec::new(),
             nacos_auth_token_ttl_s: 18_000,
             nacos_auth_secret: String::new(),
+            nacos_grpc_session_timeout_ms: 20_000,
         }
     }
 }
@@ -344,6 +348,9 @@ pub struct Cli {
     /// Key signing Nacos access tokens; the same on every member [default: random per process]
     #[arg(long)]
     pub nacos_auth_secret: Option<String>,
+    /// Session timeout of a Nacos gRPC connection in ms (ephemeral instances outlive a dead member this long) [default: 20000]
+    #[arg(long)]
+    pub nacos_grpc_session_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -438,7 +445,8 @@ impl Cli {
             nacos_auth_enabled,
             nacos_auth_users,
             nacos_auth_token_ttl_s,
-            nacos_auth_secret
+            nacos_auth_secret,
+            nacos_grpc_session_timeout_ms
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
@@ -571,6 +579,9 @@ impl Config {
             return bad("http_max_body must be at least 1024".into());
         }
         self.grpc_addr()?;
+        if !(1000..=3_600_000).contains(&self.nacos_grpc_session_timeout_ms) {
+            return bad("nacos_grpc_session_timeout_ms must be between 1000 and 3600000".into());
+        }
         if self.grpc_max_message < 1024 {
             return bad("grpc_max_message must be at least 1024".into());
         }

@@ -220,7 +220,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     )?;
     crate::grpc::nacos::routes(
         &mut grpc_routes,
-        crate::grpc::nacos::Nacos::new(api.clone(), nacos_auth),
+        crate::grpc::nacos::Nacos::new(api.clone(), nacos_auth, cfg.nacos_grpc_session_timeout_ms),
         cfg.grpc_max_message,
     );
     tokio::spawn(crate::grpc::serve(grpc_listener, grpc_routes.routes()));

@@ -11,6 +11,7 @@ import json
 import queue
 import sys
 import threading
+import time
 from importlib import resources
 
 import grpc
@@ -220,3 +221,34 @@ def test_auth_login_and_tokens_over_http_and_grpc(pb, roster_factory):
         assert (kind, body["resultCode"]) == ("InstanceResponse", 200)
     finally:
         c.close()
+
+
+def test_session_is_kept_alive_and_a_reregistration_moves_the_instance(pb, roster_factory):
+    # A 2 s connection session would expire within the test unless the server kept it alive
+    # while the stream lives.
+    r = roster_factory("--nacos-grpc-session-timeout-ms", "2000").start()
+    first, second = Conn(pb, r.grpc_port), Conn(pb, r.grpc_port)
+    try:
+        for c in (first, second):
+            c.setup()
+            assert c.next_push()[0] == "SetupAckRequest"
+            wait_until(lambda c=c: c.call("HealthCheckRequest", {})[1]["resultCode"] == 200, 10, "registered")
+        assert register(first, "kept-svc", "10.0.0.20", 1000)[1]["resultCode"] == 200
+        assert register(first, "moved-svc", "10.0.0.21", 1000)[1]["resultCode"] == 200
+        lease = instances(r, "kept-svc")[0]["lease"]
+        ttl = requests.get(f"http://127.0.0.1:{r.http_port}/v1/leases/{lease}", timeout=5).json()["ttl_seconds"]
+        assert ttl == 2, f"the connection's session has the configured timeout, got {ttl} s"
+        # The same instance registered again over another connection (what a client's redo does
+        # after reconnecting elsewhere) now belongs to that connection.
+        assert register(second, "moved-svc", "10.0.0.21", 1000)[1]["resultCode"] == 200
+        assert instances(r, "moved-svc")[0]["lease"] != lease
+
+        time.sleep(5)   # more than twice the session timeout
+        assert [i["ip"] for i in instances(r, "kept-svc")] == ["10.0.0.20"], "session kept alive"
+
+        first.close()
+        wait_until(lambda: instances(r, "kept-svc") == [], 15, "first connection's instance removed")
+        assert [i["ip"] for i in instances(r, "moved-svc")] == ["10.0.0.21"], \
+            "the re-registered instance stays with the live connection"
+    finally:
+        second.close()

@@ -22,8 +22,9 @@ use tonic::Status;
 
 /// Server pushes queued per connection before the pusher waits for the client.
 pub const PUSH_QUEUE: usize = 256;
-/// Timeout of a connection's session: how long its ephemeral instances outlive a member that
-/// died without closing the stream (Nacos ejects silent connections after about 20 s).
+/// Default timeout of a connection's session (`nacos_grpc_session_timeout_ms`): how long its
+/// ephemeral instances outlive a member that died without closing the stream (Nacos ejects
+/// silent connections after about 20 s).
 pub const SESSION_TIMEOUT_MS: i32 = 20_000;
 /// How long a push may wait for room in a client's queue before the connection is dropped.
 const PUSH_WAIT: Duration = Duration::from_secs(10);
@@ -89,19 +90,23 @@ impl Conn {
     }
 
     /// The connection's session, opened on first use and kept alive while the stream lives.
-    pub async fn session(self: &Arc<Self>, api: &Arc<Api>) -> Result<SessionId, RpcError> {
+    pub async fn session(
+        self: &Arc<Self>,
+        api: &Arc<Api>,
+        timeout_ms: i32,
+    ) -> Result<SessionId, RpcError> {
         let mut s = self.session.lock().await;
         if let Some(id) = *s
             && api.store.session_exists(id)
         {
             return Ok(id);
         }
-        let (id, timeout) = api.store.open_session(SESSION_TIMEOUT_MS).await?;
+        let (id, timeout) = api.store.open_session(timeout_ms).await?;
         tracing::info!(connection = %self.id, session = id, "Nacos connection opened its session");
         *s = Some(id);
         let api = api.clone();
         let me = Arc::downgrade(self);
-        let every = Duration::from_millis((timeout.max(3000) / 3) as u64);
+        let every = Duration::from_millis((timeout.max(300) / 3) as u64);
         let keepalive = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -239,7 +244,7 @@ impl Connections {
             && api.store.session_exists(s)
             && let Err(e) = api.store.close_session(s).await
         {
-            // The session then expires on its own after SESSION_TIMEOUT_MS.
+            // The session then expires on its own after its timeout.
             tracing::warn!(connection = %conn.id, session = s, error = %e,
                 "closing a Nacos connection's session");
         }

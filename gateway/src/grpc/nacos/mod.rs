@@ -182,6 +182,8 @@ pub struct Nacos {
     pub api: Arc<Api>,
     pub conns: Arc<Connections>,
     pub auth: Arc<NacosAuth>,
+    /// Timeout of each connection's session (ms).
+    pub session_timeout_ms: i32,
 }
 
 /// The `Request` service (unary).
@@ -193,11 +195,13 @@ pub struct RequestSvc(pub Arc<Nacos>);
 pub struct BiStreamSvc(pub Arc<Nacos>);
 
 impl Nacos {
-    pub fn new(api: Arc<Api>, auth: Arc<NacosAuth>) -> Arc<Nacos> {
+    pub fn new(api: Arc<Api>, auth: Arc<NacosAuth>, session_timeout_ms: u64) -> Arc<Nacos> {
         Arc::new(Nacos {
             api,
             conns: Arc::new(Connections::default()),
             auth,
+            session_timeout_ms: i32::try_from(session_timeout_ms)
+                .unwrap_or(connection::SESSION_TIMEOUT_MS),
         })
     }
 

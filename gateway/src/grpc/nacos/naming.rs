@@ -157,7 +157,7 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
                     let session = if persistent {
                         0
                     } else {
-                        conn.session(api).await?
+                        conn.session(api, nacos.session_timeout_ms).await?
                     };
                     api.registry.put(&key, rec, session).await?;
                 }
@@ -188,7 +188,7 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
                 .iter()
                 .map(|i| record(&key, i, api))
                 .collect::<Result<Vec<_>, _>>()?;
-            let session = conn.session(api).await?;
+            let session = conn.session(api, nacos.session_timeout_ms).await?;
             // The batch is the connection's whole set for the service: what it registered
             // before and left out is removed (that is how the client deregisters from a batch).
             let keep: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
