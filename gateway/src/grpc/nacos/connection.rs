@@ -64,6 +64,7 @@ pub struct Conn {
     /// the end of the bound stream ends the connection).
     stream: AtomicU64,
     pub client_version: Mutex<String>,
+    created: std::time::Instant,
 }
 
 impl Conn {
@@ -86,6 +87,7 @@ impl Conn {
             next_push: AtomicU64::new(1),
             stream: AtomicU64::new(0),
             client_version: Mutex::new(String::new()),
+            created: std::time::Instant::now(),
         }
     }
 
@@ -209,6 +211,15 @@ impl Connections {
             .cloned()
     }
 
+    /// Forget transports that asked `ServerCheckRequest` but never set up a stream within
+    /// `grace` (a client that gave up, a probe): nothing else would remove them.
+    pub fn sweep(&self, grace: Duration) -> usize {
+        let mut m = self.by_addr.lock();
+        let before = m.len();
+        m.retain(|_, c| c.registered.load(Ordering::SeqCst) || c.created.elapsed() < grace);
+        before - m.len()
+    }
+
     /// How many connections are registered.
     pub fn count(&self) -> usize {
         self.by_addr
@@ -286,4 +297,38 @@ pub async fn setup(
         .await;
     }
     Ok((conn, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_is_one_connection_and_unset_ones_are_swept() {
+        let conns = Connections::default();
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let first = conns.check(a);
+        assert!(
+            Arc::ptr_eq(&first, &conns.check(a)),
+            "ServerCheck again: same connection"
+        );
+        assert!(first.id.ends_with("_127.0.0.1_4000"), "{}", first.id);
+        assert_ne!(conns.check(b).id, first.id);
+        assert!(
+            conns.registered(a).is_none(),
+            "not registered before its stream setup"
+        );
+        assert_eq!(conns.sweep(Duration::from_secs(60)), 0, "young ones stay");
+        assert_eq!(conns.sweep(Duration::ZERO), 2);
+        assert_eq!(conns.count(), 0);
+        first.registered.store(true, Ordering::SeqCst);
+        conns.by_addr.lock().insert(a, first.clone());
+        assert_eq!(
+            conns.sweep(Duration::ZERO),
+            0,
+            "registered connections are not swept"
+        );
+        assert!(conns.registered(a).is_some());
+    }
 }

@@ -195,14 +195,28 @@ pub struct RequestSvc(pub Arc<Nacos>);
 pub struct BiStreamSvc(pub Arc<Nacos>);
 
 impl Nacos {
+    /// The services' state; starts the sweep of connections never set up (needs a runtime).
     pub fn new(api: Arc<Api>, auth: Arc<NacosAuth>, session_timeout_ms: u64) -> Arc<Nacos> {
-        Arc::new(Nacos {
+        let nacos = Arc::new(Nacos {
             api,
             conns: Arc::new(Connections::default()),
             auth,
             session_timeout_ms: i32::try_from(session_timeout_ms)
                 .unwrap_or(connection::SESSION_TIMEOUT_MS),
-        })
+        });
+        let conns = Arc::downgrade(&nacos.conns);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                let Some(c) = conns.upgrade() else { return };
+                let n = c.sweep(std::time::Duration::from_secs(60));
+                if n > 0 {
+                    tracing::debug!(forgotten = n, "Nacos transports that never set up a stream");
+                }
+            }
+        });
+        nacos
     }
 
     /// Answer one unary request from the connection at `addr`.
