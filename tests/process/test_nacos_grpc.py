@@ -145,6 +145,9 @@ def test_setup_unknown_and_malformed_requests(pb, roster):
         kind, body = register(c, "grpc-bad", "10.0.0.1", 70000)
         assert (kind, body["errorCode"]) == ("ErrorResponse", 400)
         assert "port" in body["message"]
+        kind, body = register(c, "grpc-bad", "10.0.0.1/../x", 80)
+        assert (kind, body["errorCode"]) == ("ErrorResponse", 400)
+        assert "ip" in body["message"]
 
         # Still serving.
         kind, body = register(c, "grpc-ok", "10.0.0.1", 8080)

@@ -76,7 +76,7 @@ impl NamingRequest {
     }
 }
 
-fn record(key: &ServiceKey, i: &NacosInstance, api: &Api) -> Result<Instance, RpcError> {
+fn record(key: &ServiceKey, i: &NacosInstance) -> Result<Instance, RpcError> {
     let port = u16::try_from(i.port)
         .ok()
         .filter(|p| *p > 0)
@@ -84,9 +84,7 @@ fn record(key: &ServiceKey, i: &NacosInstance, api: &Api) -> Result<Instance, Rp
     if !(0.0..=10000.0).contains(&i.weight) || i.weight.is_nan() {
         return Err(RpcError::invalid("weight must be between 0 and 10000"));
     }
-    if i.ip.is_empty() {
-        return Err(RpcError::invalid("instance ip is required"));
-    }
+    crate::api::registry::validate_ip(&i.ip)?;
     let cluster = i
         .cluster_name
         .as_deref()
@@ -94,7 +92,6 @@ fn record(key: &ServiceKey, i: &NacosInstance, api: &Api) -> Result<Instance, Rp
         .unwrap_or(DEFAULT_CLUSTER)
         .to_owned();
     crate::api::store::segment("cluster", &cluster)?;
-    let _ = api;
     Ok(Instance {
         id: instance_id(&i.ip, port, &cluster),
         namespace: key.namespace.clone(),
@@ -143,7 +140,7 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
                 .instance
                 .as_ref()
                 .ok_or_else(|| RpcError::invalid("instance is required"))?;
-            let mut rec = record(&key, inst, api)?;
+            let mut rec = record(&key, inst)?;
             let persistent = kind == "PersistentInstanceRequest";
             if persistent {
                 rec.ephemeral = false;
@@ -186,7 +183,7 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
             let records = r
                 .instances
                 .iter()
-                .map(|i| record(&key, i, api))
+                .map(|i| record(&key, i))
                 .collect::<Result<Vec<_>, _>>()?;
             let session = conn.session(api, nacos.session_timeout_ms).await?;
             // The batch is the connection's whole set for the service: what it registered
