@@ -93,6 +93,19 @@ pub struct Config {
     pub ap_anti_entropy_ms: u64,
     /// AP: failure-detector probe interval (ms).
     pub ap_probe_ms: u64,
+    /// Nacos auth: require an access token (from `/nacos/v1/auth/login`) on every Nacos call,
+    /// HTTP and gRPC; refused calls get 403 as Nacos answers them.
+    pub nacos_auth_enabled: bool,
+    /// Nacos auth users, `name:password` each.
+    pub nacos_auth_users: Vec<String>,
+    /// Lifetime of a Nacos access token (seconds).
+    pub nacos_auth_token_ttl_s: u64,
+    /// Key that signs Nacos access tokens; give every member the same one so a token from one
+    /// is good on all. Empty: a random key per process.
+    pub nacos_auth_secret: String,
+    /// Session timeout of a Nacos 2.x gRPC connection (ms): how long its ephemeral instances
+    /// outlive a member that died without closing the stream.
+    pub nacos_grpc_session_timeout_ms: u64,
     /// AP: a suspected member that does not refute within this time is declared dead (ms).
     pub ap_suspect_ms: u64,
 }
@@ -138,6 +151,11 @@ impl Default for Config {
             ap_anti_entropy_ms: 1000,
             ap_probe_ms: 500,
             ap_suspect_ms: 3000,
+            nacos_auth_enabled: false,
+            nacos_auth_users: Vec::new(),
+            nacos_auth_token_ttl_s: 18_000,
+            nacos_auth_secret: String::new(),
+            nacos_grpc_session_timeout_ms: 20_000,
         }
     }
 }
@@ -318,6 +336,21 @@ pub struct Cli {
     /// AP: ms a suspected member has to refute before it is dead [default: 3000]
     #[arg(long)]
     pub ap_suspect_ms: Option<u64>,
+    /// Require Nacos access tokens (`/nacos/v1/auth/login`) on Nacos HTTP and gRPC calls [default: false]
+    #[arg(long)]
+    pub nacos_auth_enabled: Option<bool>,
+    /// Nacos auth users `name:password`, comma separated [default: none]
+    #[arg(long, value_delimiter = ',')]
+    pub nacos_auth_users: Option<Vec<String>>,
+    /// Nacos access token lifetime in seconds [default: 18000]
+    #[arg(long)]
+    pub nacos_auth_token_ttl_s: Option<u64>,
+    /// Key signing Nacos access tokens; the same on every member [default: random per process]
+    #[arg(long)]
+    pub nacos_auth_secret: Option<String>,
+    /// Session timeout of a Nacos gRPC connection in ms (ephemeral instances outlive a dead member this long) [default: 20000]
+    #[arg(long)]
+    pub nacos_grpc_session_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -364,6 +397,7 @@ impl Cli {
                 .list_separator(",")
                 .with_list_parse_key("four_letter_words")
                 .with_list_parse_key("servers")
+                .with_list_parse_key("nacos_auth_users")
                 .source(Some(env)),
         );
         let mut cfg: Config = b.build()?.try_deserialize()?;
@@ -407,7 +441,12 @@ impl Cli {
             ap_tombstone_ttl_ms,
             ap_anti_entropy_ms,
             ap_probe_ms,
-            ap_suspect_ms
+            ap_suspect_ms,
+            nacos_auth_enabled,
+            nacos_auth_users,
+            nacos_auth_token_ttl_s,
+            nacos_auth_secret,
+            nacos_grpc_session_timeout_ms
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
@@ -540,6 +579,9 @@ impl Config {
             return bad("http_max_body must be at least 1024".into());
         }
         self.grpc_addr()?;
+        if !(1000..=3_600_000).contains(&self.nacos_grpc_session_timeout_ms) {
+            return bad("nacos_grpc_session_timeout_ms must be between 1000 and 3600000".into());
+        }
         if self.grpc_max_message < 1024 {
             return bad("grpc_max_message must be at least 1024".into());
         }

@@ -29,6 +29,8 @@ pub struct HttpState {
     pub rate_limit: u32,
     /// Nacos HTTP beats seen by this member.
     pub nacos_beats: Arc<crate::nacos::naming::Beats>,
+    /// Nacos login and access tokens (shared with the gRPC port).
+    pub nacos_auth: Arc<crate::nacos::auth::NacosAuth>,
 }
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -56,6 +58,8 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::nacos::routes(
             state.api.clone(),
             state.nacos_beats.clone(),
+            state.nacos_auth.clone(),
+            state.max_body,
         ))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -187,6 +187,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     api.start_probes(cfg.server_id);
     let nacos_beats = Arc::new(crate::nacos::naming::Beats::default());
     nacos_beats.start(api.clone());
+    let nacos_auth = Arc::new(crate::nacos::auth::NacosAuth::new(
+        cfg.nacos_auth_enabled,
+        &cfg.nacos_auth_users,
+        cfg.nacos_auth_token_ttl_s,
+        &cfg.nacos_auth_secret,
+    ));
     let app = router(HttpState {
         backend: backend.clone(),
         raft: raft.clone(),
@@ -195,6 +201,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         max_body: cfg.http_max_body,
         rate_limit: cfg.http_rate_limit,
         nacos_beats,
+        nacos_auth: nacos_auth.clone(),
     });
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -212,6 +219,11 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             max_message: cfg.grpc_max_message,
         },
     )?;
+    crate::grpc::nacos::routes(
+        &mut grpc_routes,
+        crate::grpc::nacos::Nacos::new(api.clone(), nacos_auth, cfg.nacos_grpc_session_timeout_ms),
+        cfg.grpc_max_message,
+    );
     tokio::spawn(crate::grpc::serve(grpc_listener, grpc_routes.routes()));
     let status = backend.status();
     tracing::info!(%zk_addr, %http_addr, %grpc_addr, backend = status.backend, role = status.role.as_str(),

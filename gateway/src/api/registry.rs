@@ -282,7 +282,7 @@ pub fn instance_id(ip: &str, port: u16, cluster: &str) -> String {
     format!("{ip}#{port}#{cluster}")
 }
 
-fn validate_ip(ip: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_ip(ip: &str) -> Result<(), ApiError> {
     let ok = !ip.is_empty()
         && ip.len() <= 253
         && (ip.parse::<std::net::IpAddr>().is_ok()

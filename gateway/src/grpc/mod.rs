@@ -2,13 +2,13 @@
 //! native API as the `roster.v1` services of `proto/roster/v1/*.proto`, the standard
 //! `grpc.health.v1` health service and server reflection. Every RPC calls the same
 //! [`Api`](crate::api::Api) services as the HTTP front end; this module only translates
-//! messages, and [`status`] maps errors. More services (Nacos 2.x `Request` /
-//! `BiRequestStream`) join the same port by being added to the [`RoutesBuilder`] that
-//! [`routes`] fills, before [`serve`].
+//! messages, and [`status`] maps errors. The Nacos 2.x `Request` / `BiRequestStream` services
+//! ([`nacos`]) join the same port through the same [`RoutesBuilder`], before [`serve`].
 
 pub mod config;
 pub mod lease;
 pub mod lock;
+pub mod nacos;
 pub mod registry;
 pub mod status;
 pub mod watch;

@@ -1,8 +1,10 @@
 //! Nacos compatibility over HTTP: the open API v1 (`/nacos/v1/ns/**`, `/nacos/v1/cs/**`) and the
 //! v2 envelope (`/nacos/v2/**`), on the native registry and config services — so an instance or
 //! a config item written through Nacos is the same record every other protocol reads. Wire facts:
-//! docs/nacos.md. (The Nacos 2.x gRPC services live with the gRPC front end.)
+//! docs/nacos.md. Login and access tokens: [`auth`]. (The Nacos 2.x gRPC services live with the gRPC
+//! front end, `grpc::nacos`.)
 
+pub mod auth;
 pub mod config;
 pub mod naming;
 
@@ -155,7 +157,18 @@ pub fn v2<T: serde::Serialize>(r: Result<T, NacosError>) -> Response {
     }
 }
 
-/// Every Nacos route.
-pub fn routes(api: Arc<Api>, beats: Arc<naming::Beats>) -> Router {
-    naming::routes(api.clone(), beats).merge(config::routes(api))
+/// Every Nacos route; with auth on, all but login need an access token.
+pub fn routes(
+    api: Arc<Api>,
+    beats: Arc<naming::Beats>,
+    auth: Arc<auth::NacosAuth>,
+    max_body: usize,
+) -> Router {
+    naming::routes(api.clone(), beats)
+        .merge(config::routes(api))
+        .layer(axum::middleware::from_fn_with_state(
+            (auth.clone(), max_body),
+            auth::require_token,
+        ))
+        .merge(auth::routes(auth))
 }
