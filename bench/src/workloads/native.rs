@@ -492,6 +492,37 @@ struct LockCheck {
     releases: Mutex<tokio::task::JoinSet<()>>,
 }
 
+impl LockCheck {
+    /// A grant of `token` arrived: the failure, if it breaks the mutex's promises — a token
+    /// not above every earlier one, or a grant while another holder has not yet released.
+    fn enter(&self, token: u64) -> Option<Failure> {
+        self.holds.fetch_add(1, Ordering::Relaxed);
+        let mut violation = None;
+        if self.holding.swap(true, Ordering::SeqCst) {
+            self.exclusion_violations.fetch_add(1, Ordering::Relaxed);
+            violation = Some(Failure::new(
+                "MutualExclusionViolation",
+                format!("token {token} granted while another contender held"),
+            ));
+        }
+        let mut last = self.last_token.lock();
+        if token <= *last {
+            self.fencing_violations.fetch_add(1, Ordering::Relaxed);
+            violation = Some(Failure::new(
+                "FencingViolation",
+                format!("token {token} after {}", *last),
+            ));
+        }
+        *last = (*last).max(token);
+        violation
+    }
+
+    /// The holder is about to send its release.
+    fn exit(&self) {
+        self.holding.store(false, Ordering::SeqCst);
+    }
+}
+
 async fn lock(sessions: &[Session], p: &Params) -> anyhow::Result<WorkloadResult> {
     let name: Arc<str> = Arc::from(p.run_name());
     let check = Arc::new(LockCheck::default());
@@ -504,29 +535,10 @@ async fn lock(sessions: &[Session], p: &Params) -> anyhow::Result<WorkloadResult
                 Ok(h) => h,
                 Err(e) => return Some(("acquire", Err(e))),
             };
-            check.holds.fetch_add(1, Ordering::Relaxed);
-            let mut violation = None;
-            if check.holding.swap(true, Ordering::SeqCst) {
-                check.exclusion_violations.fetch_add(1, Ordering::Relaxed);
-                violation = Some(Failure::new(
-                    "MutualExclusionViolation",
-                    format!("lease {} acquired while another session held", s.lease),
-                ));
-            }
-            {
-                let mut last = check.last_token.lock();
-                if held.fencing_token <= *last {
-                    check.fencing_violations.fetch_add(1, Ordering::Relaxed);
-                    violation = Some(Failure::new(
-                        "FencingViolation",
-                        format!("token {} after {}", held.fencing_token, *last),
-                    ));
-                }
-                *last = (*last).max(held.fencing_token);
-            }
+            let violation = check.enter(held.fencing_token);
             // The critical section ends before the release is sent: the next holder can only
             // be granted once the release is applied.
-            check.holding.store(false, Ordering::SeqCst);
+            check.exit();
             let release = async move {
                 let t = Instant::now();
                 let r = s.api.lock_release(&name, &held.key).await;
@@ -571,7 +583,27 @@ async fn lock(sessions: &[Session], p: &Params) -> anyhow::Result<WorkloadResult
 
 #[cfg(test)]
 mod tests {
-    use super::address;
+    use super::{LockCheck, address};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn the_lock_check_flags_stale_tokens_and_double_holds() {
+        let c = LockCheck::default();
+        assert!(c.enter(5).is_none());
+        c.exit();
+        assert!(c.enter(7).is_none());
+        c.exit();
+        let stale = c.enter(7).expect("a repeated token is a violation");
+        assert_eq!(stale.kind, "FencingViolation");
+        c.exit();
+        assert!(c.enter(9).is_none());
+        let double = c.enter(10).expect("a grant while held is a violation");
+        assert_eq!(double.kind, "MutualExclusionViolation");
+        c.exit();
+        assert_eq!(c.holds.load(Ordering::Relaxed), 5);
+        assert_eq!(c.fencing_violations.load(Ordering::Relaxed), 1);
+        assert_eq!(c.exclusion_violations.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn addresses_are_distinct_per_session_and_key() {
