@@ -222,6 +222,40 @@ pub async fn run(w: Workload, p: &Params) -> anyhow::Result<WorkloadResult> {
     Ok(result)
 }
 
+/// Sequence numbers of warm-up requests carry this bit, so a workload that names things by
+/// sequence number (`nacos-register`) keeps warm-up and measured requests apart.
+pub(crate) const WARM_BIT: u64 = 1 << 40;
+
+/// Runs `f` unmeasured for `--warmup` (nothing when it is 0): open loop at `rate` if given,
+/// else closed loop at `clients × depth`. The sequence numbers it gets carry [`WARM_BIT`].
+pub(crate) async fn warm_up<C, E, F, Fut>(
+    clients: &[C],
+    depth: usize,
+    p: &Params,
+    rate: Option<f64>,
+    f: F,
+) where
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
+{
+    if p.warmup.is_zero() {
+        return;
+    }
+    eprintln!("warming up for {:?}", p.warmup);
+    let rec = Arc::new(Recorder::new());
+    let f = move |c: C, seq: u64| f(c, seq | WARM_BIT);
+    match rate {
+        Some(rate) => {
+            load::open_loop(clients, rate, p.warmup, rec, f).await;
+        }
+        None => {
+            load::closed_loop(clients, depth, Stop::For(p.warmup), rec, f).await;
+        }
+    }
+}
+
 /// Runs the measured phase the way the parameters ask: a knee search (`--find-knee`), open
 /// loop at `rate` (`--rate`, or a workload's own default rate), or closed loop at
 /// `clients × depth`. Returns the mode as reports name it, and the knee if one was searched.

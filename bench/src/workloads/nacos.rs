@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use super::{Params, WorkloadResult, mix};
+use super::{Params, WARM_BIT, WorkloadResult, mix};
 use crate::load::{self, Failure, OutcomeOf, Stop};
 use crate::nacos::NacosClient;
 use crate::record::Recorder;
@@ -65,6 +65,11 @@ fn address(n: u64) -> (String, u16) {
         format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
         8080 + (n >> 24) as u16,
     )
+}
+
+/// The service of `nacos-register`'s instance `n` (warm-up instances apart).
+fn service(warm: bool, n: u64) -> String {
+    format!("{}-{}", if warm { "warm" } else { "svc" }, n % 100)
 }
 
 /// The change the subscribe probe waits for a poll to see.
@@ -131,7 +136,9 @@ pub async fn run(w: Nacos, p: &Params) -> anyhow::Result<WorkloadResult> {
         );
         tokio::spawn(async move { subscribe_probe(c, &g, e, r, s).await })
     });
-    let registered = Arc::new(AtomicU64::new(0));
+    // How many instances nacos-register registered (sequence numbers below it), measured and
+    // in the warm-up.
+    let registered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
 
     let (g, v, e, reg) = (
         group.clone(),
@@ -144,10 +151,14 @@ pub async fn run(w: Nacos, p: &Params) -> anyhow::Result<WorkloadResult> {
         async move {
             Some(match w {
                 Nacos::Register => {
-                    reg.fetch_max(seq + 1, Ordering::Relaxed);
-                    let (ip, port) = address(seq);
-                    let svc = format!("svc-{}", seq % 100);
-                    ("register", c.register(&g, &svc, &ip, port, true).await)
+                    let warm = seq & WARM_BIT != 0;
+                    let n = seq & !WARM_BIT;
+                    reg[usize::from(warm)].fetch_max(n + 1, Ordering::Relaxed);
+                    let (ip, port) = address(n);
+                    (
+                        "register",
+                        c.register(&g, &service(warm, n), &ip, port, true).await,
+                    )
                 }
                 Nacos::Query => {
                     let svc = format!("svc-{}", mix(seq) % query_services);
@@ -180,6 +191,7 @@ pub async fn run(w: Nacos, p: &Params) -> anyhow::Result<WorkloadResult> {
     };
 
     let rate = p.rate.or(Some(DEFAULT_RATE));
+    super::warm_up(&clients, p.depth, p, rate, op.clone()).await;
     let watch = p.watch();
     let t0 = Instant::now();
     let (mode, knee) = super::measure(
@@ -210,7 +222,7 @@ pub async fn run(w: Nacos, p: &Params) -> anyhow::Result<WorkloadResult> {
         Nacos::Register => {
             extras.insert(
                 "instances_registered".into(),
-                registered.load(Ordering::Relaxed) as f64,
+                registered[0].load(Ordering::Relaxed) as f64,
             );
         }
         Nacos::Query => {
@@ -257,11 +269,13 @@ async fn cleanup(
     group: &str,
     keys: u64,
     query_services: u64,
-    registered: &AtomicU64,
+    registered: &[AtomicU64; 2],
 ) {
+    // (instance or item number, registered in the warm-up)
     let jobs: Vec<(u64, bool)> = match w {
-        Nacos::Register => (0..registered.load(Ordering::Relaxed))
-            .map(|n| (n, true))
+        Nacos::Register => (0..registered[0].load(Ordering::Relaxed))
+            .map(|n| (n, false))
+            .chain((0..registered[1].load(Ordering::Relaxed)).map(|n| (n, true)))
             .collect(),
         Nacos::Query => (0..keys).map(|n| (n, false)).collect(),
         Nacos::Subscribe => (0..PER_SERVICE).map(|n| (n, false)).collect(),
@@ -269,7 +283,7 @@ async fn cleanup(
     };
     let total = jobs.len();
     let mut done = futures::stream::iter(jobs)
-        .map(|(n, ephemeral)| async move {
+        .map(|(n, warm)| async move {
             match w {
                 Nacos::ConfigPublish | Nacos::ConfigGet => {
                     admin.config_delete(group, &format!("cfg-{n}")).await
@@ -277,11 +291,13 @@ async fn cleanup(
                 _ => {
                     let (ip, port) = address(n);
                     let svc = match w {
-                        Nacos::Register => format!("svc-{}", n % 100),
+                        Nacos::Register => service(warm, n),
                         Nacos::Query => format!("svc-{}", n % query_services),
                         _ => "watched".into(),
                     };
-                    admin.deregister(group, &svc, &ip, port, ephemeral).await
+                    admin
+                        .deregister(group, &svc, &ip, port, w == Nacos::Register)
+                        .await
                 }
             }
         })

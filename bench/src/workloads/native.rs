@@ -150,6 +150,7 @@ where
     F: Fn(Session, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = OutcomeOf<Failure>> + Send + 'static,
 {
+    super::warm_up(sessions, depth, p, p.rate, op.clone()).await;
     let watch = p.watch();
     let t0 = Instant::now();
     let (mode, knee) =
