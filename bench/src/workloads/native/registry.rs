@@ -94,24 +94,28 @@ async fn subscribe_probe(
     while !stop.load(Ordering::Relaxed) {
         if feed.is_none() {
             let t = Instant::now();
-            match api.subscribe(group, SERVICE).await {
-                Ok(mut f) => match tokio::time::timeout(PROBE_WAIT, f.next()).await {
-                    Ok(Some(Ok(SubEvent::Snapshot(_)))) => feed = Some(f),
-                    other => {
-                        let kind = match other {
-                            Ok(Some(Err(e))) => e.kind,
-                            _ => "NoSnapshot".into(),
-                        };
-                        rec.record("subscribe-register", t, Instant::now(), Some(kind));
-                        tokio::time::sleep(PROBE_GAP).await;
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    rec.record("subscribe-register", t, Instant::now(), Some(e.kind));
-                    tokio::time::sleep(PROBE_GAP).await;
-                    continue;
+            // The stream is in place once its snapshot has come.
+            let opened = tokio::time::timeout(PROBE_WAIT, async {
+                let mut f = api.subscribe(group, SERVICE).await.map_err(|e| e.kind)?;
+                match f.next().await {
+                    Some(Ok(SubEvent::Snapshot(_))) => Ok(f),
+                    Some(Err(e)) => Err(e.kind),
+                    _ => Err("NoSnapshot".to_string()),
                 }
+            })
+            .await;
+            let kind = match opened {
+                Ok(Ok(f)) => {
+                    feed = Some(f);
+                    None
+                }
+                Ok(Err(kind)) => Some(kind),
+                Err(_) => Some("NoSnapshot".to_string()),
+            };
+            if let Some(kind) = kind {
+                rec.record("subscribe-register", t, Instant::now(), Some(kind));
+                tokio::time::sleep(PROBE_GAP).await;
+                continue;
             }
         }
         let Some(f) = feed.as_mut() else { continue };
