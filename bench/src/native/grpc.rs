@@ -1,6 +1,7 @@
 //! The native API over gRPC (`roster.v1`), through client stubs generated from
 //! `proto/roster/v1` at build time. One HTTP/2 channel per client; requests multiplex on it.
 
+use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Feed, Held, SubEvent};
@@ -69,7 +70,7 @@ impl Grpc {
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| anyhow::anyhow!("connecting gRPC to {addr}: {e}"))?;
+            .with_context(|| format!("connecting gRPC to {addr}"))?;
         Ok(Grpc { channel })
     }
 
