@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Smoke test of roster-bench for CI: every workload runs for about two seconds against a
 # standalone Roster started here, and each must produce a report with nonzero operations and
-# no failed run; then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
+# no failed run — the ZooKeeper-protocol workloads, the native-API workloads over HTTP and
+# gRPC (their subscribe and listen probes must have heard events, the lock must show no
+# fencing violation) and the Nacos workloads; then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
 # `set` load has its leader killed, and the report must show the fault, a new leader and
 # successes after it. It asserts that the harness works, never how fast anything is.
-#   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries)
+#   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries;
+#          SMOKE_ONLY=<regex> runs only the checks whose name matches, e.g. 'api|nacos')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -33,7 +36,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 zk_port=$(free_port)
 http_port=$(free_port)
+grpc_port=$(free_port)
 "$roster_bin" --data-dir "$work/data" --zk-listen "127.0.0.1:$zk_port" --http-listen "127.0.0.1:$http_port" \
+  --grpc-listen "127.0.0.1:$grpc_port" \
   --four-letter-words '*' --max-client-connections 0 > "$work/roster.log" 2>&1 &
 roster_pid=$!
 ruok() { python3 - "$zk_port" <<'PY' 2>/dev/null
@@ -52,7 +57,8 @@ done
 
 failed=0
 passed=0
-check() { # name, out dir: a report with at least one run and nonzero ops in every run
+check() { # name, out dir: a report with at least one run and nonzero ops in every run; the
+  # native and Nacos runs also need successes of every probe and no lock violation
   python3 - "$2/report.json" "$1" <<'PY'
 import json, sys
 path, name = sys.argv[1], sys.argv[2]
@@ -60,16 +66,44 @@ r = json.load(open(path))
 runs = r.get("runs", [])
 assert runs, f"{name}: no runs in {path}"
 for run in runs:
-    ok = sum(o["ok"] for o in run["result"]["ops"])
-    assert ok > 0, f"{name}: {run['result']['workload']} did no operation"
+    res = run["result"]
+    w = res["workload"]
+    ops = {o["op"]: o for o in res["ops"]}
+    ok = sum(o["ok"] for o in ops.values())
+    assert ok > 0, f"{name}: {w} did no operation"
+    needed = {
+        "api-registry": ["register", "list", "keepalive", "subscribe-register", "subscribe-deregister"],
+        "api-config": ["get", "put", "listen-notify"],
+        "api-lock": ["acquire", "release"],
+        "nacos-subscribe": ["poll", "subscribe-register", "subscribe-deregister"],
+    }
+    for prefix, names in needed.items():
+        if w.startswith(prefix):
+            for op in names:
+                assert ops.get(op, {}).get("ok", 0) > 0, f"{name}: {w}: no successful {op}: {ops.get(op)}"
+    if w.startswith("api-lock"):
+        x = res["extras"]
+        assert x["fencing_violations"] == 0, f"{name}: {w}: fencing violations {x}"
+        assert x["mutual_exclusion_violations"] == 0, f"{name}: {w}: double holds {x}"
+        assert x["holds"] > 0, f"{name}: {w}: no hold {x}"
+    if w.startswith(("api-", "nacos-")):
+        assert res["server"] and res["server"]["samples"] > 0, f"{name}: {w}: server not sampled"
 assert r["machine"]["cores"] >= 1
 PY
 }
-run() { # name, extra args…
+run() { # name, extra args… (ZooKeeper-protocol workloads)
+  bench "$1" --target "127.0.0.1:$zk_port" "${@:2}"
+}
+api() { # name, extra args… (native API and Nacos workloads)
+  bench "$1" --http "127.0.0.1:$http_port" --grpc "127.0.0.1:$grpc_port" "${@:2}"
+}
+selected() { [ -z "${SMOKE_ONLY:-}" ] || [[ $1 =~ $SMOKE_ONLY ]]; }
+bench() { # name, extra args…
   local name=$1; shift
+  selected "$name" || return 0
   local out="$work/out-$name"
   echo "smoke: $name" >&2
-  if timeout 120 "$bench_bin" run --target "127.0.0.1:$zk_port" --label roster --out "$out" \
+  if timeout 120 "$bench_bin" run --label roster --out "$out" \
        --fsync-samples 10 "$@" > "$work/$name.log" 2>&1 \
      && check "$name" "$out" && [ -f "$out/report.md" ] && ls "$out"/*.svg > /dev/null; then
     passed=$((passed + 1))
@@ -91,11 +125,18 @@ run zk-latencies    --workload zk-latencies "${common[@]}" --ops 200
 run watch-fanout    --workload watch-fanout --sessions 20 --duration 2
 run session-storm   --workload session-storm --sessions 50 --session-timeout-ms 4000
 run ephemeral-storm --workload ephemeral-storm "${common[@]}" --duration 2
+api api-registry    --workload api-registry --protocol http,grpc "${common[@]}" --duration 2
+api api-config      --workload api-config --protocol http,grpc "${common[@]}" --duration 2
+api api-lock        --workload api-lock --protocol http,grpc --sessions 4 --duration 2
+api api-open-loop   --workload api-config --protocol grpc "${common[@]}" --rate 200 --duration 2
+api nacos           --workload nacos-register,nacos-query,nacos-subscribe,nacos-config-publish,nacos-config-get \
+                    "${common[@]}" --rate 200 --duration 2
 
 # The fault path: kill -9 the leader of a 3-node ensemble 2 s into an 8 s run.
-echo "smoke: fault kill-leader" >&2
-fault_out="$work/out-fault"
-if timeout 150 "$bench_bin" compare --systems roster --roster-bin "$roster_bin" --ensemble 3 \
+fault_run() {
+  echo "smoke: fault kill-leader" >&2
+  local fault_out="$work/out-fault"
+  timeout 150 "$bench_bin" compare --systems roster --roster-bin "$roster_bin" --ensemble 3 \
      --fault kill-leader --fault-at 2 --duration 8 --workload set "${common[@]}" --rounds 1 \
      --fsync-samples 10 --work-dir "$work/fault" --out "$fault_out" > "$work/fault.log" 2>&1 \
    && [ -f "$fault_out/fault-set-kill-leader.svg" ] \
@@ -111,12 +152,15 @@ after = [p for p in run["result"]["timeline"] if p["t_s"] > f["injected_at_s"] +
 assert sum(p["ok"] for p in after) > 0, "no success after the leader was killed"
 assert "recovery_s" in run["result"]["extras"]
 PY
-then
-  passed=$((passed + 1))
-else
-  echo "smoke: fault kill-leader FAILED; its output:" >&2
-  tail -n 30 "$work/fault.log" >&2
-  failed=$((failed + 1))
+}
+if selected fault; then
+  if fault_run; then
+    passed=$((passed + 1))
+  else
+    echo "smoke: fault kill-leader FAILED; its output:" >&2
+    tail -n 30 "$work/fault.log" >&2
+    failed=$((failed + 1))
+  fi
 fi
 
 echo "bench smoke: $passed passed, $failed failed"

@@ -11,7 +11,49 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::record::Recorder;
-use crate::zk::{Client, error_kind};
+
+/// An operation's failure as the report names it (`NodeExists`, `LOCK_HELD`, `ClientIo`…).
+pub trait ErrorKind {
+    /// A short, stable name for the errors-by-kind table.
+    fn kind(&self) -> String;
+}
+
+impl ErrorKind for zookeeper_client::Error {
+    fn kind(&self) -> String {
+        crate::zk::error_kind(self)
+    }
+}
+
+/// A failed request of a protocol other than ZooKeeper's: the kind the report counts (the
+/// API's error code, `HTTP_503`, `ClientIo`, `Timeout`, `FencingViolation`…) and what happened.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl ErrorKind for Failure {
+    fn kind(&self) -> String {
+        self.kind.clone()
+    }
+}
 
 /// When a phase ends.
 #[derive(Clone, Copy, Debug)]
@@ -35,20 +77,27 @@ impl Stop {
 }
 
 /// What one operation reports: its kind, and its outcome. `None` means "nothing left to do".
-pub type Outcome = Option<(&'static str, Result<(), zookeeper_client::Error>)>;
+/// Generic over the error type, so every protocol the harness speaks shares the loops.
+pub type OutcomeOf<E> = Option<(&'static str, Result<(), E>)>;
+/// The outcome of a ZooKeeper operation.
+pub type Outcome = OutcomeOf<zookeeper_client::Error>;
 
 /// Runs `op(client, seq)` closed-loop on `clients.len() × depth` workers until `stop`.
 /// `seq` is a global sequence number, unique per call. Returns the measured window.
-pub async fn closed_loop<F, Fut>(
-    clients: &[Client],
+/// A client is anything cheap to clone that the op drives (a ZooKeeper session, an HTTP or
+/// gRPC connection).
+pub async fn closed_loop<C, E, F, Fut>(
+    clients: &[C],
     depth: usize,
     stop: Stop,
     rec: Arc<Recorder>,
     op: F,
 ) -> Duration
 where
-    F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
 {
     let op = Arc::new(op);
     let counter = Arc::new(AtomicU64::new(0));
@@ -72,12 +121,7 @@ where
                     let Some((name, result)) = op(client.clone(), seq).await else {
                         break;
                     };
-                    rec.record(
-                        name,
-                        t,
-                        Instant::now(),
-                        result.err().map(|e| error_kind(&e)),
-                    );
+                    rec.record(name, t, Instant::now(), result.err().map(|e| e.kind()));
                 }
             }));
         }
@@ -93,16 +137,18 @@ const MAX_IN_FLIGHT: usize = 20_000;
 
 /// Sends `op` at `rate` per second, spread round-robin over `clients`, for `duration`.
 /// Latency runs from each request's intended send time.
-pub async fn open_loop<F, Fut>(
-    clients: &[Client],
+pub async fn open_loop<C, E, F, Fut>(
+    clients: &[C],
     rate: f64,
     duration: Duration,
     rec: Arc<Recorder>,
     op: F,
 ) -> Duration
 where
-    F: Fn(Client, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
 {
     let op = Arc::new(op);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -133,7 +179,7 @@ where
                                 name,
                                 intended,
                                 Instant::now(),
-                                result.err().map(|e| error_kind(&e)),
+                                result.err().map(|e| e.kind()),
                             );
                         }
                         drop(permit);
@@ -177,8 +223,8 @@ pub struct Knee {
 
 /// Ramps the open-loop rate from `start` by `factor` per step of `step` until p99 exceeds
 /// `bound_ms`, errors exceed 1 %, the server falls 10 % behind the offered rate, or `max_steps`.
-pub async fn find_knee<F, Fut>(
-    clients: &[Client],
+pub async fn find_knee<C, E, F, Fut>(
+    clients: &[C],
     start: f64,
     factor: f64,
     step: Duration,
@@ -187,8 +233,10 @@ pub async fn find_knee<F, Fut>(
     op: F,
 ) -> Knee
 where
-    F: Fn(Client, u64) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
 {
     let mut steps = Vec::new();
     let mut knee_rate = None;

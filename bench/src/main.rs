@@ -7,8 +7,11 @@ mod availability;
 mod chart;
 mod compare;
 mod deploy;
+mod http;
 mod load;
 mod machine;
+mod nacos;
+mod native;
 mod record;
 mod report;
 mod server_stats;
@@ -24,6 +27,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::load::Stop;
+use crate::native::{ApiTarget, Protocol};
 use crate::report::{Report, RunRecord};
 use crate::workloads::{KneeOpts, Params, Workload};
 
@@ -54,8 +58,11 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 struct LoadArgs {
-    /// Workloads, comma-separated: create, set, get, delete, mixed, zk-latencies,
-    /// watch-fanout, session-storm, ephemeral-storm.
+    /// Workloads, comma-separated. ZooKeeper protocol: create, set, get, delete, mixed,
+    /// zk-latencies, watch-fanout, session-storm, ephemeral-storm. Roster's native API (`run`
+    /// only, needs --http): api-registry, api-config, api-lock. Nacos HTTP v1 open API (`run`
+    /// only, needs --http): nacos-register, nacos-query, nacos-subscribe,
+    /// nacos-config-publish, nacos-config-get.
     #[arg(long, default_value = "create,set,get,delete", value_delimiter = ',')]
     workload: Vec<String>,
     /// Sessions (watchers for watch-fanout, storm size for session-storm).
@@ -100,6 +107,9 @@ struct LoadArgs {
     /// Read share(s) of `mixed`, percent, comma-separated (one run each), e.g. 0,50,90,100.
     #[arg(long, default_value = "90", value_delimiter = ',')]
     read_share: Vec<f64>,
+    /// Transport(s) of the api-* workloads, comma-separated (one run each): http, grpc.
+    #[arg(long, default_value = "http", value_delimiter = ',')]
+    protocol: Vec<String>,
     /// Session timeout asked for, ms.
     #[arg(long, default_value_t = 4000)]
     session_timeout_ms: u64,
@@ -113,9 +123,17 @@ struct LoadArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Connect string of the server (host:port[,host:port…]).
+    /// ZooKeeper connect string of the server (host:port[,host:port…]); needed by the
+    /// ZooKeeper-protocol workloads.
     #[arg(long)]
-    target: String,
+    target: Option<String>,
+    /// HTTP address (host:port) of Roster's native API and Nacos API; needed by the api-* and
+    /// nacos-* workloads.
+    #[arg(long)]
+    http: Option<String>,
+    /// gRPC address (host:port) of the native API; default: the --http port + 1000.
+    #[arg(long, requires = "http")]
+    grpc: Option<String>,
     /// Name of the system in reports.
     #[arg(long, default_value = "target")]
     label: String,
@@ -221,17 +239,27 @@ pub fn run_id() -> String {
 impl LoadArgs {
     fn workloads(&self) -> anyhow::Result<Vec<Workload>> {
         let mut out = Vec::new();
+        let protocols = self
+            .protocol
+            .iter()
+            .map(|p| Protocol::parse(p.trim()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for name in &self.workload {
+            let name = name.trim();
             if name == "mixed" {
                 for share in &self.read_share {
                     anyhow::ensure!(
                         (0.0..=100.0).contains(share),
                         "--read-share is a percentage: {share}"
                     );
-                    out.push(Workload::parse(name, *share)?);
+                    out.push(Workload::parse(name, *share, Protocol::Http)?);
+                }
+            } else if name.starts_with("api-") {
+                for proto in &protocols {
+                    out.push(Workload::parse(name, 0.0, *proto)?);
                 }
             } else {
-                out.push(Workload::parse(name.trim(), 0.0)?);
+                out.push(Workload::parse(name, 0.0, Protocol::Http)?);
             }
         }
         Ok(out)
@@ -268,6 +296,7 @@ impl LoadArgs {
             cleanup: true,
             run_id: run_id(),
             server_pids: Vec::new(),
+            api: None,
         })
     }
 
@@ -288,6 +317,9 @@ impl LoadArgs {
         m.insert("warmup_s".into(), self.warmup.to_string());
         if let Some(r) = self.rate {
             m.insert("rate".into(), r.to_string());
+        }
+        if self.workload.iter().any(|w| w.trim().starts_with("api-")) {
+            m.insert("protocol".into(), self.protocol.join(","));
         }
         m.insert(
             "session_timeout_ms".into(),
@@ -332,7 +364,36 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let workloads = args.load.workloads()?;
-    let mut params = args.load.params(&args.target)?;
+    if workloads.iter().any(Workload::is_zookeeper) {
+        anyhow::ensure!(
+            args.target.is_some(),
+            "the ZooKeeper-protocol workloads need --target host:port"
+        );
+    }
+    let api = match &args.http {
+        Some(http) => Some(ApiTarget {
+            http: http.clone(),
+            grpc: match &args.grpc {
+                Some(g) => g.clone(),
+                None => grpc_beside(http)?,
+            },
+        }),
+        None => {
+            anyhow::ensure!(
+                workloads.iter().all(Workload::is_zookeeper),
+                "the api-* and nacos-* workloads need --http host:port"
+            );
+            None
+        }
+    };
+    // What reports name the target: the ZooKeeper address, else the HTTP one.
+    let target = args
+        .target
+        .clone()
+        .or_else(|| args.http.clone())
+        .unwrap_or_default();
+    let mut params = args.load.params(args.target.as_deref().unwrap_or(""))?;
+    params.api = api;
     params.cleanup = !args.keep;
     params.server_pids = match (&args.server_pid, &args.server_pid_file) {
         (Some(p), _) => Some(*p),
@@ -344,8 +405,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("pid in {}", f.display()))?,
         ),
         (None, None) => {
-            let port = args
-                .target
+            let port = target
                 .split(',')
                 .next()
                 .and_then(|h| h.rsplit(':').next())
@@ -368,7 +428,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let m = machine::measure(&args.fsync_dir, args.load.fsync_samples, 2000)?;
     let mut report = Report::new("run", m, args.load.describe());
     for w in workloads {
-        eprintln!("== {} on {}", w.label(), args.target);
+        eprintln!("== {} on {target}", w.label());
         let mut p = params.clone();
         p.run_id = run_id();
         let result = workloads::run(w, &p)
@@ -377,7 +437,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary(&args.label, &result);
         report.runs.push(RunRecord {
             system: args.label.clone(),
-            target: args.target.clone(),
+            target: target.clone(),
             round: None,
             result,
         });
@@ -388,8 +448,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The gRPC address beside an HTTP one: the same host, port + 1000 (Roster's default).
+fn grpc_beside(http: &str) -> anyhow::Result<String> {
+    let (host, port) = http
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("--http is host:port, not {http:?}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--http is host:port, not {http:?}"))?;
+    let grpc = port
+        .checked_add(1000)
+        .ok_or_else(|| anyhow::anyhow!("--http port {port} + 1000 is no port; give --grpc"))?;
+    Ok(format!("{host}:{grpc}"))
+}
+
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let workloads = args.load.workloads()?;
+    if let Some(w) = workloads.iter().find(|w| !w.is_zookeeper()) {
+        anyhow::bail!(
+            "{} runs with `run` only: `compare` drives Roster and Apache ZooKeeper, which has no such API",
+            w.label()
+        );
+    }
     let params = args.load.params("")?;
     std::fs::create_dir_all(&args.work_dir)?;
     eprintln!(

@@ -4,20 +4,27 @@
 mod fanout;
 mod fault;
 mod latencies;
+mod nacos;
+mod native;
 mod simple;
 mod storm;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::load::{Knee, Stop};
-use crate::record::{OpStats, TimelinePoint};
+use crate::load::{self, ErrorKind, Knee, OutcomeOf, Stop};
+use crate::native::{ApiTarget, Protocol};
+use crate::record::{OpStats, Progress, Recorder, TimelinePoint};
 use crate::server_stats::ServerStats;
 use crate::zk::SessionSpec;
 
 pub use fault::{FaultPlan, FaultRecord, run_with_fault};
+pub use nacos::Nacos;
+pub use native::NativeKind;
 pub use simple::{Simple, mix};
 
 /// A named workload.
@@ -33,6 +40,10 @@ pub enum Workload {
     SessionStorm,
     /// Many sessions register ephemerals as fast as they can, then all close at once.
     EphemeralStorm,
+    /// Roster's native API (registry, config or lock) over HTTP or gRPC.
+    Native(NativeKind, Protocol),
+    /// nacos-bench-style load on the Nacos HTTP v1 open API, open loop.
+    Nacos(Nacos),
 }
 
 /// Every workload name `--workload` accepts.
@@ -46,11 +57,24 @@ pub const NAMES: &[&str] = &[
     "watch-fanout",
     "session-storm",
     "ephemeral-storm",
+    "api-registry",
+    "api-config",
+    "api-lock",
+    "nacos-register",
+    "nacos-query",
+    "nacos-subscribe",
+    "nacos-config-publish",
+    "nacos-config-get",
 ];
 
 impl Workload {
-    /// Parses a name; `mixed` is expanded once per read share by the caller.
-    pub fn parse(name: &str, read_share_percent: f64) -> anyhow::Result<Workload> {
+    /// Parses a name; `mixed` is expanded once per read share and `api-*` once per protocol
+    /// by the caller.
+    pub fn parse(
+        name: &str,
+        read_share_percent: f64,
+        protocol: Protocol,
+    ) -> anyhow::Result<Workload> {
         Ok(match name {
             "create" => Workload::Simple(Simple::Create),
             "set" => Workload::Simple(Simple::Set),
@@ -63,6 +87,14 @@ impl Workload {
             "watch-fanout" => Workload::WatchFanout,
             "session-storm" => Workload::SessionStorm,
             "ephemeral-storm" => Workload::EphemeralStorm,
+            "api-registry" => Workload::Native(NativeKind::Registry, protocol),
+            "api-config" => Workload::Native(NativeKind::Config, protocol),
+            "api-lock" => Workload::Native(NativeKind::Lock, protocol),
+            "nacos-register" => Workload::Nacos(Nacos::Register),
+            "nacos-query" => Workload::Nacos(Nacos::Query),
+            "nacos-subscribe" => Workload::Nacos(Nacos::Subscribe),
+            "nacos-config-publish" => Workload::Nacos(Nacos::ConfigPublish),
+            "nacos-config-get" => Workload::Nacos(Nacos::ConfigGet),
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         })
     }
@@ -75,7 +107,15 @@ impl Workload {
             Workload::WatchFanout => "watch-fanout".into(),
             Workload::SessionStorm => "session-storm".into(),
             Workload::EphemeralStorm => "ephemeral-storm".into(),
+            Workload::Native(k, proto) => format!("api-{}-{}", k.name(), proto.name()),
+            Workload::Nacos(n) => n.name().into(),
         }
+    }
+
+    /// Whether it speaks the ZooKeeper protocol (the others need `--http`, and only `run`
+    /// drives them: Apache ZooKeeper has no such API to compare with).
+    pub fn is_zookeeper(&self) -> bool {
+        !matches!(self, Workload::Native(..) | Workload::Nacos(_))
     }
 }
 
@@ -108,6 +148,8 @@ pub struct Params {
     pub run_id: String,
     /// Server processes to sample during the measured phase (an ensemble's members summed).
     pub server_pids: Vec<u32>,
+    /// Where the native and Nacos APIs listen (`--http`, `--grpc`).
+    pub api: Option<ApiTarget>,
 }
 
 impl Params {
@@ -119,6 +161,17 @@ impl Params {
     fn watch(&self) -> Option<crate::server_stats::Watch> {
         (!self.server_pids.is_empty())
             .then(|| crate::server_stats::Watch::start_many(self.server_pids.clone()))
+    }
+
+    fn api(&self) -> anyhow::Result<&ApiTarget> {
+        self.api
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the API and Nacos workloads need --http host:port"))
+    }
+
+    /// A name unique to the run, usable as a group, service or lock name.
+    fn run_name(&self) -> String {
+        format!("bench-{}", self.run_id)
     }
 
     fn value(&self) -> Vec<u8> {
@@ -162,9 +215,92 @@ pub async fn run(w: Workload, p: &Params) -> anyhow::Result<WorkloadResult> {
         Workload::WatchFanout => fanout::run(p).await?,
         Workload::SessionStorm => storm::run_session_storm(p).await?,
         Workload::EphemeralStorm => storm::run_ephemeral_storm(p).await?,
+        Workload::Native(kind, proto) => native::run(kind, proto, p).await?,
+        Workload::Nacos(n) => nacos::run(n, p).await?,
     };
     result.workload = w.label();
     Ok(result)
+}
+
+/// Sequence numbers of warm-up requests carry this bit, so a workload that names things by
+/// sequence number (`nacos-register`) keeps warm-up and measured requests apart.
+pub(crate) const WARM_BIT: u64 = 1 << 40;
+
+/// Runs `f` unmeasured for `--warmup` (nothing when it is 0): open loop at `rate` if given,
+/// else closed loop at `clients × depth`. The sequence numbers it gets carry [`WARM_BIT`].
+pub(crate) async fn warm_up<C, E, F, Fut>(
+    clients: &[C],
+    depth: usize,
+    p: &Params,
+    rate: Option<f64>,
+    f: F,
+) where
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
+{
+    if p.warmup.is_zero() {
+        return;
+    }
+    eprintln!("warming up for {:?}", p.warmup);
+    let rec = Arc::new(Recorder::new());
+    let f = move |c: C, seq: u64| f(c, seq | WARM_BIT);
+    match rate {
+        Some(rate) => {
+            load::open_loop(clients, rate, p.warmup, rec, f).await;
+        }
+        None => {
+            load::closed_loop(clients, depth, Stop::For(p.warmup), rec, f).await;
+        }
+    }
+}
+
+/// Runs the measured phase the way the parameters ask: a knee search (`--find-knee`), open
+/// loop at `rate` (`--rate`, or a workload's own default rate), or closed loop at
+/// `clients × depth`. Returns the mode as reports name it, and the knee if one was searched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn measure<C, E, F, Fut>(
+    clients: &[C],
+    depth: usize,
+    p: &Params,
+    stop: Stop,
+    rate: Option<f64>,
+    label: String,
+    rec: Arc<Recorder>,
+    f: F,
+) -> (String, Option<Knee>)
+where
+    C: Clone + Send + Sync + 'static,
+    E: ErrorKind,
+    F: Fn(C, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = OutcomeOf<E>> + Send + 'static,
+{
+    if let Some(k) = &p.knee {
+        let knee = load::find_knee(
+            clients,
+            k.start_rate,
+            k.factor,
+            k.step,
+            k.max_steps,
+            k.p99_bound_ms,
+            f,
+        )
+        .await;
+        ("knee".to_string(), Some(knee))
+    } else if let Some(rate) = rate {
+        let _progress = Progress::start(label, rec.clone());
+        let duration = match stop {
+            Stop::Ops(n) => Duration::from_secs_f64(n as f64 / rate),
+            Stop::For(d) | Stop::OpsOrFor(_, d) => d,
+        };
+        load::open_loop(clients, rate, duration, rec, f).await;
+        (format!("open({rate}/s)"), None)
+    } else {
+        let _progress = Progress::start(label, rec.clone());
+        load::closed_loop(clients, depth, stop, rec, f).await;
+        (format!("closed({}x{depth})", clients.len()), None)
+    }
 }
 
 /// Removes the run's tree if asked; a failure is reported, not fatal.

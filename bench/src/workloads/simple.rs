@@ -171,31 +171,17 @@ pub async fn run(kind: Simple, p: &Params) -> anyhow::Result<WorkloadResult> {
     let rec = Arc::new(Recorder::new());
     let watch = p.watch();
     let t0 = Instant::now();
-    let (mode, knee) = if let Some(k) = &p.knee {
-        let knee = load::find_knee(
-            &clients,
-            k.start_rate,
-            k.factor,
-            k.step,
-            k.max_steps,
-            k.p99_bound_ms,
-            f,
-        )
-        .await;
-        ("knee".to_string(), Some(knee))
-    } else if let Some(rate) = p.rate {
-        let _progress = Progress::start(kind.label(), rec.clone());
-        let duration = match stop {
-            Stop::Ops(n) => std::time::Duration::from_secs_f64(n as f64 / rate),
-            Stop::For(d) | Stop::OpsOrFor(_, d) => d,
-        };
-        load::open_loop(&clients, rate, duration, rec.clone(), f).await;
-        (format!("open({rate}/s)"), None)
-    } else {
-        let _progress = Progress::start(kind.label(), rec.clone());
-        load::closed_loop(&clients, p.depth, stop, rec.clone(), f).await;
-        (format!("closed({}x{})", p.sessions, p.depth), None)
-    };
+    let (mode, knee) = super::measure(
+        &clients,
+        p.depth,
+        p,
+        stop,
+        p.rate,
+        kind.label(),
+        rec.clone(),
+        f,
+    )
+    .await;
     let elapsed = t0.elapsed();
     let server = watch.map(Watch::finish);
     cleanup(p, &admin).await;
@@ -212,7 +198,7 @@ pub async fn run(kind: Simple, p: &Params) -> anyhow::Result<WorkloadResult> {
     })
 }
 
-fn fail_on_errors(rec: &Recorder, what: &str) -> anyhow::Result<()> {
+pub(crate) fn fail_on_errors(rec: &Recorder, what: &str) -> anyhow::Result<()> {
     let stats = rec.summarize();
     let errors: u64 = stats.iter().map(|s| s.error_count()).sum();
     if errors > 0 {
