@@ -205,6 +205,12 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     });
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // Small JSON replies must not wait for Nagle (see grpc::serve).
+        let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "HTTP: cannot set TCP_NODELAY");
+            }
+        });
         if let Err(e) = axum::serve(http_listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }

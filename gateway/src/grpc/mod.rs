@@ -187,7 +187,16 @@ pub fn routes(
 
 /// Serve `routes` on `listener` until the runtime ends.
 pub async fn serve(listener: TcpListener, routes: Routes) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    use futures::StreamExt;
+    // tonic sets TCP_NODELAY only on sockets it accepts itself: without it, Nagle holds small
+    // reply frames back until the client's delayed ACK (~40 ms per unary call).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "gRPC: cannot set TCP_NODELAY");
+            }
+        })
+    });
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
