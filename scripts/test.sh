@@ -53,6 +53,16 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   done
   run "compat suites vs Apache ZooKeeper" "$root/compat/run.sh" "127.0.0.1:$zk_port"
   run "compat suites vs Roster" "$root/compat/run.sh" "127.0.0.1:$roster_port"
+  # The real Java nacos-client 2.x (HTTP 28848, gRPC 29848) against the same standalone Roster.
+  run "nacos-client suite vs Roster" env NACOS_ADDR=127.0.0.1:28848 ZK_CONNECT="127.0.0.1:$roster_port" \
+    mvn -q -B -f "$root/compat/nacos-java/pom.xml" test
+  step "start Roster with Nacos auth"
+  "$roster_bin" --data-dir "$work/roster-auth" --zk-listen 127.0.0.1:22381 --http-listen 127.0.0.1:28868 \
+    --nacos-auth-enabled true --nacos-auth-users nacos:nacos-pw >"$work/roster-auth.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do curl -fs http://127.0.0.1:28868/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+  run "nacos-client auth suite" env NACOS_AUTH_ADDR=127.0.0.1:28868 NACOS_AUTH_PASSWORD=nacos-pw \
+    mvn -q -B -f "$root/compat/nacos-java/pom.xml" test -Dtest=AuthTest
 
   # Ensembles from deploy/local: 3 members (suites get the whole connect string) and 5 members,
   # one an observer (suites connect to the observer alone: any member serves).
@@ -88,6 +98,8 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   step "start a 3-node raft cluster"
   if deploy/local/cluster.sh start 3 --backend raft; then
     run "compat suites vs Roster 3-node raft cluster" "$root/compat/run.sh" "$(deploy/local/cluster.sh connect-string)"
+    run "nacos-client suite vs Roster 3-node raft cluster" env NACOS_ADDR=127.0.0.1:23710,127.0.0.1:23720,127.0.0.1:23730 \
+      ZK_CONNECT="$(deploy/local/cluster.sh connect-string)" mvn -q -B -f "$root/compat/nacos-java/pom.xml" test
   else
     record "start a 3-node raft cluster" 1
   fi
