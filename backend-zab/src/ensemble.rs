@@ -186,8 +186,10 @@ fn run_peer(
     let mut next_tick = Instant::now() + tick;
     let mut next_metrics = Instant::now();
     let mut lagging: Vec<Sid> = Vec::new();
+    let mut wake: Option<Instant> = None;
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let due = wake.map_or(next_tick, |w| w.min(next_tick));
+        let wait = due.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
             Ok(c) => Some(c),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
@@ -222,10 +224,17 @@ fn run_peer(
             };
             peer.step(now, input, &mut out);
         }
+        if wake.is_some_and(|w| Instant::now() >= w) {
+            peer.step(now, Input::Wake, &mut out);
+        }
         if Instant::now() >= next_tick {
             peer.step(now, Input::Tick, &mut out);
             next_tick = Instant::now() + tick;
         }
+        // A timer of the peer's finer than the tick (the election's finalize wait).
+        wake = peer
+            .next_wake()
+            .map(|at| started + Duration::from_millis(at.max(now)));
         peer.flush(&mut out);
         for o in out.drain(..) {
             match o {

@@ -328,6 +328,64 @@ fn leader_crash_elects_a_new_leader_and_loses_nothing() {
     assert!(sim.peers[&old].tree().read().get("/after").is_some());
 }
 
+/// Leader loss costs the finalize wait, not ticks: after the leader dies, the survivors elect,
+/// synchronise and serve with no tick at all — the finalize wait ends on the peer's own timer
+/// (`next_wake`), and a follower whose FOLLOWERINFO reached the new leader while that was still
+/// looking sends it again when the leader announces itself. Many delivery orders (seeds), so the
+/// follower decides before the leader in some of them.
+#[test]
+fn a_dead_leader_is_replaced_without_waiting_for_a_tick() {
+    for seed in 0..30 {
+        let mut sim = Sim::new(100 + seed, ALL3, &[]);
+        sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+        let old = sim.leader().unwrap();
+        let rest: Vec<Sid> = ALL3.iter().copied().filter(|x| *x != old).collect();
+        sim.crash(old);
+        let crashed_at = sim.now;
+        for _ in 0..10_000 {
+            if sim.all_serving(&rest) {
+                break;
+            }
+            let busy: Vec<(Sid, Sid)> = sim
+                .links
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if !busy.is_empty() {
+                let (from, to) = busy[sim.rng.gen_range(0..busy.len())];
+                let msg = sim
+                    .links
+                    .get_mut(&(from, to))
+                    .and_then(|q| q.pop_front())
+                    .unwrap();
+                sim.input(to, Input::Message { from, msg });
+                continue;
+            }
+            // Nothing in flight: only the peers' own timers may move time.
+            let Some((id, at)) = rest
+                .iter()
+                .filter_map(|id| sim.peers[id].next_wake().map(|at| (*id, at)))
+                .min_by_key(|(_, at)| *at)
+            else {
+                break;
+            };
+            sim.now = sim.now.max(at);
+            sim.input(id, Input::Wake);
+        }
+        let states: Vec<String> = sim.peers.values().map(|p| p.describe()).collect();
+        assert!(
+            sim.all_serving(&rest),
+            "seed {seed}: the survivors are not serving without ticks: {states:#?}"
+        );
+        assert!(
+            sim.now - crashed_at <= 200,
+            "seed {seed}: took {} ms of peer time",
+            sim.now - crashed_at
+        );
+    }
+}
+
 #[test]
 fn minority_refuses_writes_then_catches_up() {
     let mut sim = Sim::new(3, ALL3, &[]);

@@ -6,6 +6,10 @@ use roster_core::backend::BackendError;
 use roster_core::session::SessionTracker;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+/// ZooKeeper's finalize wait (`finalizeWait`, 200 ms): once a quorum agrees, how long a better
+/// vote may still arrive before the vote is final (skipped when every voter has voted).
+pub(super) const FINALIZE_WAIT_MS: u64 = 200;
+
 impl Peer {
     /// Enter LOOKING: new round, vote for ourselves.
     pub(super) fn look(&mut self, out: &mut Vec<Output>) {
@@ -126,6 +130,22 @@ impl Peer {
         let observer = self.cfg.is_observer();
         let my_state = self.state();
         let Role_::Looking(e) = &mut self.role else {
+            // Our leader announces that it now leads: if we are still in discovery, our
+            // FOLLOWERINFO may have reached it while it was itself still looking (and been
+            // answered with a notification): send it again now rather than at the next tick.
+            if let Role_::Following(f) = &self.role
+                && f.leader == from
+                && f.phase == FollowerPhase::Discovery
+                && state == PeerState::Leading
+            {
+                let msg = Msg::FollowerInfo {
+                    accepted_epoch: self.accepted_epoch,
+                    last_zxid: self.last_logged,
+                    observer: self.cfg.is_observer(),
+                };
+                out.push(Output::Send { to: from, msg });
+                return;
+            }
             // Settled: a looking peer learns who leads.
             if state == PeerState::Looking {
                 let v = self.my_vote();
@@ -240,7 +260,7 @@ impl Peer {
         // ZooKeeper's finalize wait: give a better vote a moment to arrive, unless all voted.
         let all = e.received.len() + 1 >= self.cfg.voters.len();
         let since = *e.agreed_at.get_or_insert(now);
-        if !all && now.saturating_sub(since) < 200 {
+        if !all && now.saturating_sub(since) < FINALIZE_WAIT_MS {
             return;
         }
         let leader = e.vote.leader;

@@ -84,6 +84,8 @@ pub enum Input {
     Touch(Vec<SessionId>),
     /// The connection to a member broke: messages to or from it may have been lost.
     Disconnected(Sid),
+    /// The time asked for by [`Peer::next_wake`] has come (a timer finer than the tick).
+    Wake,
 }
 
 /// What a peer asks the shell to do.
@@ -461,6 +463,20 @@ impl Peer {
             Input::Barrier { origin } => self.barrier(origin, out),
             Input::Touch(sessions) => self.touch(sessions),
             Input::Disconnected(sid) => self.disconnected(sid, out),
+            Input::Wake => {
+                if matches!(self.role, Role_::Looking(_)) {
+                    self.maybe_decide(out);
+                }
+            }
+        }
+    }
+
+    /// When the peer wants an [`Input::Wake`] (in its clock, ms), if before the next tick: the
+    /// end of the election's finalize wait, so a settled vote does not wait for a tick.
+    pub fn next_wake(&self) -> Option<u64> {
+        match &self.role {
+            Role_::Looking(e) => e.agreed_at.map(|t| t + super::election::FINALIZE_WAIT_MS),
+            _ => None,
         }
     }
 
