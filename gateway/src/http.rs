@@ -1,4 +1,5 @@
-//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Nacos (`/nacos/...`), Prometheus
+//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Nacos (`/nacos/...`), Eureka
+//! (`/eureka/...`), Prometheus
 //! `/metrics`, `/healthz` (the process is up), `/readyz` (the backend can serve: it has recovered
 //! and its log is writable) and `/admin/members` (raft membership, `crate::admin`). Every response
 //! outside `/metrics` is JSON; errors use the API's error shape.
@@ -29,6 +30,8 @@ pub struct HttpState {
     pub rate_limit: u32,
     /// Nacos HTTP beats seen by this member.
     pub nacos_beats: Arc<crate::nacos::naming::Beats>,
+    /// The Eureka front end (leases seen by this member, delta queue).
+    pub eureka: Arc<crate::eureka::Eureka>,
 }
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -57,6 +60,7 @@ pub fn router(state: HttpState) -> Router {
             state.api.clone(),
             state.nacos_beats.clone(),
         ))
+        .merge(crate::eureka::routes(state.eureka.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

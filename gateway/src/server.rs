@@ -186,6 +186,20 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     api.start_probes(cfg.server_id);
     let nacos_beats = Arc::new(crate::nacos::naming::Beats::default());
     nacos_beats.start(api.clone());
+    let eureka = crate::eureka::Eureka::start(
+        api.clone(),
+        crate::eureka::Settings {
+            scope: crate::eureka::Scope {
+                namespace: cfg.eureka_namespace.clone(),
+                group: cfg.eureka_group.clone(),
+            },
+            renewal_s: cfg.eureka_renewal_interval_s,
+            duration_s: cfg.eureka_lease_duration_s,
+            self_preservation: cfg.eureka_self_preservation,
+            renewal_percent_threshold: cfg.eureka_renewal_percent_threshold,
+            server_id: cfg.server_id,
+        },
+    );
     let app = router(HttpState {
         backend: backend.clone(),
         raft: raft.clone(),
@@ -194,6 +208,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         max_body: cfg.http_max_body,
         rate_limit: cfg.http_rate_limit,
         nacos_beats,
+        eureka,
     });
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
