@@ -115,9 +115,19 @@ pub fn instance_info(
     let x = &i.extra;
     let s = |k: &str| x.get(k).cloned();
     let (renewal, duration) = lease_settings(i, default_renewal, default_duration);
-    let data_center: Value = s("dataCenterInfo")
+    let mut data_center: Value = s("dataCenterInfo")
         .and_then(|d| serde_json::from_str(&d).ok())
+        .filter(Value::is_object)
         .unwrap_or_else(|| serde_json::from_str(DEFAULT_DATA_CENTER).expect("constant JSON"));
+    // Java clients pick the DataCenterInfo class by `@class`; some clients register without it.
+    if data_center.get("@class").is_none() {
+        let class = if data_center.get("name").and_then(Value::as_str) == Some("Amazon") {
+            "com.netflix.appinfo.AmazonInfo"
+        } else {
+            "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"
+        };
+        data_center["@class"] = json!(class);
+    }
     let metadata = if i.metadata.is_empty() {
         json!({"@class": "java.util.Collections$EmptyMap"})
     } else {
