@@ -2,7 +2,7 @@
 # Installs what compat/ needs on a fresh Debian machine; safe to run again.
 #   - Debian: zookeeper (server jar + zkCli), Java 17, Maven, python3-pip if pip is missing
 #   - PyPI:   compat/kazoo/requirements.txt
-#   - Maven:  the Curator and nacos-client suites' dependencies and plugins, fetched into ~/.m2
+#   - Maven:  the Curator, nacos-client and Spring Cloud eureka-client suites' dependencies and plugins, into ~/.m2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -29,4 +29,7 @@ mvn -q -B -f "$here/curator/pom.xml" test-compile
 mvn -q -B -f "$here/curator/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 mvn -q -B -f "$here/nacos-java/pom.xml" test-compile
 mvn -q -B -f "$here/nacos-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+# The Spring Cloud Netflix eureka-client suite (Spring Boot 3.5.7, spring-cloud 2025.0.0).
+mvn -q -B -f "$here/eureka-java/pom.xml" test-compile
+mvn -q -B -f "$here/eureka-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 echo "compat: dependencies installed"

@@ -108,6 +108,18 @@ pub struct Config {
     pub nacos_grpc_session_timeout_ms: u64,
     /// AP: a suspected member that does not refute within this time is declared dead (ms).
     pub ap_suspect_ms: u64,
+    /// Eureka: the namespace Eureka clients register into and read.
+    pub eureka_namespace: String,
+    /// Eureka: the group Eureka clients register into and read.
+    pub eureka_group: String,
+    /// Eureka: lease duration (s) when a client sends no `leaseInfo.durationInSecs`.
+    pub eureka_lease_duration_s: u64,
+    /// Eureka: renewal interval (s) assumed when a client sends no `leaseInfo.renewalIntervalInSecs`.
+    pub eureka_renewal_interval_s: u64,
+    /// Eureka: keep silent leases alive while renews fall below the threshold (self-preservation).
+    pub eureka_self_preservation: bool,
+    /// Eureka: share (0..1) of expected renews per minute below which self-preservation is on.
+    pub eureka_renewal_percent_threshold: f64,
 }
 
 impl Default for Config {
@@ -156,6 +168,12 @@ impl Default for Config {
             nacos_auth_token_ttl_s: 18_000,
             nacos_auth_secret: String::new(),
             nacos_grpc_session_timeout_ms: 20_000,
+            eureka_namespace: "public".into(),
+            eureka_group: "DEFAULT_GROUP".into(),
+            eureka_lease_duration_s: 90,
+            eureka_renewal_interval_s: 30,
+            eureka_self_preservation: true,
+            eureka_renewal_percent_threshold: 0.85,
         }
     }
 }
@@ -351,6 +369,24 @@ pub struct Cli {
     /// Session timeout of a Nacos gRPC connection in ms (ephemeral instances outlive a dead member this long) [default: 20000]
     #[arg(long)]
     pub nacos_grpc_session_timeout_ms: Option<u64>,
+    /// Eureka: namespace of Eureka clients [default: public]
+    #[arg(long)]
+    pub eureka_namespace: Option<String>,
+    /// Eureka: group of Eureka clients [default: DEFAULT_GROUP]
+    #[arg(long)]
+    pub eureka_group: Option<String>,
+    /// Eureka: lease duration in s when the client sends none [default: 90]
+    #[arg(long)]
+    pub eureka_lease_duration_s: Option<u64>,
+    /// Eureka: renewal interval in s when the client sends none [default: 30]
+    #[arg(long)]
+    pub eureka_renewal_interval_s: Option<u64>,
+    /// Eureka: self-preservation (keep silent leases while renews are below the threshold) [default: true]
+    #[arg(long)]
+    pub eureka_self_preservation: Option<bool>,
+    /// Eureka: share of expected renews per minute below which self-preservation is on [default: 0.85]
+    #[arg(long)]
+    pub eureka_renewal_percent_threshold: Option<f64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -446,7 +482,13 @@ impl Cli {
             nacos_auth_users,
             nacos_auth_token_ttl_s,
             nacos_auth_secret,
-            nacos_grpc_session_timeout_ms
+            nacos_grpc_session_timeout_ms,
+            eureka_namespace,
+            eureka_group,
+            eureka_lease_duration_s,
+            eureka_renewal_interval_s,
+            eureka_self_preservation,
+            eureka_renewal_percent_threshold
         );
         if let Some(d) = &self.super_digest {
             cfg.super_digest = Some(d.clone());
@@ -550,6 +592,23 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.ap_self_preservation_share) {
             return bad("ap_self_preservation_share must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.eureka_renewal_percent_threshold) {
+            return bad("eureka_renewal_percent_threshold must be between 0 and 1".into());
+        }
+        if !(1..=86_400).contains(&self.eureka_lease_duration_s)
+            || !(1..=86_400).contains(&self.eureka_renewal_interval_s)
+        {
+            return bad(
+                "eureka_lease_duration_s and eureka_renewal_interval_s must be 1..86400".into(),
+            );
+        }
+        if self.eureka_namespace.is_empty()
+            || self.eureka_group.is_empty()
+            || self.eureka_namespace.contains('/')
+            || self.eureka_group.contains('/')
+        {
+            return bad("eureka_namespace and eureka_group must be non-empty, without '/'".into());
         }
         if self.ap_anti_entropy_ms == 0 || self.ap_probe_ms == 0 {
             return bad("ap_anti_entropy_ms and ap_probe_ms must be > 0".into());

@@ -1,4 +1,5 @@
-//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Nacos (`/nacos/...`), Prometheus
+//! The HTTP port: the native API (`/v1/...`, `/openapi.json`), Nacos (`/nacos/...`), Eureka
+//! (`/eureka/...`), Prometheus
 //! `/metrics`, `/healthz` (the process is up), `/readyz` (the backend can serve: it has recovered
 //! and its log is writable) and `/admin/members` (raft membership, `crate::admin`). Every response
 //! outside `/metrics` is JSON; errors use the API's error shape.
@@ -31,6 +32,8 @@ pub struct HttpState {
     pub nacos_beats: Arc<crate::nacos::naming::Beats>,
     /// Nacos login and access tokens (shared with the gRPC port).
     pub nacos_auth: Arc<crate::nacos::auth::NacosAuth>,
+    /// The Eureka front end (leases seen by this member, delta queue).
+    pub eureka: Arc<crate::eureka::Eureka>,
 }
 
 type IpLimiter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
@@ -61,6 +64,7 @@ pub fn router(state: HttpState) -> Router {
             state.nacos_auth.clone(),
             state.max_body,
         ))
+        .merge(crate::eureka::routes(state.eureka.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod eureka;
 pub mod grpc;
 pub mod http;
 pub mod nacos;

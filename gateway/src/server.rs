@@ -193,6 +193,20 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         cfg.nacos_auth_token_ttl_s,
         &cfg.nacos_auth_secret,
     ));
+    let eureka = crate::eureka::Eureka::start(
+        api.clone(),
+        crate::eureka::Settings {
+            scope: crate::eureka::Scope {
+                namespace: cfg.eureka_namespace.clone(),
+                group: cfg.eureka_group.clone(),
+            },
+            renewal_s: cfg.eureka_renewal_interval_s,
+            duration_s: cfg.eureka_lease_duration_s,
+            self_preservation: cfg.eureka_self_preservation,
+            renewal_percent_threshold: cfg.eureka_renewal_percent_threshold,
+            server_id: cfg.server_id,
+        },
+    );
     let app = router(HttpState {
         backend: backend.clone(),
         raft: raft.clone(),
@@ -202,6 +216,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         rate_limit: cfg.http_rate_limit,
         nacos_beats,
         nacos_auth: nacos_auth.clone(),
+        eureka,
     });
     tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -77,6 +77,11 @@ pub struct Instance {
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Fields of the registering protocol that the record has no place for, kept so that
+    /// protocol shows the instance back as it was registered (Eureka: `instanceId`, `hostName`,
+    /// `vipAddress`, `status`, … — docs/registry-model.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
     /// The member that registered it (and runs its probes).
     #[serde(default)]
     pub owner: u64,
@@ -282,7 +287,7 @@ pub fn instance_id(ip: &str, port: u16, cluster: &str) -> String {
     format!("{ip}#{port}#{cluster}")
 }
 
-pub(crate) fn validate_ip(ip: &str) -> Result<(), ApiError> {
+pub fn validate_ip(ip: &str) -> Result<(), ApiError> {
     let ok = !ip.is_empty()
         && ip.len() <= 253
         && (ip.parse::<std::net::IpAddr>().is_ok()
@@ -389,6 +394,7 @@ impl Registry {
             ephemeral,
             protocol: protocol.to_owned(),
             health_check: req.health_check,
+            extra: BTreeMap::new(),
             owner: self.server_id,
             lease: None,
             revision: 0,

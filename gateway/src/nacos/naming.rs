@@ -250,6 +250,7 @@ async fn register_inner(ns: &Ns, p: &Params) -> Result<(), NacosError> {
         ephemeral,
         protocol: "nacos".into(),
         health_check: None,
+        extra: BTreeMap::new(),
         owner: 0,
         lease: None,
         revision: 0,

@@ -104,6 +104,7 @@ fn record(key: &ServiceKey, i: &NacosInstance) -> Result<Instance, RpcError> {
         healthy: i.healthy,
         enabled: i.enabled,
         metadata: i.metadata.clone().unwrap_or_default(),
+        extra: Default::default(),
         ephemeral: i.ephemeral,
         protocol: "nacos".into(),
         health_check: None,
