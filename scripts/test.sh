@@ -56,6 +56,9 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   # The real Java nacos-client 2.x (HTTP 28848, gRPC 29848) against the same standalone Roster.
   run "nacos-client suite vs Roster" env NACOS_ADDR=127.0.0.1:28848 ZK_CONNECT="127.0.0.1:$roster_port" \
     mvn -q -B -f "$root/compat/nacos-java/pom.xml" test
+  # A Spring Cloud Netflix eureka-client application pair against the same Roster.
+  run "Spring Cloud eureka-client suite vs Roster" env EUREKA_URL=http://127.0.0.1:28848/eureka/ \
+    mvn -q -B -f "$root/compat/eureka-java/pom.xml" test
   step "start Roster with Nacos auth"
   "$roster_bin" --data-dir "$work/roster-auth" --zk-listen 127.0.0.1:22381 --http-listen 127.0.0.1:28868 \
     --nacos-auth-enabled true --nacos-auth-users nacos:nacos-pw >"$work/roster-auth.log" 2>&1 &

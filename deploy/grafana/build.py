@@ -308,9 +308,15 @@ def registry():
             description="Every lease, ephemeral instance owner and ZooKeeper session ends the same way; a storm here is an outage upstream.")
     b.panel("timeseries", "Health probes",
             [('sum by (type, result) (rate(roster_registry_probes_total{%s}[%s]))' % (SEL, RI), "{{type}} {{result}}")], unit="ops")
-    b.panel("timeseries", "Self-preservation (AP backend)",
-            [('max by (instance) (roster_ap_self_preservation{%s})' % SEL, "{{instance}}")], field={"min": 0, "max": 1},
-            description="1 while a member keeps dead members' registrations because removing them would drop too many instances at once (the AP backend's mass-expiry guard, docs/ap.md).")
+    b.panel("timeseries", "Self-preservation",
+            [('max by (instance) (roster_ap_self_preservation{%s})' % SEL, "AP {{instance}}"),
+             ('max by (instance) (roster_eureka_self_preservation{%s})' % SEL, "Eureka {{instance}}")],
+            field={"min": 0, "max": 1},
+            description="1 while a member keeps registrations that would otherwise expire: AP — dead members' instances, because removing them would drop too many at once (docs/ap.md); Eureka — silent leases, because renews fell below 85% of the expected (docs/eureka.md).")
+    b.panel("timeseries", "Eureka renews per minute",
+            [('sum by (instance) (roster_eureka_renews_last_minute{%s})' % SEL, "renews {{instance}}"),
+             ('sum by (instance) (roster_eureka_renew_threshold{%s})' % SEL, "threshold {{instance}}")],
+            description="Renews each member received in the last minute against the self-preservation threshold.")
     b.panel("timeseries", "Protect threshold reached",
             [('sum(rate(roster_registry_protect_threshold_hits_total{%s}[%s]))' % (SEL, RI), "queries")], unit="ops",
             description="Healthy-only queries that returned every instance because too few were healthy.")

@@ -330,6 +330,54 @@ fn describe() {
         "roster_zab_syncs_total",
         "Followers synchronised, by kind (diff, trunc, snap)"
     );
+    describe_counter!(
+        "roster_nacos_grpc_requests_total",
+        "Nacos 2.x unary gRPC requests answered, by request type and result"
+    );
+    describe_histogram!(
+        "roster_nacos_grpc_request_duration_seconds",
+        "Time to answer a Nacos 2.x unary gRPC request, by request type"
+    );
+    describe_gauge!(
+        "roster_nacos_grpc_connections",
+        "Nacos 2.x connections set up on their bi-stream on this member"
+    );
+    describe_counter!(
+        "roster_nacos_grpc_pushes_total",
+        "Server requests pushed on Nacos bi-streams, by push type"
+    );
+    describe_counter!(
+        "roster_nacos_grpc_push_timeouts_total",
+        "Nacos streams dropped because the client took no push for 10 s"
+    );
+    describe_counter!(
+        "roster_nacos_auth_refused_total",
+        "Nacos calls refused for a missing, invalid or expired token, and failed logins, by protocol"
+    );
+    describe_counter!(
+        "roster_eureka_requests_total",
+        "Eureka REST requests answered, by operation and status class"
+    );
+    describe_gauge!(
+        "roster_eureka_self_preservation",
+        "1 while Eureka self-preservation keeps silent leases alive on this member"
+    );
+    describe_gauge!(
+        "roster_eureka_renews_last_minute",
+        "Eureka renews this member received in the last minute"
+    );
+    describe_gauge!(
+        "roster_eureka_renew_threshold",
+        "Eureka renews per minute below which self-preservation turns on"
+    );
+    describe_gauge!(
+        "roster_eureka_leases",
+        "Eureka instance leases held by this member"
+    );
+    describe_counter!(
+        "roster_eureka_preserved_renewals_total",
+        "Silent Eureka leases kept alive by self-preservation"
+    );
 }
 
 /// Refresh gauges read from state (called on each scrape).
