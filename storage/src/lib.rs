@@ -6,6 +6,11 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use roster_core::storage::{BatchOp, Engine, Space, StorageError, WriteBatch};
 use std::path::Path;
 
+/// Memtable size per column family.
+const WRITE_BUFFER: usize = 8 << 20;
+/// All memtables together.
+const WRITE_BUFFER_BUDGET: usize = 32 << 20;
+
 /// RocksDB-backed engine.
 pub struct RocksEngine {
     db: DB,
@@ -27,9 +32,16 @@ impl RocksEngine {
         // Transaction-log writes are small and synced: keep the WAL, and let RocksDB group
         // concurrent synced writers too.
         opts.set_enable_pipelined_write(true);
+        // Memory: RocksDB's defaults (a 64 MiB memtable per column family, two of them) are
+        // sized for a database; here the log is truncated behind each snapshot and the state
+        // lives in the tree. Small memtables bound the resident memory, and one budget caps
+        // all column families together.
+        opts.set_db_write_buffer_size(WRITE_BUFFER_BUDGET);
         let cfs = Space::ALL.iter().map(|s| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_write_buffer_size(WRITE_BUFFER);
+            o.set_max_write_buffer_number(2);
             ColumnFamilyDescriptor::new(s.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;

@@ -29,6 +29,23 @@ struct Snap {
     nodes: Vec<SnapNode>,
 }
 
+/// [`SnapNode`] borrowing from the tree: the same encoding, without copying paths and data.
+#[derive(Serialize)]
+struct SnapNodeRef<'a> {
+    path: &'a str,
+    data: &'a [u8],
+    acl: &'a [Acl],
+    stat: Stat,
+}
+
+/// [`Snap`] borrowing from a view.
+#[derive(Serialize)]
+struct SnapRef<'a> {
+    last_zxid: Zxid,
+    sessions: Vec<(SessionId, &'a SessionMeta)>,
+    nodes: Vec<SnapNodeRef<'a>>,
+}
+
 /// A snapshot that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt snapshot: {0}")]
@@ -58,15 +75,16 @@ impl SnapshotView {
     pub fn encode(&self) -> Vec<u8> {
         let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
         nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let snap = Snap {
+        // Borrowed: the only copy of the state made here is the encoded bytes themselves.
+        let snap = SnapRef {
             last_zxid: self.last_zxid,
-            sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            sessions: self.sessions.iter().map(|(k, v)| (*k, v)).collect(),
             nodes: nodes
                 .into_iter()
-                .map(|(p, n)| SnapNode {
-                    path: p.to_string(),
-                    data: n.data.clone(),
-                    acl: n.acl.to_vec(),
+                .map(|(p, n)| SnapNodeRef {
+                    path: p,
+                    data: &n.data,
+                    acl: &n.acl,
                     stat: n.stat,
                 })
                 .collect(),
