@@ -727,11 +727,15 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
             Err(Code::SystemError)
         }
     };
-    drop(t);
     let code = match &result {
         Ok(_) => Code::Ok,
         Err(c) => *c,
     };
+    // Queue the reply while still holding the tree's read lock: a write that changes what was
+    // read (and fires the watch this read set) needs the write lock, so its event is queued
+    // after this reply, as ZooKeeper orders them. Clients register a watcher when the reply
+    // arrives and drop events for paths they do not watch yet: an event overtaking the reply
+    // would be lost (a lock waiter would wait forever).
     match result {
         Ok(body) => s.reply_at(
             xid,
@@ -741,6 +745,7 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
         ),
         Err(c) => s.reply_at(xid, zxid, c, None),
     }
+    drop(t);
     observe(s, op, code, started);
 }
 
