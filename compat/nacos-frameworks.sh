@@ -2,7 +2,7 @@
 # Runs the framework suites against a Nacos server (Roster):
 #   - compat/spring-nacos: Spring Cloud Alibaba nacos-discovery + nacos-config (two Spring contexts)
 #   - compat/dubbo-nacos:  an Apache Dubbo 3 provider and consumer through the nacos:// registry
-# Usage: compat/nacos-frameworks.sh <http-host:port> <zk-host:port>
+# Usage: compat/nacos-frameworks.sh <http-host:port>[,…] <zk-host:port>[,…]
 # The Nacos clients dial gRPC at the HTTP port + 1000 (NACOS_GRPC_OFFSET=n for + n). The ZooKeeper
 # address is checked for liveness only (the suites talk Nacos), so a wrong pairing fails early.
 # Exits non-zero if any suite failed.
@@ -13,14 +13,16 @@ if [ $# -ne 2 ]; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 http=$1 zk=$2
+# Either may list several members; the checks below use the first.
+http1=${http%%,*} zk1=${zk%%,*}
 
-if ! curl -fsS -m 5 "http://$http/nacos/v1/ns/service/list?pageNo=1&pageSize=1" > /dev/null; then
+if ! curl -fsS -m 5 "http://$http1/nacos/v1/ns/service/list?pageNo=1&pageSize=1" > /dev/null; then
   echo "nacos-frameworks: no Nacos HTTP API at $http" >&2
   exit 1
 fi
-zk_ok=$(exec 3<>"/dev/tcp/${zk%:*}/${zk##*:}" && printf ruok >&3 && timeout 5 cat <&3) || true
+zk_ok=$(exec 3<>"/dev/tcp/${zk1%:*}/${zk1##*:}" && printf ruok >&3 && timeout 5 cat <&3) || true
 if [ "$zk_ok" != imok ]; then
-  echo "nacos-frameworks: no ZooKeeper front end answering ruok at $zk" >&2
+  echo "nacos-frameworks: no ZooKeeper front end answering ruok at $zk1" >&2
   exit 1
 fi
 
