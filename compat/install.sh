@@ -34,13 +34,15 @@ mvn -q -B -f "$here/nacos-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefi
 mvn -q -B -f "$here/eureka-java/pom.xml" test-compile
 mvn -q -B -f "$here/eureka-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 # The Nacos framework suites (compat/nacos-frameworks.sh): Spring Cloud Alibaba 2023.0.3.4
-# (Boot 3.3.13, spring-cloud 2023.0.5) and Dubbo 3.3.5 (Boot 3.5.7). Selecting a real test class
+# (Boot 3.3.13, spring-cloud 2023.0.5) and 2025.0.0.0 (-Psca-2025) and Dubbo 3.3.5 (Boot 3.5.7). Selecting a real test class
 # with a method that does not exist makes Surefire start its JUnit provider (and so download it)
 # without running anything; with -Dtest=NoSuchTest it stops before that. After these lines both
 # suites also run with `mvn -o`.
-mvn -q -B -f "$here/spring-nacos/pom.xml" test-compile
-mvn -q -B -f "$here/spring-nacos/pom.xml" surefire:test -Dtest='SpringCloudAlibabaNacosTest#prefetchOnly' \
-  -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+for profile in "" "-Psca-2025"; do   # Spring Cloud Alibaba 2025.0.0.0, Boot 3.5.7
+  mvn -q -B -f "$here/spring-nacos/pom.xml" $profile test-compile
+  mvn -q -B -f "$here/spring-nacos/pom.xml" $profile surefire:test -Dtest='SpringCloudAlibabaNacosTest#prefetchOnly' \
+    -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+done
 mvn -q -B -f "$here/dubbo-nacos/pom.xml" test-compile
 mvn -q -B -f "$here/dubbo-nacos/pom.xml" surefire:test -Dtest='DubboNacosTest#prefetchOnly' \
   -Dsurefire.failIfNoSpecifiedTests=false > /dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the framework suites against a Nacos server (Roster):
-#   - compat/spring-nacos: Spring Cloud Alibaba nacos-discovery + nacos-config (two Spring contexts)
+#   - compat/spring-nacos: Spring Cloud Alibaba nacos-discovery + nacos-config (two Spring contexts),
+#     on 2023.0.3.4 (nacos-client 2.4.3) and, with -Psca-2025, 2025.0.0.0 (nacos-client 3.0.3)
 #   - compat/dubbo-nacos:  an Apache Dubbo 3 provider and consumer through the nacos:// registry
 # Usage: compat/nacos-frameworks.sh <http-host:port>[,…] <zk-host:port>[,…]
 # The Nacos clients dial gRPC at the HTTP port + 1000 (NACOS_GRPC_OFFSET=n for + n). The ZooKeeper
@@ -27,13 +28,15 @@ if [ "$zk_ok" != imok ]; then
 fi
 
 failed=()
-for suite in spring-nacos dubbo-nacos; do
-  echo "== $suite vs $http"
-  if NACOS_ADDR=$http mvn -q -B -f "$here/$suite/pom.xml" test; then
-    echo "== $suite: passed"
+# suite[:maven profile] — Spring Cloud Alibaba on both its Java 17 lines, then Dubbo.
+for run in spring-nacos spring-nacos:sca-2025 dubbo-nacos; do
+  suite=${run%%:*} profile=${run#"$suite"}
+  echo "== $run vs $http"
+  if NACOS_ADDR=$http mvn -q -B -f "$here/$suite/pom.xml" ${profile:+-P${profile#:}} test; then
+    echo "== $run: passed"
   else
-    echo "== $suite: FAILED (reports in compat/$suite/target/surefire-reports)"
-    failed+=("$suite")
+    echo "== $run: FAILED (reports in compat/$suite/target/surefire-reports)"
+    failed+=("$run")
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
