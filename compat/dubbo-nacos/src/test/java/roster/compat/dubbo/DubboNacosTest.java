@@ -51,6 +51,8 @@ class DubboNacosTest {
         .properties(
             "dubbo.application.name=" + name,
             "dubbo.application.qos-enable=false",
+            // No address/metadata cache files under ~/.dubbo: every run has new names.
+            "dubbo.application.enable-file-cache=false",
             "dubbo.application.register-mode=" + registerMode,
             "dubbo.application.service-discovery.migration=" + migration,
             "dubbo.registry.address=nacos://" + nacosAddr(),
