@@ -2,7 +2,8 @@
 # Installs what compat/ needs on a fresh Debian machine; safe to run again.
 #   - Debian: zookeeper (server jar + zkCli), Java 17, Maven, python3-pip if pip is missing
 #   - PyPI:   compat/kazoo/requirements.txt
-#   - Maven:  the Curator, nacos-client and Spring Cloud eureka-client suites' dependencies and plugins, into ~/.m2
+#   - Maven:  the Curator, nacos-client, Spring Cloud eureka-client, Spring Cloud Alibaba and Dubbo
+#             suites' dependencies and plugins, into ~/.m2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -32,4 +33,17 @@ mvn -q -B -f "$here/nacos-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefi
 # The Spring Cloud Netflix eureka-client suite (Spring Boot 3.5.7, spring-cloud 2025.0.0).
 mvn -q -B -f "$here/eureka-java/pom.xml" test-compile
 mvn -q -B -f "$here/eureka-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+# The Nacos framework suites (compat/nacos-frameworks.sh): Spring Cloud Alibaba 2023.0.3.4
+# (Boot 3.3.13, spring-cloud 2023.0.5) and 2025.0.0.0 (-Psca-2025) and Dubbo 3.3.5 (Boot 3.5.7). Selecting a real test class
+# with a method that does not exist makes Surefire start its JUnit provider (and so download it)
+# without running anything; with -Dtest=NoSuchTest it stops before that. After these lines both
+# suites also run with `mvn -o`.
+for profile in "" "-Psca-2025"; do   # Spring Cloud Alibaba 2025.0.0.0, Boot 3.5.7
+  mvn -q -B -f "$here/spring-nacos/pom.xml" $profile test-compile
+  mvn -q -B -f "$here/spring-nacos/pom.xml" $profile surefire:test -Dtest='SpringCloudAlibabaNacosTest#prefetchOnly' \
+    -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+done
+mvn -q -B -f "$here/dubbo-nacos/pom.xml" test-compile
+mvn -q -B -f "$here/dubbo-nacos/pom.xml" surefire:test -Dtest='DubboNacosTest#prefetchOnly' \
+  -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 echo "compat: dependencies installed"

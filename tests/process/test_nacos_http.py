@@ -84,6 +84,31 @@ def test_config_publish_get_listen_and_native_writes_reach_nacos_listeners(nacos
     assert c.get_config("app.yaml", "DEFAULT_GROUP", no_snapshot=True) is None
 
 
+def test_cas_publish_creates_a_missing_config_and_guards_an_existing_one(nacos_client):
+    # Nacos checks casMd5 only against a config that exists (insertOrUpdateCas); Dubbo 3 writes
+    # its first interface -> application mapping with casMd5 "0" and relies on that.
+    r, _ = nacos_client
+    url = f"http://127.0.0.1:{r.http_port}/nacos/v1/cs/configs"
+    item = {"dataId": "org.example.EchoService", "group": "mapping"}
+
+    def publish(content, cas):
+        return requests.post(url, data={**item, "content": content, "casMd5": cas}, timeout=5)
+
+    first = publish("app-a", "0")
+    assert (first.status_code, first.text) == (200, "true")
+    assert requests.get(url, params=item, timeout=5).text == "app-a"
+    stale = publish("app-b", "0")
+    assert stale.status_code >= 400, stale.text
+    assert requests.get(url, params=item, timeout=5).text == "app-a"
+    md5 = requests.get(url, params=item, timeout=5).headers["Content-MD5"]
+    ok = publish("app-b,app-a", md5)
+    assert (ok.status_code, ok.text) == (200, "true")
+    assert requests.get(url, params=item, timeout=5).text == "app-b,app-a"
+    # A blank casMd5 is a plain publish.
+    assert publish("app-c", "").text == "true"
+    assert requests.get(url, params=item, timeout=5).text == "app-c"
+
+
 def test_v2_envelope_and_errors(nacos_client):
     r, _ = nacos_client
     base = f"http://127.0.0.1:{r.http_port}"

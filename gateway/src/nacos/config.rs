@@ -54,6 +54,21 @@ async fn get_config(State(api): State<Arc<Api>>, p: Params) -> Result<Response, 
     }
 }
 
+/// The native CAS condition for a Nacos `casMd5`. Nacos checks the md5 only against an item
+/// that exists: a missing item is created whatever md5 was sent (its `insertOrUpdateCas`), and
+/// a blank md5 is no CAS at all. Dubbo relies on this: it writes the first interface → application
+/// mapping with `publishConfigCas(…, "0")`. So a missing item becomes a create-only write
+/// (native `""`), which still fails if someone else creates it first.
+pub fn cas_condition(api: &Api, key: &ConfigKey, cas_md5: Option<&str>) -> Option<String> {
+    let want = cas_md5.map(str::trim).filter(|m| !m.is_empty())?;
+    // The md5 is "" only for a missing item (an empty content still hashes).
+    if api.configs.state(key).0.is_empty() {
+        Some(String::new())
+    } else {
+        Some(want.to_owned())
+    }
+}
+
 async fn publish_inner(api: &Api, p: &Params) -> Result<bool, NacosError> {
     let key = key(p)?;
     let content =
@@ -66,7 +81,7 @@ async fn publish_inner(api: &Api, p: &Params) -> Result<bool, NacosError> {
             PutConfig {
                 content: content.clone(),
                 kind: p.get("type").map(str::to_owned),
-                cas_md5: p.get("casMd5").map(str::to_owned),
+                cas_md5: cas_condition(api, &key, p.get("casMd5")),
                 cas_revision: None,
             },
         )
@@ -303,4 +318,57 @@ pub fn routes(api: Arc<Api>) -> Router {
         )
         .route("/nacos/v2/cs/history", get(v2_history))
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::backend::Backend;
+    use roster_core::storage::MemEngine;
+    use roster_zab::{Standalone, ZabConfig};
+
+    fn node() -> Arc<Api> {
+        let backend: Arc<dyn Backend> =
+            Standalone::open(Arc::new(MemEngine::default()), ZabConfig::default())
+                .expect("standalone node");
+        Api::new(backend, 1, 10)
+    }
+
+    fn put(content: &str, cas_md5: Option<String>) -> PutConfig {
+        PutConfig {
+            content: content.to_owned(),
+            kind: None,
+            cas_md5,
+            cas_revision: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cas_publish_creates_a_missing_item_and_guards_an_existing_one() {
+        let api = node();
+        let key = ConfigKey::new(None, Some("mapping"), "org.example.EchoService").unwrap();
+        // Blank is no CAS at all.
+        assert_eq!(cas_condition(&api, &key, None), None);
+        assert_eq!(cas_condition(&api, &key, Some(" ")), None);
+        // Missing: created whatever md5 was sent (Dubbo sends "0").
+        let cas = cas_condition(&api, &key, Some("0"));
+        assert_eq!(cas.as_deref(), Some(""));
+        api.configs.put(&key, put("app-a", cas)).await.unwrap();
+        assert_eq!(api.configs.get(&key).unwrap().content, "app-a");
+        // Existing: a stale md5 is refused, the current one accepted.
+        let stale = cas_condition(&api, &key, Some("0"));
+        let err = api
+            .configs
+            .put(&key, put("app-b", stale))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "CONFLICT");
+        let md5 = md5_hex(b"app-a");
+        let cas = cas_condition(&api, &key, Some(&md5));
+        api.configs
+            .put(&key, put("app-b,app-a", cas))
+            .await
+            .unwrap();
+        assert_eq!(api.configs.get(&key).unwrap().content, "app-b,app-a");
+    }
 }

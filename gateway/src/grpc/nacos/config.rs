@@ -104,13 +104,18 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
                     .get("type")
                     .filter(|t| !t.is_empty())
                     .cloned(),
-                cas_md5: r.cas_md5.filter(|m| !m.is_empty()),
+                cas_md5: crate::nacos::config::cas_condition(api, &k, r.cas_md5.as_deref()),
                 cas_revision: None,
             };
             match api.configs.put(&k, put).await {
                 Ok(_) => Ok(Reply::new("ConfigPublishResponse", json!({}))),
-                // The client reads a failed CAS from this type.
-                Err(e) if e.code == "CONFLICT" || e.code == "FAILED_PRECONDITION" => {
+                // The client reads a failed CAS from this type. ALREADY_EXISTS: the item was
+                // missing when we looked and someone created it before our create-only write.
+                Err(e)
+                    if e.code == "CONFLICT"
+                        || e.code == "FAILED_PRECONDITION"
+                        || e.code == "ALREADY_EXISTS" =>
+                {
                     Err(RpcError::new(
                         code::SERVER_ERROR,
                         "Cas publish fail, server md5 may have changed.",

@@ -73,6 +73,32 @@ class ConfigTest {
     }
 
     @Test
+    void casPublishCreatesAMissingConfig() throws Exception {
+        // Nacos checks casMd5 only against a config that exists; Dubbo 3 writes its first
+        // interface -> application mapping with publishConfigCas(..., "0").
+        String dataId = Env.unique("org.example.EchoService");
+        assertTrue(writer.publishConfigCas(dataId, "mapping", "app-a", "0"));
+        Env.await("the CAS-created config readable", 10_000, () -> {
+            try {
+                return "app-a".equals(reader.getConfig(dataId, "mapping", 5_000));
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        assertEquals(false, writer.publishConfigCas(dataId, "mapping", "app-b", "0"));
+        String md5 = com.alibaba.nacos.common.utils.MD5Utils.md5Hex("app-a", "UTF-8");
+        assertTrue(writer.publishConfigCas(dataId, "mapping", "app-b,app-a", md5));
+        Env.await("the CAS update readable", 10_000, () -> {
+            try {
+                return "app-b,app-a".equals(reader.getConfig(dataId, "mapping", 5_000));
+            } catch (Exception e) {
+                throw new RuntimeException(e);
+            }
+        });
+        assertTrue(writer.removeConfig(dataId, "mapping"));
+    }
+
+    @Test
     void casPublishRefusesAStaleMd5() throws Exception {
         String dataId = Env.unique("cas.properties");
         assertTrue(writer.publishConfig(dataId, "DEFAULT_GROUP", "a=1"));
