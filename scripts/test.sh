@@ -59,6 +59,8 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   # A Spring Cloud Netflix eureka-client application pair against the same Roster.
   run "Spring Cloud eureka-client suite vs Roster" env EUREKA_URL=http://127.0.0.1:28848/eureka/ \
     mvn -q -B -f "$root/compat/eureka-java/pom.xml" test
+  # Spring Cloud Alibaba (2023.0.x and 2025.0.x) and Dubbo 3 (nacos:// registry) against the same Roster.
+  run "Spring Cloud Alibaba and Dubbo suites vs Roster" "$root/compat/nacos-frameworks.sh" 127.0.0.1:28848 "127.0.0.1:$roster_port"
   step "start Roster with Nacos auth"
   "$roster_bin" --data-dir "$work/roster-auth" --zk-listen 127.0.0.1:22381 --http-listen 127.0.0.1:28868 \
     --nacos-auth-enabled true --nacos-auth-users nacos:nacos-pw >"$work/roster-auth.log" 2>&1 &
@@ -103,6 +105,8 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
     run "compat suites vs Roster 3-node raft cluster" "$root/compat/run.sh" "$(deploy/local/cluster.sh connect-string)"
     run "nacos-client suite vs Roster 3-node raft cluster" env NACOS_ADDR=127.0.0.1:23710,127.0.0.1:23720,127.0.0.1:23730 \
       ZK_CONNECT="$(deploy/local/cluster.sh connect-string)" mvn -q -B -f "$root/compat/nacos-java/pom.xml" test
+    run "Spring Cloud Alibaba and Dubbo suites vs Roster 3-node raft cluster" "$root/compat/nacos-frameworks.sh" \
+      127.0.0.1:23710,127.0.0.1:23720,127.0.0.1:23730 "$(deploy/local/cluster.sh connect-string)"
   else
     record "start a 3-node raft cluster" 1
   fi
