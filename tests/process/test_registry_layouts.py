@@ -153,3 +153,59 @@ def test_zookeeper_session_close_removes_imported_instances(server):
     zk.close()
     wait_until(lambda: [i["ip"] for i in native(r, "cart")] == ["10.7.0.2"], 15,
                "the ephemeral one to go with its session")
+
+
+def test_raft_cluster_leader_failover_keeps_converging(roster_factory):
+    from test_raft import RaftNodes
+
+    c = RaftNodes(roster_factory, 3).start()
+    leader = c.wait_leader()
+    follower = next(i for i in c.nodes if i != leader)
+    zk = KazooClient(hosts=c.zk(follower), timeout=10)
+    zk.start(timeout=30)
+    try:
+        zk.create("/services/ledger/l1", curator_json("ledger", "l1", "10.6.0.1", 6000), ephemeral=True,
+                  makepath=True)
+        wait_until(lambda: len(native(c.nodes[follower], "ledger")) == 1, 20, "the import on a follower's session")
+
+        c.nodes[leader].kill9()
+        survivors = [i for i in c.nodes if i != leader]
+        c.wait_leader(survivors)
+        # The new leader takes over: a native registration is mirrored, the Curator node's
+        # record is neither lost nor doubled.
+        lease = c.http(follower, "POST", "/v1/leases", {"ttl_seconds": 30})[1]["id"]
+        status, body = c.http(follower, "POST", "/v1/registry/services/ledger/instances",
+                              {"ip": "10.6.0.2", "port": 6001, "lease": lease})
+        assert status in (200, 201), body
+        wait_until(lambda: zk.exists("/dubbo/ledger/providers") and len(zk.get_children("/dubbo/ledger/providers")) == 2,
+                   30, "both instances mirrored into Dubbo by the new leader")
+        assert sorted(zk.get_children("/services/ledger")) == ["10.6.0.2#6001#DEFAULT", "l1"]
+        assert sorted(i["ip"] for i in native(c.nodes[follower], "ledger")) == ["10.6.0.1", "10.6.0.2"]
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def test_ap_members_import_and_project_their_own_sessions(roster_factory):
+    from test_ap import ApCluster
+
+    c = ApCluster(roster_factory, n=2, ip_base=40).start()
+    zk1, zk2 = c.client(1), c.client(2)
+    try:
+        zk1.create("/services/stock/s1", curator_json("stock", "s1", "10.5.0.1", 5000), ephemeral=True,
+                   makepath=True)
+        wait_until(lambda: [i["ip"] for i in native(c.nodes[2], "stock")] == ["10.5.0.1"], 20,
+                   "member 2 to list the instance imported on member 1")
+        lease = requests.post(f"{base(c.nodes[2])}/v1/leases", json={"ttl_seconds": 30}, timeout=5).json()["id"]
+        resp = requests.post(f"{base(c.nodes[2])}/v1/registry/services/stock/instances", timeout=5,
+                             json={"ip": "10.5.0.2", "port": 5001, "lease": lease})
+        assert resp.status_code in (200, 201), resp.text
+        wait_until(lambda: zk1.exists("/services/stock/10.5.0.2#5001#DEFAULT"), 20,
+                   "member 1 to see the mirror member 2 made for its lease")
+        assert sorted(i["ip"] for i in native(c.nodes[1], "stock")) == ["10.5.0.1", "10.5.0.2"]
+        for r in c.nodes.values():
+            assert "registry layouts: write failed" not in r.log()
+    finally:
+        for z in (zk1, zk2):
+            z.stop()
+            z.close()

@@ -551,6 +551,19 @@ impl Layouts {
         };
         let result = match &r {
             Ok(()) => "ok",
+            // The owning session is gone (its ephemerals go with it), or, on AP, it belongs to
+            // another member, which writes this node itself: nothing to retry here.
+            Err(e) if e.code == "LEASE_NOT_FOUND" => {
+                tracing::debug!(
+                    path = p,
+                    session = format!("{session:#x}"),
+                    "registry layouts: session not open on this member; left to its owner"
+                );
+                metrics::counter!("roster_registry_layout_writes_total",
+                    "layout" => layout.name(), "direction" => direction, "result" => "not_owner")
+                .increment(1);
+                return true;
+            }
             // The source changed or went (its own event follows), or another member got there:
             // the next round sees the new state.
             Err(e) if matches!(e.code, "NOT_FOUND" | "CONFLICT" | "ALREADY_EXISTS") => {
