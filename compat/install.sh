@@ -2,7 +2,7 @@
 # Installs what compat/ needs on a fresh Debian machine; safe to run again.
 #   - Debian: zookeeper (server jar + zkCli), Java 17, Maven, python3-pip if pip is missing
 #   - PyPI:   compat/kazoo/requirements.txt
-#   - Maven:  the Curator, nacos-client and Spring Cloud eureka-client suites' dependencies and plugins, into ~/.m2
+#   - Maven:  the Curator, nacos-client, Spring Cloud eureka-client and registry-matrix suites' dependencies and plugins, into ~/.m2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -32,4 +32,8 @@ mvn -q -B -f "$here/nacos-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefi
 # The Spring Cloud Netflix eureka-client suite (Spring Boot 3.5.7, spring-cloud 2025.0.0).
 mvn -q -B -f "$here/eureka-java/pom.xml" test-compile
 mvn -q -B -f "$here/eureka-java/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+# The cross-protocol registry matrix (Curator 5.9.0, Dubbo 3.3.6, nacos-client 2.5.1, Spring Cloud
+# Netflix eureka-client under Spring Boot 3.5.7).
+mvn -q -B -f "$here/registry-matrix/pom.xml" test-compile
+mvn -q -B -f "$here/registry-matrix/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 echo "compat: dependencies installed"

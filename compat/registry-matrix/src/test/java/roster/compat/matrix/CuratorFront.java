@@ -12,7 +12,7 @@ import org.apache.curator.x.discovery.UriSpec;
 
 /** Apache Curator service discovery (curator-x-discovery), base path /services. */
 final class CuratorFront implements Front {
-  static final String SERVICE = "matrix-curator";
+  static final String SERVICE = "matrix-curator-" + Env.RUN;
   private final CuratorFramework client;
   private final ServiceDiscovery<Void> discovery;
 

@@ -18,7 +18,7 @@ import org.apache.dubbo.rpc.model.ApplicationModel;
  * latest notification is what it discovers.
  */
 final class DubboFront implements Front {
-  static final String INTERFACE = "roster.matrix.DubboService";
+  static final String INTERFACE = "roster.matrix.DubboService" + Env.RUN;
   private final ApplicationModel app;
   private final Registry registry;
   private final Map<String, List<URL>> notified = new ConcurrentHashMap<>();

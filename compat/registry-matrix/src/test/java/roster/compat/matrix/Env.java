@@ -17,6 +17,9 @@ final class Env {
     return get("ROSTER_HTTP", "127.0.0.1:8848").replaceFirst("^https?://", "").replaceFirst("/$", "");
   }
 
+  /** Suffix of this run's service names, so runs and other suites can share a server. */
+  static final String RUN = Long.toHexString(System.nanoTime() & 0xffffffL);
+
   /** ZooKeeper connect string. */
   static String zk() {
     return get("ZK_CONNECT", "127.0.0.1:2181");

@@ -14,7 +14,7 @@ import org.springframework.context.ConfigurableApplicationContext;
  * application's DiscoveryClient, which fetches the registry every second.
  */
 final class EurekaFront implements Front {
-  static final String SERVICE = "matrix-eureka";
+  static final String SERVICE = "matrix-eureka-" + Env.RUN;
 
   @SpringBootApplication
   static class App {}

@@ -10,7 +10,7 @@ import java.util.TreeSet;
 
 /** nacos-client 2.x: registers over gRPC (ephemeral, bound to the connection), queries the server. */
 final class NacosFront implements Front {
-  static final String SERVICE = "matrix-nacos";
+  static final String SERVICE = "matrix-nacos-" + Env.RUN;
   private final NamingService naming;
 
   NacosFront(String hostPort) throws Exception {

@@ -17,7 +17,7 @@ import java.util.concurrent.TimeUnit;
 
 /** Roster's native HTTP API (docs/api.md): a lease kept alive, an instance bound to it. */
 final class NativeFront implements Front {
-  static final String SERVICE = "matrix-native";
+  static final String SERVICE = "matrix-native-" + Env.RUN;
   private final String base;
   private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
   private final ObjectMapper json = new ObjectMapper();
