@@ -209,3 +209,51 @@ def test_ap_members_import_and_project_their_own_sessions(roster_factory):
         for z in (zk1, zk2):
             z.stop()
             z.close()
+
+
+def test_zab_ensemble_leader_kill_keeps_converging(tmp_path):
+    """deploy/local's 3-member zab ensemble on ports 381xx-385xx: the leader imports a Curator node
+    written on a follower's session; after the leader is killed the new one keeps converging."""
+    from test_ensemble import Cluster
+
+    class OurPorts(Cluster):
+        def ready(self, i):
+            try:
+                return requests.get(f"http://127.0.0.1:{38200 + 10 * i}/readyz", timeout=1).json()
+            except Exception:
+                return None
+
+    c = OurPorts(tmp_path, 3)
+    c.env.update(ZK_BASE="38100", HTTP_BASE="38200", QUORUM_BASE="38400", ELECTION_BASE="38500")
+    http = lambda i: f"http://127.0.0.1:{38200 + 10 * i}"  # noqa: E731
+    c.start()
+    try:
+        wait_until(lambda: c.leader([1, 2, 3]) is not None, 30, "a leader")
+        leader = c.leader([1, 2, 3])
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        zk = KazooClient(hosts=f"127.0.0.1:{38100 + follower}", timeout=10)
+        zk.start(timeout=30)
+        zk.create("/services/ledger/l1", curator_json("ledger", "l1", "10.4.0.1", 4000), ephemeral=True,
+                  makepath=True)
+        ledger = lambda: requests.get(f"{http(follower)}/v1/registry/services/ledger/instances",  # noqa: E731
+                                      timeout=5).json().get("instances", [])
+        wait_until(lambda: [i["ip"] for i in ledger()] == ["10.4.0.1"], 20, "the import")
+        assert ledger()[0]["lease"] == zk.client_id[0]
+
+        c.sh("kill", str(leader))
+        survivors = [i for i in (1, 2, 3) if i != leader]
+        wait_until(lambda: c.leader(survivors) is not None, 30, "a new leader")
+        lease = requests.post(f"{http(follower)}/v1/leases", json={"ttl_seconds": 30}, timeout=10).json()["id"]
+        resp = requests.post(f"{http(follower)}/v1/registry/services/ledger/instances", timeout=10,
+                             json={"ip": "10.4.0.2", "port": 4001, "lease": lease})
+        assert resp.status_code in (200, 201), resp.text
+        wait_until(lambda: zk.exists("/dubbo/ledger/providers") and len(zk.get_children("/dubbo/ledger/providers")) == 2,
+                   30, "both instances mirrored into Dubbo by the new leader")
+        assert sorted(zk.get_children("/services/ledger")) == ["10.4.0.2#4001#DEFAULT", "l1"]
+        assert sorted(i["ip"] for i in ledger()) == ["10.4.0.1", "10.4.0.2"]
+        zk.stop()
+        zk.close()
+        wait_until(lambda: [i["ip"] for i in ledger()] == ["10.4.0.2"], 30,
+                   "the imported record to go with the ZooKeeper session")
+    finally:
+        c.sh("wipe")

@@ -309,13 +309,15 @@ impl Layouts {
                     Err(dubbo::Skip::Invalid(why)) => skipped("dubbo", &p, &why),
                 }
             }
-            // Services that may hold records imported from here earlier.
+            // Services that may hold records imported from here earlier: Dubbo's path segment
+            // is the interface, so they are `providers:{iface}:…`.
             let mut services: BTreeSet<String> = wants.keys().cloned().collect();
+            let prefix = format!("providers:{iface}:");
             if let Some(n) = t.get(&self.scope_dir) {
                 services.extend(
                     n.children
-                        .iter()
-                        .filter(|s| s.starts_with("providers:"))
+                        .range(prefix.clone()..)
+                        .take_while(|s| s.starts_with(&prefix))
                         .cloned(),
                 );
             }
