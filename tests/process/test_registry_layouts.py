@@ -211,27 +211,48 @@ def test_ap_members_import_and_project_their_own_sessions(roster_factory):
             z.close()
 
 
+def free_bases():
+    """A base B in 38000-38800 whose ports are all free now: ZooKeeper B+i, HTTP B+100+10i (gRPC
+    +1000), quorum B+200+i, election B+300+i."""
+    import random
+    import socket
+
+    for _ in range(50):
+        b = random.randrange(38000, 38800)
+        ports = [p for i in (1, 2, 3) for p in (b + i, b + 100 + 10 * i, b + 1100 + 10 * i, b + 200 + i, b + 300 + i)]
+        try:
+            for port in ports:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return b
+    raise AssertionError("no free port range in 38000-39999")
+
+
 def test_zab_ensemble_leader_kill_keeps_converging(tmp_path):
-    """deploy/local's 3-member zab ensemble on ports 381xx-385xx: the leader imports a Curator node
-    written on a follower's session; after the leader is killed the new one keeps converging."""
+    """deploy/local's 3-member zab ensemble on ports in 38000-39999: the leader imports a Curator
+    node written on a follower's session; after the leader is killed the new one keeps converging."""
     from test_ensemble import Cluster
+
+    b = free_bases()
 
     class OurPorts(Cluster):
         def ready(self, i):
             try:
-                return requests.get(f"http://127.0.0.1:{38200 + 10 * i}/readyz", timeout=1).json()
+                return requests.get(f"http://127.0.0.1:{b + 100 + 10 * i}/readyz", timeout=1).json()
             except Exception:
                 return None
 
     c = OurPorts(tmp_path, 3)
-    c.env.update(ZK_BASE="38100", HTTP_BASE="38200", QUORUM_BASE="38400", ELECTION_BASE="38500")
-    http = lambda i: f"http://127.0.0.1:{38200 + 10 * i}"  # noqa: E731
-    c.start()
+    c.env.update(ZK_BASE=str(b), HTTP_BASE=str(b + 100), QUORUM_BASE=str(b + 200), ELECTION_BASE=str(b + 300))
+    http = lambda i: f"http://127.0.0.1:{b + 100 + 10 * i}"  # noqa: E731
     try:
+        c.start()
         wait_until(lambda: c.leader([1, 2, 3]) is not None, 30, "a leader")
         leader = c.leader([1, 2, 3])
         follower = next(i for i in (1, 2, 3) if i != leader)
-        zk = KazooClient(hosts=f"127.0.0.1:{38100 + follower}", timeout=10)
+        zk = KazooClient(hosts=f"127.0.0.1:{b + follower}", timeout=10)
         zk.start(timeout=30)
         zk.create("/services/ledger/l1", curator_json("ledger", "l1", "10.4.0.1", 4000), ephemeral=True,
                   makepath=True)
