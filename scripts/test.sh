@@ -59,6 +59,11 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
   # A Spring Cloud Netflix eureka-client application pair against the same Roster.
   run "Spring Cloud eureka-client suite vs Roster" env EUREKA_URL=http://127.0.0.1:28848/eureka/ \
     mvn -q -B -f "$root/compat/eureka-java/pom.xml" test
+  # One registry across every protocol: Curator service discovery, Dubbo's ZookeeperRegistry,
+  # nacos-client, Spring Cloud eureka-client and the native API, each registering and each
+  # discovering the others (compat/registry-matrix; the grid lands in its target/registry-matrix.txt).
+  run "registry matrix vs Roster" env ROSTER_HTTP=127.0.0.1:28848 ZK_CONNECT="127.0.0.1:$roster_port" \
+    mvn -q -B -f "$root/compat/registry-matrix/pom.xml" test
   step "start Roster with Nacos auth"
   "$roster_bin" --data-dir "$work/roster-auth" --zk-listen 127.0.0.1:22381 --http-listen 127.0.0.1:28868 \
     --nacos-auth-enabled true --nacos-auth-users nacos:nacos-pw >"$work/roster-auth.log" 2>&1 &
