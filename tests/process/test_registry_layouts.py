@@ -57,7 +57,11 @@ def test_curator_and_dubbo_nodes_are_registry_instances(server):
     backend, r, zk = server
     zk.create("/services/orders/6f1c", curator_json("orders", "6f1c", "10.9.0.1", 8080),
               ephemeral=True, makepath=True)
+    # Nodes that are not instances are skipped (and counted), never fatal.
     zk.create("/services/orders/garbage", b"not json at all", makepath=True)
+    zk.create("/services/orders/badport", curator_json("orders", "badport", "10.9.0.9", 70000), makepath=True)
+    zk.create("/dubbo/org.example.Greeter/providers/%zz-not-a-url", b"", makepath=True)
+    zk.create("/dubbo/org.example.Greeter/providers/dubbo%3A%2F%2Fh%3A99999%2Fx", b"", makepath=True)
     zk.create(f"/dubbo/org.example.Greeter/providers/{dubbo_node('org.example.Greeter', '10.9.0.2', 20880, version='1.0')}",
               b"", ephemeral=True, makepath=True)
 
@@ -88,8 +92,11 @@ def test_curator_and_dubbo_nodes_are_registry_instances(server):
     wait_until(lambda: zk.exists(f"/services/{dsvc}/10.9.0.2#20880#DEFAULT"), 15, "the Dubbo provider's Curator mirror")
     wait_until(lambda: len(zk.get_children("/dubbo/orders/providers")) == 1 if zk.exists("/dubbo/orders/providers") else False,
                15, "the Curator instance's Dubbo mirror")
-    assert sorted(zk.get_children("/services/orders")) == ["6f1c", "garbage"]
-    assert len(zk.get_children("/dubbo/org.example.Greeter/providers")) == 1
+    assert sorted(zk.get_children("/services/orders")) == ["6f1c", "badport", "garbage"]
+    assert len(zk.get_children("/dubbo/org.example.Greeter/providers")) == 3
+    metrics = requests.get(f"{base(r)}/metrics", timeout=5).text
+    assert 'roster_registry_layout_skipped_total{layout="curator"}' in metrics
+    assert 'roster_registry_layout_skipped_total{layout="dubbo"}' in metrics
     assert len(native(r, "orders")) == 1 and len(native(r, dsvc)) == 1
 
     # Deleting the source removes the record and its mirror.
