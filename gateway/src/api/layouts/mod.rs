@@ -24,15 +24,14 @@ pub mod dubbo;
 use super::error::ApiError;
 use super::feed::{Feed, FeedItem, under};
 use super::registry::{
-    DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Instance, instance_id, read_instance,
-    validate_ip,
+    DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Instance, instance_id, validate_ip,
 };
 use super::store::{ROOT, Store, segment};
 use roster_core::acl::Acl;
 use roster_core::backend::Role;
 use roster_core::tree::Tree;
 use roster_core::txn::WriteOp;
-use roster_core::{CreateMode, SessionId, path};
+use roster_core::{CreateMode, SessionId, Stat, path};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,63 +264,64 @@ impl Layouts {
         }
     }
 
+    /// The children of each directory, copied under one read of the tree and parsed after it is
+    /// released, so converging a large service does not hold up the writers.
+    fn snapshot<const N: usize>(&self, dirs: [&str; N]) -> [Vec<Raw>; N] {
+        self.store.read(|t| dirs.map(|d| children(t, d)))
+    }
+
     async fn import_curator(&self, name: &str) -> Result<bool, ApiError> {
         let dir = path::join(curator::BASE, name);
         let prefix = format!("{dir}/");
-        let (wants, services) = self.store.read(|t| {
-            let mut wants: BTreeMap<String, BTreeMap<String, Want>> = BTreeMap::new();
-            if segment("service", name).is_ok() {
-                for c in t.get(&dir).map(|n| n.children.iter()).into_iter().flatten() {
-                    let p = path::join(&dir, c);
-                    let Some(node) = t.get(&p) else { continue };
-                    match curator::parse(&node.data) {
-                        Ok(s) => self.want_record(t, Layout::Curator, name, s, &p, &mut wants),
-                        Err(curator::Skip::Mirror) => {}
-                        Err(curator::Skip::Invalid(why)) => skipped("curator", &p, &why),
-                    }
-                }
+        if segment("service", name).is_err() {
+            return Ok(true);
+        }
+        let [sources] = self.snapshot([&dir]);
+        let mut wants: BTreeMap<String, BTreeMap<String, Want>> = BTreeMap::new();
+        for raw in &sources {
+            let p = path::join(&dir, &raw.name);
+            match curator::parse(&raw.data) {
+                Ok(s) => self.want_record(Layout::Curator, name, s, &p, &raw.stat, &mut wants),
+                Err(curator::Skip::Mirror) => {}
+                Err(curator::Skip::Invalid(why)) => skipped("curator", &p, &why),
             }
-            let mut services: BTreeSet<String> = wants.keys().cloned().collect();
-            if segment("service", name).is_ok() {
-                services.insert(name.to_owned());
-            }
-            (wants, services)
-        });
+        }
+        let services = BTreeSet::from([name.to_owned()]);
         self.import(Layout::Curator, &prefix, services, wants).await
     }
 
     async fn import_dubbo(&self, iface: &str) -> Result<bool, ApiError> {
         let dir = format!("{}/{iface}/providers", dubbo::ROOT);
         let prefix = format!("{dir}/");
-        let (wants, services) = self.store.read(|t| {
-            let mut wants: BTreeMap<String, BTreeMap<String, Want>> = BTreeMap::new();
-            for c in t.get(&dir).map(|n| n.children.iter()).into_iter().flatten() {
-                let p = path::join(&dir, c);
-                match dubbo::parse(c) {
-                    Ok((service, s)) => {
-                        if let Err(e) = segment("service", &service) {
-                            skipped("dubbo", &p, &e.message);
-                            continue;
-                        }
-                        self.want_record(t, Layout::Dubbo, &service, s, &p, &mut wants)
+        let [sources] = self.snapshot([&dir]);
+        let mut wants: BTreeMap<String, BTreeMap<String, Want>> = BTreeMap::new();
+        for raw in &sources {
+            let p = path::join(&dir, &raw.name);
+            match dubbo::parse(&raw.name) {
+                Ok((service, s)) => {
+                    if let Err(e) = segment("service", &service) {
+                        skipped("dubbo", &p, &e.message);
+                        continue;
                     }
-                    Err(dubbo::Skip::Mirror) => {}
-                    Err(dubbo::Skip::Invalid(why)) => skipped("dubbo", &p, &why),
+                    self.want_record(Layout::Dubbo, &service, s, &p, &raw.stat, &mut wants)
                 }
+                Err(dubbo::Skip::Mirror) => {}
+                Err(dubbo::Skip::Invalid(why)) => skipped("dubbo", &p, &why),
             }
-            // Services that may hold records imported from here earlier: Dubbo's path segment
-            // is the interface, so they are `providers:{iface}:…`.
-            let mut services: BTreeSet<String> = wants.keys().cloned().collect();
-            let prefix = format!("providers:{iface}:");
+        }
+        // Services that may hold records imported from here earlier: Dubbo's path segment is
+        // the interface, so they are `providers:{iface}:…`.
+        let mut services: BTreeSet<String> = wants.keys().cloned().collect();
+        let named = format!("providers:{iface}:");
+        self.store.read(|t| {
             if let Some(n) = t.get(&self.scope_dir) {
                 services.extend(
                     n.children
-                        .range(prefix.clone()..)
-                        .take_while(|s| s.starts_with(&prefix))
+                        .range(named.clone()..)
+                        .take_while(|s| s.starts_with(&named))
                         .cloned(),
                 );
             }
-            (wants, services)
         });
         self.import(Layout::Dubbo, &prefix, services, wants).await
     }
@@ -330,19 +330,17 @@ impl Layouts {
     /// in name order, so every member picks the same).
     fn want_record(
         &self,
-        t: &Tree,
         layout: Layout,
         service: &str,
         s: Source,
         source: &str,
+        stat: &Stat,
         wants: &mut BTreeMap<String, BTreeMap<String, Want>>,
     ) {
         if let Err(e) = validate_ip(&s.ip) {
             skipped(layout.name(), source, &e.message);
             return;
         }
-        let Some(node) = t.get(source) else { return };
-        let stat = node.client_stat();
         let rec = self.record(layout, service, s, source, stat.ephemeral_owner);
         wants
             .entry(service.to_owned())
@@ -368,29 +366,25 @@ impl Layouts {
         for service in services {
             let dir = path::join(&self.scope_dir, &service);
             let mut want = wants.remove(&service).unwrap_or_default();
-            let have = self.store.read(|t| {
-                let mut have = BTreeMap::new();
-                for c in t.get(&dir).map(|n| n.children.iter()).into_iter().flatten() {
-                    let p = path::join(&dir, c);
-                    let (Some(node), Some(inst)) = (t.get(&p), read_instance(t, &p)) else {
-                        continue;
-                    };
-                    let ours = inst.extra.get(LAYOUT_KEY).map(String::as_str) == Some(layout.name())
-                        && inst.extra.get(PATH_KEY).is_some_and(|s| s.starts_with(prefix));
-                    if ours {
-                        have.insert(c.clone(), Have {
-                            data: node.data.clone(),
-                            owner: node.client_stat().ephemeral_owner,
-                            version: node.stat.version,
-                        });
-                    } else if want.remove(c).is_some() {
-                        // Registered through another protocol (or another layout) first: that
-                        // record stands for this instance; it is not counted twice.
-                        tracing::debug!(path = %p, "registry layouts: instance already registered; not imported");
-                    }
+            let [records] = self.snapshot([&dir]);
+            let mut have = BTreeMap::new();
+            for raw in records {
+                let Some(inst) = instance_of(&raw) else {
+                    continue;
+                };
+                let ours = inst.extra.get(LAYOUT_KEY).map(String::as_str) == Some(layout.name())
+                    && inst
+                        .extra
+                        .get(PATH_KEY)
+                        .is_some_and(|s| s.starts_with(prefix));
+                if ours {
+                    have.insert(raw.name.clone(), raw.into_have());
+                } else if want.remove(&raw.name).is_some() {
+                    // Registered through another protocol (or another layout) first: that
+                    // record stands for this instance; it is not counted twice.
+                    tracing::debug!(service, id = %raw.name, "registry layouts: instance already registered; not imported");
                 }
-                have
-            });
+            }
             ok &= self.sync_dir(&dir, want, have, layout, "import").await;
         }
         Ok(ok)
@@ -401,58 +395,56 @@ impl Layouts {
         let dir = path::join(&self.scope_dir, service);
         let cdir = path::join(curator::BASE, service);
         let (iface, _, _) = dubbo::interface_of(service);
-        let ddir = format!("{}/{iface}/providers", dubbo::ROOT);
         let dubbo_ok = segment("interface", iface).is_ok();
-        let (cwant, chave, dwant, dhave) = self.store.read(|t| {
-            let mut cwant = BTreeMap::new();
-            let mut dwant = BTreeMap::new();
-            for c in t.get(&dir).map(|n| n.children.iter()).into_iter().flatten() {
-                let p = path::join(&dir, c);
-                let (Some(node), Some(inst)) = (t.get(&p), read_instance(t, &p)) else {
-                    continue;
-                };
-                if !(inst.healthy && inst.enabled) {
-                    continue;
-                }
-                let stat = node.client_stat();
-                let from = inst.extra.get(LAYOUT_KEY).map(String::as_str);
-                let want = |data: Vec<u8>| Want {
-                    data,
-                    session: stat.ephemeral_owner,
-                    source: p.clone(),
-                    source_version: stat.version,
-                };
-                if from != Some("curator") {
-                    cwant.insert(
-                        curator::mirror_name(&inst).to_owned(),
-                        want(curator::mirror_data(&inst, stat.ctime)),
-                    );
-                }
-                if from != Some("dubbo") && dubbo_ok {
-                    dwant.insert(dubbo::mirror_name(&inst), want(Vec::new()));
+        let ddir = format!("{}/{iface}/providers", dubbo::ROOT);
+        let [records, cnodes, dnodes] = if dubbo_ok {
+            self.snapshot([&dir, &cdir, &ddir])
+        } else {
+            let [records, cnodes] = self.snapshot([&dir, &cdir]);
+            [records, cnodes, Vec::new()]
+        };
+        let mut cwant = BTreeMap::new();
+        let mut dwant = BTreeMap::new();
+        for raw in &records {
+            let Some(inst) = instance_of(raw) else {
+                continue;
+            };
+            if !(inst.healthy && inst.enabled) {
+                continue;
+            }
+            let from = inst.extra.get(LAYOUT_KEY).map(String::as_str);
+            let want = |data: Vec<u8>| Want {
+                data,
+                session: raw.stat.ephemeral_owner,
+                source: path::join(&dir, &raw.name),
+                source_version: raw.stat.version,
+            };
+            if from != Some("curator") {
+                cwant.insert(
+                    curator::mirror_name(&inst).to_owned(),
+                    want(curator::mirror_data(&inst, raw.stat.ctime)),
+                );
+            }
+            if from != Some("dubbo") && dubbo_ok {
+                dwant.insert(dubbo::mirror_name(&inst), want(Vec::new()));
+            }
+        }
+        let mut chave = BTreeMap::new();
+        for raw in cnodes {
+            if curator::is_mirror(&raw.data) {
+                chave.insert(raw.name.clone(), raw.into_have());
+            } else if cwant.remove(&raw.name).is_some() {
+                tracing::debug!(service, id = %raw.name, "registry layouts: a Curator instance has this id; no mirror");
+            }
+        }
+        let mut dhave = BTreeMap::new();
+        if dubbo_ok {
+            for raw in dnodes {
+                if dubbo::mirror_service(&raw.name).as_deref() == Some(service) {
+                    dhave.insert(raw.name.clone(), raw.into_have());
                 }
             }
-            let mut chave = BTreeMap::new();
-            for c in t.get(&cdir).map(|n| n.children.iter()).into_iter().flatten() {
-                let Some(node) = t.get(&path::join(&cdir, c)) else { continue };
-                if curator::is_mirror(&node.data) {
-                    chave.insert(c.clone(), have_of(node));
-                } else if cwant.remove(c).is_some() {
-                    tracing::debug!(service, id = %c, "registry layouts: a Curator instance has this id; no mirror");
-                }
-            }
-            let mut dhave = BTreeMap::new();
-            if dubbo_ok {
-                for c in t.get(&ddir).map(|n| n.children.iter()).into_iter().flatten() {
-                    if dubbo::mirror_service(c).as_deref() == Some(service)
-                        && let Some(node) = t.get(&path::join(&ddir, c))
-                    {
-                        dhave.insert(c.clone(), have_of(node));
-                    }
-                }
-            }
-            (cwant, chave, dwant, dhave)
-        });
+        }
         let a = self
             .sync_dir(&cdir, cwant, chave, Layout::Curator, "project")
             .await;
@@ -585,12 +577,47 @@ impl Layouts {
     }
 }
 
-fn have_of(node: &roster_core::tree::Node) -> Have {
-    Have {
-        data: node.data.clone(),
-        owner: node.client_stat().ephemeral_owner,
-        version: node.stat.version,
+/// A node as read under the tree lock: its name, data and stat as clients see it.
+struct Raw {
+    name: String,
+    data: Vec<u8>,
+    stat: Stat,
+}
+
+impl Raw {
+    fn into_have(self) -> Have {
+        Have {
+            data: self.data,
+            owner: self.stat.ephemeral_owner,
+            version: self.stat.version,
+        }
     }
+}
+
+/// The children of `dir` (none if it is absent).
+fn children(t: &Tree, dir: &str) -> Vec<Raw> {
+    let Some(n) = t.get(dir) else {
+        return Vec::new();
+    };
+    n.children
+        .iter()
+        .filter_map(|c| {
+            let node = t.get(&path::join(dir, c))?;
+            Some(Raw {
+                name: c.clone(),
+                data: node.data.clone(),
+                stat: node.client_stat(),
+            })
+        })
+        .collect()
+}
+
+/// A registry record, as `registry::read_instance` reads it from a node.
+fn instance_of(raw: &Raw) -> Option<Instance> {
+    let mut inst: Instance = serde_json::from_slice(&raw.data).ok()?;
+    inst.lease = (raw.stat.ephemeral_owner != 0).then_some(raw.stat.ephemeral_owner);
+    inst.revision = raw.stat.mzxid as u64;
+    Some(inst)
 }
 
 fn create(p: &str, data: Vec<u8>, session: SessionId) -> WriteOp {
