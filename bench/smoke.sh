@@ -3,7 +3,8 @@
 # standalone Roster started here, and each must produce a report with nonzero operations and
 # no failed run — the ZooKeeper-protocol workloads, the native-API workloads over HTTP and
 # gRPC (their subscribe and listen probes must have heard events, the lock must show no
-# fencing violation) and the Nacos workloads; then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
+# fencing violation), the Nacos workloads, the Eureka renew storm and the cross-protocol
+# discovery rounds (every protocol pair must have seen instances come and go); then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
 # `set` load has its leader killed, and the report must show the fault, a new leader and
 # successes after it. It asserts that the harness works, never how fast anything is.
 #   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries;
@@ -76,6 +77,10 @@ for run in runs:
         "api-config": ["get", "put", "listen-notify"],
         "api-lock": ["acquire", "release"],
         "nacos-subscribe": ["poll", "subscribe-register", "subscribe-deregister"],
+        "eureka-renew": ["renew"],
+        # every protocol registers and every protocol discovers, both ways
+        "registry-cross": ["round", "native>nacos", "nacos>eureka", "eureka>zookeeper",
+                           "zookeeper>native", "native>zookeeper-gone", "zookeeper>eureka-gone"],
     }
     for prefix, names in needed.items():
         if w.startswith(prefix):
@@ -86,7 +91,7 @@ for run in runs:
         assert x["fencing_violations"] == 0, f"{name}: {w}: fencing violations {x}"
         assert x["mutual_exclusion_violations"] == 0, f"{name}: {w}: double holds {x}"
         assert x["holds"] > 0, f"{name}: {w}: no hold {x}"
-    if w.startswith(("api-", "nacos-")):
+    if w.startswith(("api-", "nacos-", "eureka-", "registry-")):
         assert res["server"] and res["server"]["samples"] > 0, f"{name}: {w}: server not sampled"
 assert r["machine"]["cores"] >= 1
 PY
@@ -131,6 +136,8 @@ api api-lock        --workload api-lock --protocol http,grpc --sessions 4 --dura
 api api-open-loop   --workload api-config --protocol grpc "${common[@]}" --rate 200 --duration 2
 api nacos           --workload nacos-register,nacos-query,nacos-subscribe,nacos-config-publish,nacos-config-get \
                     "${common[@]}" --rate 200 --duration 2
+api eureka-renew    --workload eureka-renew --keys 200 --sessions 4 --depth 4 --duration 2
+api registry-cross  --workload registry-cross --target "127.0.0.1:$zk_port" --sessions 2 --depth 1 --duration 3
 
 # The fault path: kill -9 the leader of a 3-node ensemble 2 s into an 8 s run.
 fault_run() {

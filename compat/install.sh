@@ -2,8 +2,8 @@
 # Installs what compat/ needs on a fresh Debian machine; safe to run again.
 #   - Debian: zookeeper (server jar + zkCli), Java 17, Maven, python3-pip if pip is missing
 #   - PyPI:   compat/kazoo/requirements.txt
-#   - Maven:  the Curator, nacos-client, Spring Cloud eureka-client, Spring Cloud Alibaba and Dubbo
-#             suites' dependencies and plugins, into ~/.m2
+#   - Maven:  the Curator, nacos-client, Spring Cloud eureka-client, Spring Cloud Alibaba, Dubbo and
+#             registry-matrix suites' dependencies and plugins, into ~/.m2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -46,4 +46,8 @@ done
 mvn -q -B -f "$here/dubbo-nacos/pom.xml" test-compile
 mvn -q -B -f "$here/dubbo-nacos/pom.xml" surefire:test -Dtest='DubboNacosTest#prefetchOnly' \
   -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
+# The cross-protocol registry matrix (Curator 5.9.0, Dubbo 3.3.6, nacos-client 2.5.1, Spring Cloud
+# Netflix eureka-client under Spring Boot 3.5.7).
+mvn -q -B -f "$here/registry-matrix/pom.xml" test-compile
+mvn -q -B -f "$here/registry-matrix/pom.xml" surefire:test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false > /dev/null
 echo "compat: dependencies installed"

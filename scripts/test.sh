@@ -61,6 +61,11 @@ if [ -z "${SKIP_COMPAT:-}" ]; then
     mvn -q -B -f "$root/compat/eureka-java/pom.xml" test
   # Spring Cloud Alibaba (2023.0.x and 2025.0.x) and Dubbo 3 (nacos:// registry) against the same Roster.
   run "Spring Cloud Alibaba and Dubbo suites vs Roster" "$root/compat/nacos-frameworks.sh" 127.0.0.1:28848 "127.0.0.1:$roster_port"
+  # One registry across every protocol: Curator service discovery, Dubbo's ZookeeperRegistry,
+  # nacos-client, Spring Cloud eureka-client and the native API, each registering and each
+  # discovering the others (compat/registry-matrix; the grid lands in its target/registry-matrix.txt).
+  run "registry matrix vs Roster" env ROSTER_HTTP=127.0.0.1:28848 ZK_CONNECT="127.0.0.1:$roster_port" \
+    mvn -q -B -f "$root/compat/registry-matrix/pom.xml" test
   step "start Roster with Nacos auth"
   "$roster_bin" --data-dir "$work/roster-auth" --zk-listen 127.0.0.1:22381 --http-listen 127.0.0.1:28868 \
     --nacos-auth-enabled true --nacos-auth-users nacos:nacos-pw >"$work/roster-auth.log" 2>&1 &

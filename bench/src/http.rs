@@ -57,7 +57,9 @@ impl Http {
     ) -> Result<Response<Incoming>, Failure> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("{}{path_and_query}", self.base));
+            .uri(format!("{}{path_and_query}", self.base))
+            // Eureka answers XML unless asked for JSON; every other API answers JSON anyway.
+            .header("accept", "application/json");
         let body = match body {
             Body::Empty => Full::new(Bytes::new()),
             Body::Json(b) => {

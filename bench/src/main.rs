@@ -7,6 +7,7 @@ mod availability;
 mod chart;
 mod compare;
 mod deploy;
+mod eureka;
 mod http;
 mod load;
 mod machine;
@@ -62,7 +63,10 @@ struct LoadArgs {
     /// zk-latencies, watch-fanout, session-storm, ephemeral-storm. Roster's native API (`run`
     /// only, needs --http): api-registry, api-config, api-lock. Nacos HTTP v1 open API (`run`
     /// only, needs --http): nacos-register, nacos-query, nacos-subscribe,
-    /// nacos-config-publish, nacos-config-get.
+    /// nacos-config-publish, nacos-config-get. Registry across protocols (`run` only, needs
+    /// --http): eureka-renew (a renew storm of --keys Eureka instances, each every 30 s),
+    /// registry-cross (register through one protocol, time until visible through another; with
+    /// --target the ZooKeeper/Curator layout joins).
     #[arg(long, default_value = "create,set,get,delete", value_delimiter = ',')]
     workload: Vec<String>,
     /// Sessions (watchers for watch-fanout, storm size for session-storm).

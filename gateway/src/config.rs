@@ -108,6 +108,9 @@ pub struct Config {
     pub nacos_grpc_session_timeout_ms: u64,
     /// AP: a suspected member that does not refute within this time is declared dead (ms).
     pub ap_suspect_ms: u64,
+    /// Registry: import Curator (`/services`) and Dubbo (`/dubbo`) ZooKeeper layouts as instances
+    /// and mirror the registry into them (docs/registry-model.md).
+    pub registry_layouts: bool,
     /// Eureka: the namespace Eureka clients register into and read.
     pub eureka_namespace: String,
     /// Eureka: the group Eureka clients register into and read.
@@ -168,6 +171,7 @@ impl Default for Config {
             nacos_auth_token_ttl_s: 18_000,
             nacos_auth_secret: String::new(),
             nacos_grpc_session_timeout_ms: 20_000,
+            registry_layouts: true,
             eureka_namespace: "public".into(),
             eureka_group: "DEFAULT_GROUP".into(),
             eureka_lease_duration_s: 90,
@@ -369,6 +373,9 @@ pub struct Cli {
     /// Session timeout of a Nacos gRPC connection in ms (ephemeral instances outlive a dead member this long) [default: 20000]
     #[arg(long)]
     pub nacos_grpc_session_timeout_ms: Option<u64>,
+    /// Import Curator/Dubbo ZooKeeper layouts as registry instances and mirror the registry into them [default: true]
+    #[arg(long)]
+    pub registry_layouts: Option<bool>,
     /// Eureka: namespace of Eureka clients [default: public]
     #[arg(long)]
     pub eureka_namespace: Option<String>,
@@ -483,6 +490,7 @@ impl Cli {
             nacos_auth_token_ttl_s,
             nacos_auth_secret,
             nacos_grpc_session_timeout_ms,
+            registry_layouts,
             eureka_namespace,
             eureka_group,
             eureka_lease_duration_s,

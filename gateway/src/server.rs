@@ -185,6 +185,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tokio::spawn(zk.clone().serve(zk_listener));
     let api = crate::api::Api::new(backend.clone(), cfg.server_id, cfg.config_history);
     api.start_probes(cfg.server_id);
+    if cfg.registry_layouts {
+        api.start_layouts();
+    }
     let nacos_beats = Arc::new(crate::nacos::naming::Beats::default());
     nacos_beats.start(api.clone());
     let nacos_auth = Arc::new(crate::nacos::auth::NacosAuth::new(

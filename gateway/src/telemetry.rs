@@ -120,6 +120,14 @@ fn describe() {
         "roster_registry_probes_total",
         "Server-side health probes by type and result"
     );
+    describe_counter!(
+        "roster_registry_layout_writes_total",
+        "Writes keeping the Curator and Dubbo ZooKeeper layouts and the registry in step, by layout, direction and result"
+    );
+    describe_counter!(
+        "roster_registry_layout_skipped_total",
+        "Nodes in the Curator or Dubbo layouts that are not instances (skipped), by layout"
+    );
     describe_gauge!(
         "roster_registry_probed_instances",
         "Instances this member probes"

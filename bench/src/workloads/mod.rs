@@ -6,6 +6,7 @@ mod fault;
 mod latencies;
 mod nacos;
 mod native;
+mod registry;
 mod simple;
 mod storm;
 
@@ -44,6 +45,10 @@ pub enum Workload {
     Native(NativeKind, Protocol),
     /// nacos-bench-style load on the Nacos HTTP v1 open API, open loop.
     Nacos(Nacos),
+    /// Eureka renew storm: `--keys` instances renewing every 30 s, open loop.
+    EurekaRenew,
+    /// Register through one protocol, time until visible (and gone) through another.
+    RegistryCross,
 }
 
 /// Every workload name `--workload` accepts.
@@ -65,6 +70,8 @@ pub const NAMES: &[&str] = &[
     "nacos-subscribe",
     "nacos-config-publish",
     "nacos-config-get",
+    "eureka-renew",
+    "registry-cross",
 ];
 
 impl Workload {
@@ -95,6 +102,8 @@ impl Workload {
             "nacos-subscribe" => Workload::Nacos(Nacos::Subscribe),
             "nacos-config-publish" => Workload::Nacos(Nacos::ConfigPublish),
             "nacos-config-get" => Workload::Nacos(Nacos::ConfigGet),
+            "eureka-renew" => Workload::EurekaRenew,
+            "registry-cross" => Workload::RegistryCross,
             other => anyhow::bail!("unknown workload {other:?}; known: {}", NAMES.join(", ")),
         })
     }
@@ -109,13 +118,21 @@ impl Workload {
             Workload::EphemeralStorm => "ephemeral-storm".into(),
             Workload::Native(k, proto) => format!("api-{}-{}", k.name(), proto.name()),
             Workload::Nacos(n) => n.name().into(),
+            Workload::EurekaRenew => "eureka-renew".into(),
+            Workload::RegistryCross => "registry-cross".into(),
         }
     }
 
     /// Whether it speaks the ZooKeeper protocol (the others need `--http`, and only `run`
     /// drives them: Apache ZooKeeper has no such API to compare with).
     pub fn is_zookeeper(&self) -> bool {
-        !matches!(self, Workload::Native(..) | Workload::Nacos(_))
+        !matches!(
+            self,
+            Workload::Native(..)
+                | Workload::Nacos(_)
+                | Workload::EurekaRenew
+                | Workload::RegistryCross
+        )
     }
 }
 
@@ -217,6 +234,8 @@ pub async fn run(w: Workload, p: &Params) -> anyhow::Result<WorkloadResult> {
         Workload::EphemeralStorm => storm::run_ephemeral_storm(p).await?,
         Workload::Native(kind, proto) => native::run(kind, proto, p).await?,
         Workload::Nacos(n) => nacos::run(n, p).await?,
+        Workload::EurekaRenew => registry::run_renew(p).await?,
+        Workload::RegistryCross => registry::run_cross(p).await?,
     };
     result.workload = w.label();
     Ok(result)

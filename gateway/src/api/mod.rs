@@ -7,6 +7,7 @@ pub mod error;
 pub mod feed;
 pub mod health;
 pub mod http;
+pub mod layouts;
 pub mod lease;
 pub mod lock;
 pub mod registry;
@@ -60,5 +61,11 @@ impl Api {
     /// Start the background work: health probes of the instances this member registered.
     pub fn start_probes(&self, server_id: u64) {
         health::start(self.store.clone(), self.registry.clone(), server_id);
+    }
+
+    /// Start importing the Curator and Dubbo ZooKeeper layouts and mirroring the registry into
+    /// them (`layouts`).
+    pub fn start_layouts(&self) {
+        layouts::start(self.store.clone(), self.feed.clone());
     }
 }
