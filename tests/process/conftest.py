@@ -62,17 +62,28 @@ class Roster:
         return f"127.0.0.1:{self.port}"
 
     def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.bin, "--data-dir", str(self.data_dir), "--zk-listen", self.hosts,
-             "--http-listen", f"127.0.0.1:{self.http_port}",
-             *([] if "--grpc-listen" in self.extra else ["--grpc-listen", f"127.0.0.1:{self.grpc_port}"]),
-             *([] if "--four-letter-words" in self.extra else ["--four-letter-words", "*"]),
-             *self.extra],
-            stdout=log, stderr=log)
-        wait_until(lambda: self.proc.poll() is None and four_letter(self.port, "ruok") == "imok",
-                   60, "roster to answer ruok")
-        return self
+        # A port picked by free_port() is in the ephemeral range, so an outgoing connection of
+        # another test may take it before the server binds it. On a first start (nothing holds
+        # these ports yet) a bind failure is retried on fresh ports; a restart keeps its ports.
+        for attempt in range(3):
+            log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(
+                [self.bin, "--data-dir", str(self.data_dir), "--zk-listen", self.hosts,
+                 "--http-listen", f"127.0.0.1:{self.http_port}",
+                 *([] if "--grpc-listen" in self.extra else ["--grpc-listen", f"127.0.0.1:{self.grpc_port}"]),
+                 *([] if "--four-letter-words" in self.extra else ["--four-letter-words", "*"]),
+                 *self.extra],
+                stdout=log, stderr=log)
+            wait_until(lambda: self.proc.poll() is not None or four_letter(self.port, "ruok") == "imok",
+                       60, "roster to answer ruok")
+            if self.proc.poll() is None:
+                self.started_once = True
+                return self
+            if getattr(self, "started_once", False) or "Address already in use" not in self.log():
+                break
+            self.port, self.http_port, self.grpc_port = free_port(), free_port(), free_port()
+        raise AssertionError(f"roster exited at start (code {self.proc.returncode}); log:\n"
+                             + self.log()[-2000:])
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
