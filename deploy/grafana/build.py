@@ -320,6 +320,10 @@ def registry():
     b.panel("timeseries", "Protect threshold reached",
             [('sum(rate(roster_registry_protect_threshold_hits_total{%s}[%s]))' % (SEL, RI), "queries")], unit="ops",
             description="Healthy-only queries that returned every instance because too few were healthy.")
+    b.panel("timeseries", "ZooKeeper layouts (Curator, Dubbo) kept in step",
+            [('sum by (layout, direction, result) (rate(roster_registry_layout_writes_total{%s}[%s]))' % (SEL, RI), "{{layout}} {{direction}} {{result}}")],
+            unit="ops", w=24,
+            description="Writes that import Curator / Dubbo ZooKeeper nodes as instances and project instances into those layouts (docs/registry-model.md); `raced` = a conditional write lost to a newer change and was recomputed.")
     b.row("Config and locks")
     b.panel("timeseries", "Config changes", [('sum by (op) (rate(roster_config_writes_total{%s}[%s]))' % (SEL, RI), "{{op}}")], unit="ops")
     b.panel("timeseries", "Locks acquired", [('sum by (recipe) (rate(roster_lock_acquired_total{%s}[%s]))' % (SEL, RI), "{{recipe}}")], unit="ops")
