@@ -218,6 +218,31 @@ pub struct WorkloadResult {
 }
 
 impl WorkloadResult {
+    /// A measured phase as the recorder saw it (the workload's name is filled in by the caller,
+    /// no fault).
+    pub fn measured(
+        mode: String,
+        elapsed: Duration,
+        rec: &Recorder,
+        extras: BTreeMap<String, f64>,
+        knee: Option<Knee>,
+        server: Option<ServerStats>,
+    ) -> WorkloadResult {
+        WorkloadResult {
+            workload: String::new(),
+            mode,
+            elapsed_s: elapsed.as_secs_f64(),
+            ops: rec.summarize(),
+            extras,
+            timeline: rec.timeline(),
+            knee,
+            server,
+            fault: None,
+        }
+    }
+}
+
+impl WorkloadResult {
     /// The figures of the workload's main operation (the first listed for multi-op workloads).
     pub fn main_op(&self) -> Option<&OpStats> {
         self.ops.iter().max_by_key(|o| o.ok)

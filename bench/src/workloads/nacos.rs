@@ -236,17 +236,9 @@ pub async fn run(w: Nacos, p: &Params) -> anyhow::Result<WorkloadResult> {
             extras.insert("items".into(), keys as f64);
         }
     }
-    Ok(WorkloadResult {
-        workload: String::new(),
-        mode,
-        elapsed_s: elapsed.as_secs_f64(),
-        ops: rec.summarize(),
-        extras,
-        timeline: rec.timeline(),
-        knee,
-        server,
-        fault: None,
-    })
+    Ok(WorkloadResult::measured(
+        mode, elapsed, &rec, extras, knee, server,
+    ))
 }
 
 /// Runs `op` on `n` sequence numbers and fails on any error.

@@ -132,17 +132,9 @@ pub async fn run_renew(p: &Params) -> anyhow::Result<WorkloadResult> {
     extras.insert("instances".into(), n as f64);
     extras.insert("renew_interval_s".into(), RENEW_INTERVAL_S as f64);
     extras.insert("renews_per_s_target".into(), rate);
-    Ok(WorkloadResult {
-        workload: String::new(),
-        mode,
-        elapsed_s: elapsed.as_secs_f64(),
-        ops: rec.summarize(),
-        extras,
-        timeline: rec.timeline(),
-        knee,
-        server,
-        fault: None,
-    })
+    Ok(WorkloadResult::measured(
+        mode, elapsed, &rec, extras, knee, server,
+    ))
 }
 
 /// Runs `f(0..n)` with [`PREP_PARALLEL`] in flight; how many failed.
@@ -457,15 +449,7 @@ pub async fn run_cross(p: &Params) -> anyhow::Result<WorkloadResult> {
     let mut extras = BTreeMap::new();
     extras.insert("pairs".into(), pairs.len() as f64);
     extras.insert("poll_gap_ms".into(), POLL_GAP.as_secs_f64() * 1000.0);
-    Ok(WorkloadResult {
-        workload: String::new(),
-        mode,
-        elapsed_s: elapsed.as_secs_f64(),
-        ops: rec.summarize(),
-        extras,
-        timeline: rec.timeline(),
-        knee,
-        server,
-        fault: None,
-    })
+    Ok(WorkloadResult::measured(
+        mode, elapsed, &rec, extras, knee, server,
+    ))
 }

@@ -164,15 +164,5 @@ where
         let _ = tokio::time::timeout(PROBE_WAIT + Duration::from_secs(5), probe.task).await;
     }
     let server = watch.map(Watch::finish);
-    WorkloadResult {
-        workload: String::new(),
-        mode,
-        elapsed_s: elapsed.as_secs_f64(),
-        ops: rec.summarize(),
-        extras: Default::default(),
-        timeline: rec.timeline(),
-        knee,
-        server,
-        fault: None,
-    }
+    WorkloadResult::measured(mode, elapsed, &rec, Default::default(), knee, server)
 }
