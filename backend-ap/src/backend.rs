@@ -468,7 +468,6 @@ impl Core {
             for b in barriers {
                 let _ = b.send(last);
             }
-            metrics::gauge!("roster_backend_last_zxid").set(last as f64);
         }
         {
             let mono = self.started.elapsed().as_millis() as u64;

@@ -294,7 +294,6 @@ impl SyncStage {
                     }
                 }
             }
-            metrics::gauge!("roster_backend_last_zxid").set(tree.last_zxid() as f64);
         }
         metrics::counter!("roster_backend_txns_total").increment(txns.len() as u64);
         for (reply, res) in replies {

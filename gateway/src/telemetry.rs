@@ -410,7 +410,8 @@ pub fn update_gauges(backend: &dyn Backend) {
     metrics::gauge!("roster_watches").set(watches as f64);
     metrics::gauge!("roster_data_bytes").set(t.data_size() as f64);
     metrics::gauge!("roster_backend_epoch", &labels).set(s.epoch as f64);
-    // Replication-agnostic views of what each backend also reports in its own terms, so one
+    // Replication-agnostic views of what each backend also reports in its own terms (read from
+    // its status at scrape time, the one place they are set), so one
     // dashboard and one set of alerts serve zab and raft clusters alike.
     metrics::gauge!("roster_backend_last_zxid").set(s.last_zxid as f64);
     metrics::gauge!("roster_backend_committed_zxid").set(s.committed_zxid as f64);

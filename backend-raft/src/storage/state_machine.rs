@@ -293,7 +293,6 @@ impl StateMachine {
             self.shared.meta.lock().last_applied = Some(log_id);
             tree.last_zxid()
         };
-        metrics::gauge!("roster_backend_last_zxid").set(zxid as f64);
         metrics::gauge!("roster_raft_applied_index").set(log_id.index() as f64);
         self.shared.progress.send_replace(Progress {
             zxid,
