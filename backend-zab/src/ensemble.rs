@@ -235,31 +235,12 @@ fn run_peer(
         wake = peer
             .next_wake()
             .map(|at| started + Duration::from_millis(at.max(now)));
-        peer.flush(&mut out);
-        for o in out.drain(..) {
-            match o {
-                Output::Send { to, msg } => {
-                    let port = if matches!(msg, Msg::Notification { .. }) {
-                        Port::Election
-                    } else {
-                        Port::Quorum
-                    };
-                    if let Some(tx) = links.lock().get(&(to, port)) {
-                        let _ = tx.send(Arc::new(msg));
-                    }
-                }
-                Output::Reply { origin, result } => {
-                    if let Some(r) = replies.remove(&origin) {
-                        let _ = r.send(result);
-                    }
-                }
-                Output::Barrier { origin, result } => {
-                    if let Some(r) = barriers.remove(&origin) {
-                        let _ = r.send(result);
-                    }
-                }
-            }
+        // A leader's proposals go out while it logs them itself (see `may_send_before_log`).
+        if peer.may_send_before_log() {
+            dispatch(&mut out, &links, &mut replies, &mut barriers);
         }
+        peer.flush(&mut out);
+        dispatch(&mut out, &links, &mut replies, &mut barriers);
         if Instant::now() < next_metrics {
             // Status and gauges are refreshed at most every 100 ms, off the hot path.
             continue;
@@ -294,6 +275,43 @@ fn run_peer(
             metrics::gauge!("roster_zab_follower_lag_txns", "follower" => sid.to_string())
                 .set(lag as f64);
             lagging.push(sid);
+        }
+    }
+}
+
+/// Hand the peer's outputs to the links and the waiting callers, in order.
+fn dispatch(
+    out: &mut Vec<Output>,
+    links: &Links,
+    replies: &mut HashMap<u64, oneshot::Sender<Result<Applied, BackendError>>>,
+    barriers: &mut HashMap<u64, oneshot::Sender<Result<Zxid, BackendError>>>,
+) {
+    if out.is_empty() {
+        return;
+    }
+    let links = links.lock();
+    for o in out.drain(..) {
+        match o {
+            Output::Send { to, msg } => {
+                let port = if matches!(msg, Msg::Notification { .. }) {
+                    Port::Election
+                } else {
+                    Port::Quorum
+                };
+                if let Some(tx) = links.get(&(to, port)) {
+                    let _ = tx.send(Arc::new(msg));
+                }
+            }
+            Output::Reply { origin, result } => {
+                if let Some(r) = replies.remove(&origin) {
+                    let _ = r.send(result);
+                }
+            }
+            Output::Barrier { origin, result } => {
+                if let Some(r) = barriers.remove(&origin) {
+                    let _ = r.send(result);
+                }
+            }
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The request pipeline of one ZooKeeper server: **prep** (a task: check the request against the
 //! tree plus outstanding changes, assign the zxid, build the txn) → **sync** (a thread: group
 //! commit — every txn queued while the previous fsync ran goes into the next batch, one fsync per
-//! batch) → **final** (same thread, after the fsync: apply to the tree, fire watches, publish,
-//! reply). Failed requests travel the same path unlogged, so replies keep submission order.
+//! batch) → **final** (another thread, after the fsync: apply to the tree, fire watches, publish,
+//! reply), so one batch is applied and answered while the next is being fsynced. Failed requests
+//! travel the same path unlogged, so replies keep submission order.
 
 use crate::snapshotter::Snapshotter;
 use crate::txnlog::TxnLog;
@@ -193,13 +194,36 @@ struct SyncStage {
     snapshotter: Snapshotter,
 }
 
+/// A batch the sync thread has written (or failed to write), on its way to the final thread.
+struct Written {
+    items: Vec<Item>,
+    txns: usize,
+    /// The batch is durable (or held no txn); false once the log has failed.
+    ok: bool,
+}
+
 impl SyncStage {
+    /// Sync on this thread, final on another: while the final thread applies and answers one
+    /// batch, this one is already writing and fsyncing the next (ZooKeeper's SyncRequestProcessor
+    /// and FinalRequestProcessor are separate threads for the same reason). Batches reach the
+    /// final thread in log order, and only after their fsync.
     fn run(self, mut rx: mpsc::UnboundedReceiver<Item>) {
-        let mut batch: Vec<Item> = Vec::with_capacity(self.cfg.max_batch);
+        let (final_tx, final_rx) = std::sync::mpsc::channel::<Written>();
+        let fin = FinalStage {
+            shared: self.shared.clone(),
+            cfg_snapshot_every: self.cfg.snapshot_every,
+            snapshotter: self.snapshotter,
+        };
+        let final_thread = std::thread::Builder::new()
+            .name("zab-final".into())
+            .spawn(move || fin.run(final_rx))
+            .expect("spawn final thread");
+        let mut txns: Vec<Arc<Txn>> = Vec::with_capacity(self.cfg.max_batch);
         loop {
             let Some(first) = rx.blocking_recv() else {
-                return;
+                break;
             };
+            let mut batch: Vec<Item> = Vec::with_capacity(self.cfg.max_batch.min(1024));
             batch.push(first);
             while batch.len() < self.cfg.max_batch {
                 match rx.try_recv() {
@@ -207,35 +231,65 @@ impl SyncStage {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut batch);
+            txns.clear();
+            txns.extend(batch.iter().filter_map(|i| match i {
+                Item::Txn(t, _, _) => Some(t.clone()),
+                _ => None,
+            }));
+            if !txns.is_empty() && !self.shared.failed.load(Ordering::Acquire) {
+                let mut wb = WriteBatch::default();
+                TxnLog::stage(&mut wb, &txns);
+                let t0 = Instant::now();
+                let res = self.log.commit(wb);
+                metrics::histogram!("roster_storage_fsync_seconds")
+                    .record(t0.elapsed().as_secs_f64());
+                metrics::histogram!("roster_backend_commit_batch_txns").record(txns.len() as f64);
+                if let Err(e) = res {
+                    tracing::error!(error = %e, first_zxid = txns[0].zxid, n = txns.len(),
+                        "transaction log write failed; refusing further writes");
+                    self.shared.failed.store(true, Ordering::Release);
+                }
+            }
+            let written = Written {
+                items: batch,
+                txns: txns.len(),
+                ok: !self.shared.failed.load(Ordering::Acquire),
+            };
+            if final_tx.send(written).is_err() {
+                break;
+            }
+        }
+        drop(final_tx);
+        let _ = final_thread.join();
+    }
+}
+
+struct FinalStage {
+    shared: Arc<Shared>,
+    cfg_snapshot_every: u64,
+    snapshotter: Snapshotter,
+}
+
+impl FinalStage {
+    fn run(self, rx: std::sync::mpsc::Receiver<Written>) {
+        while let Ok(w) = rx.recv() {
+            self.finish(w);
         }
     }
 
-    fn commit(&self, batch: &mut Vec<Item>) {
-        let txns: Vec<Arc<Txn>> = batch
-            .iter()
-            .filter_map(|i| match i {
-                Item::Txn(t, _, _) => Some(t.clone()),
-                _ => None,
-            })
-            .collect();
-        if !txns.is_empty() && !self.shared.failed.load(Ordering::Acquire) {
-            let mut wb = WriteBatch::default();
-            TxnLog::stage(&mut wb, &txns);
-            let t0 = Instant::now();
-            let res = self.log.commit(wb);
-            metrics::histogram!("roster_storage_fsync_seconds").record(t0.elapsed().as_secs_f64());
-            metrics::histogram!("roster_backend_commit_batch_txns").record(txns.len() as f64);
-            if let Err(e) = res {
-                tracing::error!(error = %e, first_zxid = txns[0].zxid, n = txns.len(),
-                    "transaction log write failed; refusing further writes");
-                self.shared.failed.store(true, Ordering::Release);
-            }
-        }
-        let failed = self.shared.failed.load(Ordering::Acquire);
-        if failed {
+    fn finish(
+        &self,
+        Written {
+            mut items,
+            txns,
+            ok,
+        }: Written,
+    ) {
+        // `ok` is the batch's own fate: batches written before a log failure were handed over
+        // earlier and are applied normally even if the flag is set by the time they get here.
+        if !ok {
             self.shared.outstanding.lock().clear();
-            for item in batch.drain(..) {
+            for item in items.drain(..) {
                 match item {
                     Item::Txn(_, Some(r), _) | Item::Failed(_, Some(r)) => {
                         let _ = r.send(Err(BackendError::Storage(
@@ -249,14 +303,15 @@ impl SyncStage {
             return;
         }
         // Final: apply in order under the write lock, then reply (replies never wait on I/O).
-        let mut replies = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(items.len());
         {
             let mut tree = self.shared.tree.write();
-            for item in batch.drain(..) {
+            let mut outstanding = self.shared.outstanding.lock();
+            for item in items.drain(..) {
                 match item {
                     Item::Txn(txn, reply, t0) => {
                         let outcome = tree.apply(&txn);
-                        self.shared.outstanding.lock().applied(txn.zxid);
+                        outstanding.applied(txn.zxid);
                         match &txn.op {
                             TxnOp::CreateSession { timeout_ms, .. } => {
                                 let now = self.shared.now_ms();
@@ -295,7 +350,7 @@ impl SyncStage {
                 }
             }
         }
-        metrics::counter!("roster_backend_txns_total").increment(txns.len() as u64);
+        metrics::counter!("roster_backend_txns_total").increment(txns as u64);
         for (reply, res) in replies {
             if let Some(r) = reply {
                 let _ = r.send(res);
@@ -304,16 +359,16 @@ impl SyncStage {
         let since = self
             .shared
             .txns_since_snapshot
-            .fetch_add(txns.len() as u64, Ordering::Relaxed)
-            + txns.len() as u64;
-        if since >= self.cfg.snapshot_every {
+            .fetch_add(txns as u64, Ordering::Relaxed)
+            + txns as u64;
+        if since >= self.cfg_snapshot_every {
             self.shared.txns_since_snapshot.store(0, Ordering::Relaxed);
             self.snapshot();
         }
     }
 
-    /// Snapshot the applied state: an O(1) view taken here, on the sync thread (so the tree
-    /// cannot change under it), serialized and written in the background.
+    /// Snapshot the applied state: an O(1) view taken here, on the final thread (the only
+    /// writer, so the tree cannot change under it), serialized and written in the background.
     fn snapshot(&self) {
         let view = self.shared.tree.read().snapshot_view();
         self.snapshotter.take(view);

@@ -480,6 +480,23 @@ impl Peer {
         }
     }
 
+    /// Whether what [`Peer::step`] produced may be sent before [`Peer::flush`] logs the
+    /// pending appends. True once the peer leads or follows: no message a step produces claims
+    /// that this member's log holds anything — a leader counts its own ACK only in `flush` (a
+    /// commit needs a quorum of logged ACKs), a follower's ACKs come out of `flush` and it writes
+    /// the sync before ACKing NEWLEADER. So a leader sends a PROPOSAL to the followers while it
+    /// writes it itself, as ZooKeeper's leader does (a commit costs one fsync, not the leader's
+    /// and a follower's one after the other), and a follower forwards a client's write without
+    /// waiting for its own fsync. Not while looking: a vote names the member's last zxid.
+    pub fn may_send_before_log(&self) -> bool {
+        matches!(self.role, Role_::Leading(_) | Role_::Following(_))
+    }
+
+    /// Appends waiting for the next [`Peer::flush`].
+    pub fn unlogged(&self) -> usize {
+        self.to_log.len()
+    }
+
     /// Group commit: write every pending append with one synced write, then act on it
     /// (the leader counts its own ACK, a follower sends ACKs).
     pub fn flush(&mut self, out: &mut Vec<Output>) {
