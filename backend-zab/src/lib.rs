@@ -1,11 +1,12 @@
-//! roster-zab: the ZooKeeper Atomic Broadcast backend. Today the standalone server (a quorum of
-//! one): the prep → sync (group commit) → final request pipeline, the transaction log and
-//! snapshots in the storage engine, recovery, session expiry and the container manager. It knows
-//! nothing of wire protocols.
+//! roster-zab: the ZooKeeper Atomic Broadcast backend: the standalone server (a quorum of one:
+//! the prep → sync (group commit) → final request pipeline) and the ensemble member, the
+//! transaction log in the storage engine, snapshots as files beside it, recovery, session expiry
+//! and the container manager. It knows nothing of wire protocols.
 
 pub mod ensemble;
 pub mod pipeline;
 pub mod quorum;
+pub mod snapfiles;
 mod snapshotter;
 pub mod standalone;
 pub mod txnlog;

@@ -61,13 +61,13 @@ impl Snapshotter {
         let t0 = Instant::now();
         let zxid = view.last_zxid();
         let nodes = view.node_count();
-        let bytes = view.encode();
+        let saved = self.log.save_view(&view);
         drop(view);
-        let size = bytes.len();
-        let res = self
-            .log
-            .save_snapshot(zxid, bytes)
-            .and_then(|()| self.log.purge(self.retained));
+        let mut size = 0;
+        let res = saved.and_then(|n| {
+            size = n;
+            self.log.purge(self.retained)
+        });
         metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
         match res {
             Ok(()) => {

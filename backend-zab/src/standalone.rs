@@ -35,6 +35,8 @@ pub struct ZabConfig {
     pub max_batch: usize,
     /// Requests queued before submitters wait.
     pub queue_depth: usize,
+    /// Where snapshots are written as files; `None` keeps them in the engine (in-memory tests).
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ZabConfig {
@@ -48,6 +50,7 @@ impl Default for ZabConfig {
             container_check_ms: 5_000,
             max_batch: 1024,
             queue_depth: 16_384,
+            snapshot_dir: None,
         }
     }
 }
@@ -83,7 +86,10 @@ impl Standalone {
     /// Recover state from `engine` and start serving. Must run inside a tokio runtime.
     pub fn open(engine: Arc<dyn Engine>, cfg: ZabConfig) -> Result<Arc<Standalone>, OpenError> {
         let t0 = Instant::now();
-        let log = TxnLog::new(engine);
+        let log = match &cfg.snapshot_dir {
+            Some(dir) => TxnLog::with_snapshot_dir(engine, dir)?,
+            None => TxnLog::new(engine),
+        };
         let mut tree = match log.latest_snapshot()? {
             Some((zxid, bytes)) => {
                 let t = Tree::restore(&bytes)?;

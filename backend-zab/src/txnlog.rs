@@ -1,10 +1,16 @@
-//! The transaction log and snapshots, kept in the storage engine: `Log` holds one entry per zxid
-//! (big-endian key, so order is zxid order), `Snapshot` holds whole-tree snapshots keyed by the
-//! zxid they include, `Meta` the current epoch.
+//! The transaction log and snapshots. The log is kept in the storage engine: `Log` holds one
+//! entry per zxid (big-endian key, so order is zxid order), `Meta` the epochs. Snapshots are
+//! files in a directory beside it ([`SnapshotFiles`]) when one is given, as on a server; without
+//! one (the in-memory engines of the simulations) they go to the engine's `Snapshot` space, keyed
+//! by the zxid they include. Snapshots an older version left in the engine are still read, and
+//! purged like the others.
 
+use crate::snapfiles::SnapshotFiles;
 use roster_core::Zxid;
 use roster_core::storage::{Engine, Space, StorageError, WriteBatch};
+use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::Txn;
+use std::path::Path;
 use std::sync::Arc;
 
 const CURRENT_EPOCH: &[u8] = b"current_epoch";
@@ -25,11 +31,30 @@ fn zxid_of(key: &[u8]) -> Result<Zxid, StorageError> {
 #[derive(Clone)]
 pub struct TxnLog {
     engine: Arc<dyn Engine>,
+    files: Option<Arc<SnapshotFiles>>,
+}
+
+fn io_err(e: std::io::Error) -> StorageError {
+    StorageError(format!("snapshot file: {e}"))
 }
 
 impl TxnLog {
+    /// Log and snapshots in `engine` alone.
     pub fn new(engine: Arc<dyn Engine>) -> TxnLog {
-        TxnLog { engine }
+        TxnLog {
+            engine,
+            files: None,
+        }
+    }
+
+    /// Log in `engine`, snapshots as files in `dir`.
+    pub fn with_snapshot_dir(engine: Arc<dyn Engine>, dir: &Path) -> Result<TxnLog, StorageError> {
+        let files = SnapshotFiles::open(dir)
+            .map_err(|e| StorageError(format!("snapshot directory {}: {e}", dir.display())))?;
+        Ok(TxnLog {
+            engine,
+            files: Some(Arc::new(files)),
+        })
     }
 
     /// Add the log entries for `txns` to a batch.
@@ -81,23 +106,30 @@ impl TxnLog {
             .transpose()
     }
 
-    /// Store a snapshot that includes every txn up to `zxid`.
+    /// Store a snapshot that includes every txn up to `zxid` (received whole: a leader's SNAP).
     pub fn save_snapshot(&self, zxid: Zxid, bytes: Vec<u8>) -> Result<(), StorageError> {
+        if let Some(f) = &self.files {
+            return f.write_bytes(zxid, &bytes).map(|_| ()).map_err(io_err);
+        }
         let mut b = WriteBatch::default();
         b.put(Space::Snapshot, key(zxid), bytes);
         self.engine.write(b, true)
     }
 
-    /// The newest snapshot.
-    pub fn latest_snapshot(&self) -> Result<Option<(Zxid, Vec<u8>)>, StorageError> {
-        match self.engine.last(Space::Snapshot)? {
-            Some((k, v)) => Ok(Some((zxid_of(&k)?, v))),
-            None => Ok(None),
+    /// Store a snapshot of `view`, streamed into its file when snapshots are files. Returns its
+    /// size in bytes.
+    pub fn save_view(&self, view: &SnapshotView) -> Result<u64, StorageError> {
+        if let Some(f) = &self.files {
+            return f.write_view(view).map_err(io_err);
         }
+        let bytes = view.encode();
+        let n = bytes.len() as u64;
+        self.save_snapshot(view.last_zxid(), bytes)?;
+        Ok(n)
     }
 
-    /// Keep the newest `keep` snapshots, and the log after the oldest of them.
-    pub fn purge(&self, keep: usize) -> Result<(), StorageError> {
+    /// The zxids of the snapshots kept in the engine, oldest first.
+    fn engine_snapshots(&self) -> Result<Vec<Zxid>, StorageError> {
         let mut snaps = Vec::new();
         self.engine.scan(Space::Snapshot, &[], &mut |k, _| {
             if let Ok(z) = zxid_of(k) {
@@ -105,6 +137,32 @@ impl TxnLog {
             }
             true
         })?;
+        Ok(snaps)
+    }
+
+    /// The newest snapshot.
+    pub fn latest_snapshot(&self) -> Result<Option<(Zxid, Vec<u8>)>, StorageError> {
+        let in_engine = match self.engine.last(Space::Snapshot)? {
+            Some((k, v)) => Some((zxid_of(&k)?, v)),
+            None => None,
+        };
+        let in_files = match &self.files {
+            Some(f) => f.latest().map_err(io_err)?,
+            None => None,
+        };
+        Ok(match (in_engine, in_files) {
+            (Some(e), Some(f)) => Some(if f.0 >= e.0 { f } else { e }),
+            (e, f) => f.or(e),
+        })
+    }
+
+    /// Keep the newest `keep` snapshots, and the log after the oldest of them.
+    pub fn purge(&self, keep: usize) -> Result<(), StorageError> {
+        let mut snaps = self.engine_snapshots()?;
+        if let Some(f) = &self.files {
+            snaps.extend(f.list().map_err(io_err)?);
+            snaps.sort_unstable();
+        }
         if snaps.len() <= keep.max(1) {
             return Ok(());
         }
@@ -117,7 +175,11 @@ impl TxnLog {
             key(0).to_vec(),
             key(oldest_kept.saturating_add(1)).to_vec(),
         );
-        self.engine.write(b, true)
+        self.engine.write(b, true)?;
+        if let Some(f) = &self.files {
+            f.remove_where(|z| z < oldest_kept).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// Drop every logged txn after `zxid` (ZAB TRUNC).
@@ -133,7 +195,11 @@ impl TxnLog {
             key(zxid.saturating_add(1)).to_vec(),
             key(i64::MAX).to_vec(),
         );
-        self.engine.write(b, true)
+        self.engine.write(b, true)?;
+        if let Some(f) = &self.files {
+            f.remove_where(|z| z > zxid).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// Drop the whole log and every snapshot (before installing a leader's snapshot).
@@ -141,7 +207,11 @@ impl TxnLog {
         let mut b = WriteBatch::default();
         b.delete_range(Space::Log, key(0).to_vec(), key(i64::MAX).to_vec());
         b.delete_range(Space::Snapshot, key(0).to_vec(), key(i64::MAX).to_vec());
-        self.engine.write(b, true)
+        self.engine.write(b, true)?;
+        if let Some(f) = &self.files {
+            f.remove_where(|_| true).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// Is `zxid` in the log?

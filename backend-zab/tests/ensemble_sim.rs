@@ -68,6 +68,7 @@ impl Sim {
                 broken_quorum: None,
                 // Seeded schedules replay exactly only if snapshots land at the same step.
                 snapshot_inline: true,
+                snapshot_dir: None,
             };
             sim.cfgs.insert(id, cfg);
             sim.engines.insert(id, Arc::new(MemEngine::default()));

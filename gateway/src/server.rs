@@ -54,6 +54,9 @@ pub enum StartError {
     },
 }
 
+/// The zab backends' snapshot files, inside the data directory (beside RocksDB's own files).
+const SNAPSHOT_DIR: &str = "zab-snapshots";
+
 /// Start a node and serve until the runtime ends.
 pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let metrics = telemetry::init_metrics();
@@ -75,6 +78,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         extended_types: cfg.extended_types,
         container_check_ms: cfg.container_check_ms,
         max_batch: cfg.max_batch,
+        snapshot_dir: Some(cfg.data_dir.join(SNAPSHOT_DIR)),
         ..ZabConfig::default()
     };
     let members = cfg
@@ -129,6 +133,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             container_check_ms: cfg.container_check_ms,
             broken_quorum: None,
             snapshot_inline: false,
+            snapshot_dir: Some(cfg.data_dir.join(SNAPSHOT_DIR)),
         };
         let addrs = members
             .iter()

@@ -44,6 +44,8 @@ pub struct PeerConfig {
     /// background, so that seeded simulations replay exactly. Never set outside tests.
     #[doc(hidden)]
     pub snapshot_inline: bool,
+    /// Where snapshots are written as files; `None` keeps them in the engine (the simulations).
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl PeerConfig {
@@ -279,7 +281,10 @@ impl Peer {
         engine: Arc<dyn Engine>,
         now: u64,
     ) -> Result<Peer, crate::OpenError> {
-        let log = TxnLog::new(engine);
+        let log = match &cfg.snapshot_dir {
+            Some(dir) => TxnLog::with_snapshot_dir(engine, dir)?,
+            None => TxnLog::new(engine),
+        };
         let tree = recover(&log)?;
         let last_logged = log.last_logged()?.unwrap_or(0).max(tree.last_zxid());
         let current_epoch = log.current_epoch()?;

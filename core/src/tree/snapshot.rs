@@ -73,10 +73,42 @@ impl SnapshotView {
 
     /// Serialize the view: the bytes [`Tree::restore`] reads.
     pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.borrowed()).expect("in-memory serialization cannot fail")
+    }
+
+    /// Serialize the view into `w` as it goes (the same bytes as [`SnapshotView::encode`]),
+    /// without holding the whole encoding in memory: snapshots stream to their file.
+    pub fn encode_to<W: std::io::Write>(&self, w: W) -> std::io::Result<W> {
+        // postcard reports any write failure as "buffer full": keep the real error.
+        struct Keep<W> {
+            w: W,
+            err: Option<std::io::Error>,
+        }
+        impl<W: std::io::Write> std::io::Write for Keep<W> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.w.write(buf).inspect_err(|e| {
+                    self.err = Some(std::io::Error::new(e.kind(), e.to_string()));
+                })
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.w.flush()
+            }
+        }
+        let mut keep = Keep { w, err: None };
+        match postcard::to_io(&self.borrowed(), &mut keep) {
+            Ok(_) => Ok(keep.w),
+            Err(e) => Err(keep
+                .err
+                .take()
+                .unwrap_or_else(|| std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    fn borrowed(&self) -> SnapRef<'_> {
         let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
         nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        // Borrowed: the only copy of the state made here is the encoded bytes themselves.
-        let snap = SnapRef {
+        // Borrowed: the only copy of the state made is the encoded bytes themselves.
+        SnapRef {
             last_zxid: self.last_zxid,
             sessions: self.sessions.iter().map(|(k, v)| (*k, v)).collect(),
             nodes: nodes
@@ -88,8 +120,7 @@ impl SnapshotView {
                     stat: n.stat,
                 })
                 .collect(),
-        };
-        postcard::to_stdvec(&snap).expect("in-memory serialization cannot fail")
+        }
     }
 }
 
