@@ -309,6 +309,10 @@ fn describe() {
         "Periodic snapshots skipped because the previous one was still being written (zab)"
     );
     describe_counter!(
+        "roster_backend_snapshots_damaged_total",
+        "Snapshot files that failed their check at recovery and were skipped for an older one (zab)"
+    );
+    describe_counter!(
         "roster_raft_snapshots_installed_total",
         "Snapshots received from the leader and installed"
     );

@@ -2,6 +2,7 @@
 live session resumes with its ephemeral node — on zab and on standalone raft (which recovers its
 snapshot, log and vote from RocksDB: there is no peer to catch up from)."""
 
+import os
 import threading
 import time
 
@@ -17,8 +18,11 @@ WRITERS = 16
 
 @pytest.fixture(params=["zab", "raft"])
 def roster(request, roster_factory):
-    # raft: frequent snapshots (every 200 entries), so recovery is snapshot + the log after it.
-    extra = ["--backend", "raft", "--snapshot-every", "200"] if request.param == "raft" else []
+    # Frequent snapshots (every 200 entries) on both, so recovery is snapshot + the log after it
+    # and the kill lands while snapshots are being written (zab: files in zab-snapshots/).
+    extra = ["--snapshot-every", "200"]
+    if request.param == "raft":
+        extra = ["--backend", "raft", *extra]
     return roster_factory(*extra).start()
 
 
@@ -62,6 +66,9 @@ def test_kill9_loses_no_acknowledged_write(roster):
         t.start()
     wait_until(lambda: sum(len(a) for a in acked) >= 1500, 60, "1500 acknowledged writes")
     roster.kill9()
+    if "raft" not in roster.extra:
+        snaps = [f for f in os.listdir(os.path.join(roster.data_dir, "zab-snapshots")) if not f.endswith(".tmp")]
+        assert snaps, "zab wrote its snapshots as files before the kill"
     stop.set()
     for t in threads:
         t.join(30)
