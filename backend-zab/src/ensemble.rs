@@ -497,14 +497,19 @@ impl Backend for Ensemble {
 
     fn status(&self) -> ClusterStatus {
         let s = self.status.lock().clone();
+        // One read guard, dropped at the end of this statement. (Two `read()` temporaries in the
+        // struct literal below lived together: with the member's apply queued for the write lock
+        // between them, the second read waited for the writer and the writer for the first read
+        // — a follower under load deadlocked. tests/ensemble_status.rs.)
+        let applied = self.tree.read().last_zxid();
         ClusterStatus {
             backend: "zab",
             role: s.role,
             server_id: self.id,
             leader: s.leader,
             epoch: s.epoch as u64,
-            last_zxid: self.tree.read().last_zxid(),
-            committed_zxid: self.tree.read().last_zxid(),
+            last_zxid: applied,
+            committed_zxid: applied,
             members: self.members,
             voters: self.voters,
             outstanding: s.outstanding,
