@@ -186,6 +186,18 @@ async fn barrier_waits_for_earlier_writes() {
     }
 }
 
+/// Snapshots kept in the engine itself (where they went before they were files).
+fn engine_snapshots(engine: &Arc<dyn Engine>) -> usize {
+    let mut n = 0;
+    engine
+        .scan(roster_core::storage::Space::Snapshot, &[], &mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+    n
+}
+
 /// Wait until `dir` holds `n` snapshot files (they are written on a background thread).
 async fn snapshot_files(dir: &std::path::Path, n: usize) -> Vec<std::path::PathBuf> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -226,14 +238,11 @@ async fn snapshots_are_files_and_a_damaged_newest_one_falls_back_to_an_older() {
     }
     let files = snapshot_files(&snaps, 3).await;
     assert_eq!(files.len(), 3, "three snapshots retained: {files:?}");
-    let mut in_engine = 0;
-    engine
-        .scan(roster_core::storage::Space::Snapshot, &[], &mut |_, _| {
-            in_engine += 1;
-            true
-        })
-        .unwrap();
-    assert_eq!(in_engine, 0, "snapshots do not go through the engine");
+    assert_eq!(
+        engine_snapshots(&engine),
+        0,
+        "snapshots do not go through the engine"
+    );
     let digest = b.tree().read().digest();
     b.close();
     drop(b);
@@ -278,16 +287,7 @@ async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
     let digest = b.tree().read().digest();
     b.close();
     drop(b);
-    let engine_snaps = || {
-        let mut n = 0;
-        engine
-            .scan(roster_core::storage::Space::Snapshot, &[], &mut |_, _| {
-                n += 1;
-                true
-            })
-            .unwrap();
-        n
-    };
+    let engine_snaps = || engine_snapshots(&engine);
     assert!(engine_snaps() > 0);
     let cfg = ZabConfig {
         snapshot_dir: Some(dir.path().to_path_buf()),
