@@ -241,19 +241,23 @@ fn run_peer(
         }
         peer.flush(&mut out);
         dispatch(&mut out, &links, &mut replies, &mut barriers);
-        if Instant::now() < next_metrics {
-            // Status and gauges are refreshed at most every 100 ms, off the hot path.
-            continue;
-        }
-        next_metrics = Instant::now() + Duration::from_millis(100);
+        // Whether this member serves, and whom it follows, as of this step: the gateway admits a
+        // client only while `ready`, so a member that just lost its leader must stop admitting
+        // at once, not at the next refresh (up to a tick later when the loop goes quiet). Clients
+        // admitted meanwhile had every request refused and reconnected, again and again.
         let mut s = status.lock();
         s.role = peer.role();
         s.leader = peer.leader();
+        s.serving = peer.serving();
         s.epoch = peer.current_epoch();
+        s.elections = peer.elections();
+        if Instant::now() < next_metrics {
+            // The rest of the status and the gauges are refreshed at most every 100 ms.
+            continue;
+        }
+        next_metrics = Instant::now() + Duration::from_millis(100);
         s.last_logged = peer.last_logged();
         s.outstanding = peer.outstanding();
-        s.serving = peer.serving();
-        s.elections = peer.elections();
         let f = peer.followers();
         s.followers = f.as_ref().map(|v| (v.synced, v.observers));
         metrics::gauge!("roster_zab_epoch").set(s.epoch as f64);
