@@ -32,6 +32,24 @@ impl Snapshotter {
         }
     }
 
+    /// Wait until no snapshot is being written. A member calls this before it rewrites its
+    /// history (TRUNC, or a leader's SNAP replacing everything): a snapshot of the old history
+    /// still being written would otherwise land after the rewrite, and a restart would load it.
+    pub(crate) fn wait_idle(&self) {
+        let t0 = Instant::now();
+        while self.busy.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let waited = t0.elapsed();
+        if waited.as_millis() > 0 {
+            tracing::info!(
+                sid = self.sid,
+                ms = waited.as_millis() as u64,
+                "waited for a snapshot in progress before rewriting the log"
+            );
+        }
+    }
+
     /// Snapshot `view` (taken from the tree's applied, hence committed, state).
     pub(crate) fn take(&self, view: SnapshotView) {
         if self.busy.swap(true, Ordering::AcqRel) {

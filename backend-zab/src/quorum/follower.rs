@@ -81,6 +81,7 @@ impl Peer {
                 }
                 self.unapplied.retain(|z, _| *z <= to);
                 self.to_log.retain(|t| t.zxid <= to);
+                self.snapshotter.wait_idle();
                 if let Err(e) = self.log.truncate_after(to) {
                     return self.storage_failed(e, out);
                 }
@@ -127,6 +128,7 @@ impl Peer {
             Msg::Snap { zxid, data } => match Tree::restore(&data) {
                 Ok(t) => {
                     f.awaiting_snap = false;
+                    self.snapshotter.wait_idle();
                     let res = self
                         .log
                         .clear()
