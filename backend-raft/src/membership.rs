@@ -23,17 +23,43 @@ impl RaftBackend {
     /// Add a learner: it receives the log (or a snapshot) and applies it but does not vote.
     /// Returns once the learner has caught up with the leader.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), BackendError> {
-        self.admin(AdminOp::AddLearner { id, addr }).await
+        self.admin(AdminOp::AddLearner { id, addr }).await?;
+        self.until_seen_here(|m| m.learners.contains_key(&id) || m.voters.contains_key(&id))
+            .await;
+        Ok(())
     }
 
     /// Make a learner a voter.
     pub async fn promote(&self, id: NodeId) -> Result<(), BackendError> {
-        self.admin(AdminOp::Promote { id }).await
+        self.admin(AdminOp::Promote { id }).await?;
+        self.until_seen_here(|m| m.voters.contains_key(&id)).await;
+        Ok(())
     }
 
     /// Remove a voter or a learner. A removed leader steps down once the change commits.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), BackendError> {
-        self.admin(AdminOp::Remove { id }).await
+        self.admin(AdminOp::Remove { id }).await?;
+        self.until_seen_here(|m| !m.voters.contains_key(&id) && !m.learners.contains_key(&id))
+            .await;
+        Ok(())
+    }
+
+    /// After a change committed at the leader (perhaps through another member), wait until this
+    /// member's own view shows it, so that whoever asked here reads the membership they just
+    /// changed (the admin API answers with this member's view). Bounded by the request timeout:
+    /// the change is committed either way, and a lagging view catches up on its own.
+    async fn until_seen_here(&self, seen: impl Fn(&Members) -> bool) {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.cfg.request_timeout_ms.max(100));
+        while !seen(&self.members()) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "membership change committed, but this member has not applied it yet"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Voters and learners with their addresses.
