@@ -4,7 +4,7 @@
 
 use crate::backend::{RaftBackend, Route};
 use crate::network::{AdminOp, Forward, ForwardError, ForwardReply};
-use crate::types::NodeId;
+use crate::types::{NodeId, StoredMembership};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, ChangeMembers};
 use roster_core::backend::BackendError;
@@ -17,6 +17,24 @@ pub struct Members {
     /// Voters (in a joint configuration, the union of both sides).
     pub voters: BTreeMap<NodeId, String>,
     pub learners: BTreeMap<NodeId, String>,
+}
+
+impl Members {
+    fn of(m: &StoredMembership) -> Members {
+        let voters: BTreeSet<NodeId> = m.voter_ids().collect();
+        let mut out = Members {
+            voters: BTreeMap::new(),
+            learners: BTreeMap::new(),
+        };
+        for (id, node) in m.nodes() {
+            if voters.contains(id) {
+                out.voters.insert(*id, node.addr.clone());
+            } else {
+                out.learners.insert(*id, node.addr.clone());
+            }
+        }
+        out
+    }
 }
 
 impl RaftBackend {
@@ -48,41 +66,24 @@ impl RaftBackend {
     /// member's own view shows it, so that whoever asked here reads the membership they just
     /// changed (the admin API answers with this member's view). Bounded by the request timeout:
     /// the change is committed either way, and a lagging view catches up on its own.
-    async fn until_seen_here(&self, seen: impl Fn(&Members) -> bool) {
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(self.cfg.request_timeout_ms.max(100));
-        while !seen(&self.members()) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    "membership change committed, but this member has not applied it yet"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    async fn until_seen_here(&self, seen: impl Fn(&Members) -> bool + Send + Sync) {
+        let limit = Duration::from_millis(self.cfg.request_timeout_ms.max(100));
+        let waited = self
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| seen(&Members::of(&m.membership_config)),
+                "this member applies the membership change",
+            )
+            .await;
+        if let Err(e) = waited {
+            tracing::warn!(error = %e, "membership change committed, but this member has not applied it yet");
         }
     }
 
     /// Voters and learners with their addresses.
     pub fn members(&self) -> Members {
-        let m = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        let voters: BTreeSet<NodeId> = m.voter_ids().collect();
-        let mut out = Members {
-            voters: BTreeMap::new(),
-            learners: BTreeMap::new(),
-        };
-        for (id, node) in m.nodes() {
-            if voters.contains(id) {
-                out.voters.insert(*id, node.addr.clone());
-            } else {
-                out.learners.insert(*id, node.addr.clone());
-            }
-        }
-        out
+        Members::of(&self.raft.metrics().borrow_watched().membership_config)
     }
 
     async fn admin(&self, op: AdminOp) -> Result<(), BackendError> {

@@ -47,8 +47,14 @@ impl TxnLog {
         }
     }
 
-    /// Log in `engine`, snapshots as files in `dir`.
-    pub fn with_snapshot_dir(engine: Arc<dyn Engine>, dir: &Path) -> Result<TxnLog, StorageError> {
+    /// Log in `engine`; snapshots as files in `snapshot_dir` when given, else in `engine` too.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        snapshot_dir: Option<&Path>,
+    ) -> Result<TxnLog, StorageError> {
+        let Some(dir) = snapshot_dir else {
+            return Ok(TxnLog::new(engine));
+        };
         let files = SnapshotFiles::open(dir)
             .map_err(|e| StorageError(format!("snapshot directory {}: {e}", dir.display())))?;
         Ok(TxnLog {

@@ -186,6 +186,22 @@ async fn barrier_waits_for_earlier_writes() {
     }
 }
 
+/// Create `{prefix}0..n` one at a time, pausing after every 50th so that each background
+/// snapshot (every 50 txns in `cfg()`) is written before the next one is due.
+async fn create_pausing(b: &Standalone, session: i64, prefix: &str, n: usize) {
+    for i in 0..n {
+        b.submit(env(
+            session,
+            create(&format!("{prefix}{i}"), CreateMode::Persistent),
+        ))
+        .await
+        .unwrap();
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Snapshots kept in the engine itself (where they went before they were files).
 fn engine_snapshots(engine: &Arc<dyn Engine>) -> usize {
     let mut n = 0;
@@ -226,16 +242,7 @@ async fn snapshots_are_files_and_a_damaged_newest_one_falls_back_to_an_older() {
     };
     let b = Standalone::open(engine.clone(), cfg()).unwrap();
     let s = new_session(&b, 60_000).await;
-    // One at a time, so that each snapshot (every 50 txns) finishes before the next is due.
-    for i in 0..160 {
-        b.submit(env(s, create(&format!("/n{i}"), CreateMode::Persistent)))
-            .await
-            .unwrap();
-        if i % 50 == 49 {
-            snapshot_files(&snaps, 1).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    create_pausing(&b, s, "/n", 160).await;
     let files = snapshot_files(&snaps, 3).await;
     assert_eq!(files.len(), 3, "three snapshots retained: {files:?}");
     assert_eq!(
@@ -296,14 +303,7 @@ async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
     let b2 = Standalone::open(engine.clone(), cfg.clone()).unwrap();
     assert_eq!(b2.tree().read().digest(), digest);
     // New snapshots are files; once three of them exist the engine's old ones are purged.
-    for i in 0..200 {
-        b2.submit(env(s, create(&format!("/new{i}"), CreateMode::Persistent)))
-            .await
-            .unwrap();
-        if i % 50 == 49 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    create_pausing(&b2, s, "/new", 200).await;
     snapshot_files(dir.path(), 3).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(engine_snaps(), 0, "the engine's old snapshots were purged");

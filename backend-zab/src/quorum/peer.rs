@@ -281,10 +281,7 @@ impl Peer {
         engine: Arc<dyn Engine>,
         now: u64,
     ) -> Result<Peer, crate::OpenError> {
-        let log = match &cfg.snapshot_dir {
-            Some(dir) => TxnLog::with_snapshot_dir(engine, dir)?,
-            None => TxnLog::new(engine),
-        };
+        let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref())?;
         let tree = recover(&log)?;
         let last_logged = log.last_logged()?.unwrap_or(0).max(tree.last_zxid());
         let current_epoch = log.current_epoch()?;
