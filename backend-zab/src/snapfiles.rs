@@ -95,26 +95,31 @@ impl SnapshotFiles {
     fn write_with(
         &self,
         zxid: Zxid,
-        body: impl FnOnce(&mut Crc<BufWriter<File>>) -> io::Result<()>,
+        body: impl FnOnce(&mut BufWriter<Crc<File>>) -> io::Result<()>,
     ) -> io::Result<u64> {
         let path = self.path(zxid);
         let tmp = self.dir.join(format!("{PREFIX}{:016x}{TMP}", zxid as u64));
         let res = (|| {
-            let mut f = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let mut f = File::create(&tmp)?;
             f.write_all(MAGIC)?;
-            let mut w = Crc {
-                w: f,
-                crc: crc32fast::Hasher::new(),
-                bytes: 0,
-            };
+            // The buffer sits above the checksum: the serializer's many tiny writes are gathered
+            // first, so the CRC (and the file) see 1 MiB chunks. The other way round the
+            // per-write checksum call cost more than the serialization itself.
+            let mut w = BufWriter::with_capacity(
+                1 << 20,
+                Crc {
+                    w: f,
+                    crc: crc32fast::Hasher::new(),
+                    bytes: 0,
+                },
+            );
             body(&mut w)?;
             let Crc {
-                w: mut f,
+                w: mut file,
                 crc,
                 bytes,
-            } = w;
-            f.write_all(&crc.finalize().to_le_bytes())?;
-            let file = f.into_inner().map_err(|e| e.into_error())?;
+            } = w.into_inner().map_err(|e| e.into_error())?;
+            file.write_all(&crc.finalize().to_le_bytes())?;
             file.sync_all()?;
             drop(file);
             fs::rename(&tmp, &path)?;

@@ -78,48 +78,57 @@ impl SnapshotView {
 
     /// Serialize the view into `w` as it goes (the same bytes as [`SnapshotView::encode`]),
     /// without holding the whole encoding in memory: snapshots stream to their file.
-    pub fn encode_to<W: std::io::Write>(&self, w: W) -> std::io::Result<W> {
-        // postcard reports any write failure as "buffer full": keep the real error.
-        struct Keep<W> {
-            w: W,
-            err: Option<std::io::Error>,
-        }
-        impl<W: std::io::Write> std::io::Write for Keep<W> {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.w.write(buf).inspect_err(|e| {
-                    self.err = Some(std::io::Error::new(e.kind(), e.to_string()));
-                })
+    ///
+    /// Postcard writes a struct as its fields back to back and a sequence as its length then its
+    /// elements, so the nodes are encoded one by one into a reused buffer, handed to `w` in 1 MiB
+    /// chunks (postcard's own `io::Write` sink makes one call per byte).
+    pub fn encode_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<W> {
+        const CHUNK: usize = 1 << 20;
+        let nodes = self.sorted_nodes();
+        let sessions: Vec<(SessionId, &SessionMeta)> =
+            self.sessions.iter().map(|(k, v)| (*k, v)).collect();
+        let head = (self.last_zxid, sessions, nodes.len());
+        let mut buf = postcard::to_extend(&head, Vec::with_capacity(CHUNK + (64 << 10)))
+            .map_err(std::io::Error::other)?;
+        for (p, n) in nodes {
+            buf =
+                postcard::to_extend(&SnapNodeRef::of(p, n), buf).map_err(std::io::Error::other)?;
+            if buf.len() >= CHUNK {
+                w.write_all(&buf)?;
+                buf.clear();
             }
-            fn flush(&mut self) -> std::io::Result<()> {
-                self.w.flush()
-            }
         }
-        let mut keep = Keep { w, err: None };
-        match postcard::to_io(&self.borrowed(), &mut keep) {
-            Ok(_) => Ok(keep.w),
-            Err(e) => Err(keep
-                .err
-                .take()
-                .unwrap_or_else(|| std::io::Error::other(e.to_string()))),
-        }
+        w.write_all(&buf)?;
+        Ok(w)
+    }
+
+    fn sorted_nodes(&self) -> Vec<(&Arc<str>, &Arc<Node>)> {
+        let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
+        nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        nodes
     }
 
     fn borrowed(&self) -> SnapRef<'_> {
-        let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
-        nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
         // Borrowed: the only copy of the state made is the encoded bytes themselves.
         SnapRef {
             last_zxid: self.last_zxid,
             sessions: self.sessions.iter().map(|(k, v)| (*k, v)).collect(),
-            nodes: nodes
+            nodes: self
+                .sorted_nodes()
                 .into_iter()
-                .map(|(p, n)| SnapNodeRef {
-                    path: p,
-                    data: &n.data,
-                    acl: &n.acl,
-                    stat: n.stat,
-                })
+                .map(|(p, n)| SnapNodeRef::of(p, n))
                 .collect(),
+        }
+    }
+}
+
+impl<'a> SnapNodeRef<'a> {
+    fn of(path: &'a str, n: &'a Node) -> Self {
+        SnapNodeRef {
+            path,
+            data: &n.data,
+            acl: &n.acl,
+            stat: n.stat,
         }
     }
 }
