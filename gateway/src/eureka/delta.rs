@@ -58,7 +58,9 @@ struct State {
 
 /// See the module doc.
 pub struct Deltas {
-    scope: Scope,
+    /// The registry directory of the scope (`{dir}/{service}/{id}`), formatted once: every change
+    /// in the tree passes through `on_change`.
+    dir: String,
     state: Mutex<State>,
 }
 
@@ -66,11 +68,11 @@ impl Deltas {
     /// Start following the feed.
     pub fn start(api: Arc<Api>, scope: Scope) -> Arc<Deltas> {
         let d = Arc::new(Deltas {
-            scope,
+            dir: scope.dir(),
             state: Mutex::new(State::default()),
         });
         let me = Arc::downgrade(&d);
-        let dir = d.scope.dir();
+        let dir = d.dir.clone();
         let (sub, known) = api
             .feed
             .subscribe_with(api.store.backend(), None, |t| scan(t, &dir));
@@ -96,10 +98,9 @@ impl Deltas {
     }
 
     fn on_change(&self, api: &Api, p: &str, kind: ChangeKind) {
-        let dir = self.scope.dir();
         // Instances are at {dir}/{service}/{id}.
         let parent = path::parent(p);
-        if path::parent(parent) != dir {
+        if path::parent(parent) != self.dir {
             return;
         }
         let now = Instant::now();

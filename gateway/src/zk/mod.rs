@@ -23,6 +23,9 @@ pub struct ZkServer {
     pub backend: Arc<dyn Backend>,
     pub registry: Registry,
     pub started: Instant,
+    /// Metric handles of the request path (taken at construction: build the server after the
+    /// metrics recorder is installed).
+    pub op_metrics: requests::OpMetrics,
 }
 
 impl ZkServer {
@@ -32,6 +35,7 @@ impl ZkServer {
             backend,
             registry: Registry::default(),
             started: Instant::now(),
+            op_metrics: requests::OpMetrics::new(),
         })
     }
 

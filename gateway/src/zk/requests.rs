@@ -72,49 +72,92 @@ pub enum WriteKind {
     Check,
 }
 
-fn op_label(op: i32) -> &'static str {
+/// The ops a reply is counted under, by their metrics label; anything else is "unknown".
+const OPS: [(i32, &str); 29] = {
     use proto::op::*;
-    match op {
-        CREATE => "create",
-        CREATE2 => "create2",
-        CREATE_CONTAINER => "createContainer",
-        CREATE_TTL => "createTTL",
-        DELETE => "delete",
-        EXISTS => "exists",
-        GET_DATA => "getData",
-        SET_DATA => "setData",
-        GET_ACL => "getACL",
-        SET_ACL => "setACL",
-        GET_CHILDREN => "getChildren",
-        GET_CHILDREN2 => "getChildren2",
-        SYNC => "sync",
-        PING => "ping",
-        CHECK => "check",
-        MULTI => "multi",
-        MULTI_READ => "multiRead",
-        RECONFIG => "reconfig",
-        CHECK_WATCHES => "checkWatches",
-        REMOVE_WATCHES => "removeWatches",
-        AUTH => "auth",
-        SET_WATCHES => "setWatches",
-        SET_WATCHES2 => "setWatches2",
-        SASL => "sasl",
-        GET_EPHEMERALS => "getEphemerals",
-        GET_ALL_CHILDREN_NUMBER => "getAllChildrenNumber",
-        ADD_WATCH => "addWatch",
-        WHO_AM_I => "whoAmI",
-        CLOSE_SESSION => "closeSession",
-        _ => "unknown",
+    [
+        (CREATE, "create"),
+        (CREATE2, "create2"),
+        (CREATE_CONTAINER, "createContainer"),
+        (CREATE_TTL, "createTTL"),
+        (DELETE, "delete"),
+        (EXISTS, "exists"),
+        (GET_DATA, "getData"),
+        (SET_DATA, "setData"),
+        (GET_ACL, "getACL"),
+        (SET_ACL, "setACL"),
+        (GET_CHILDREN, "getChildren"),
+        (GET_CHILDREN2, "getChildren2"),
+        (SYNC, "sync"),
+        (PING, "ping"),
+        (CHECK, "check"),
+        (MULTI, "multi"),
+        (MULTI_READ, "multiRead"),
+        (RECONFIG, "reconfig"),
+        (CHECK_WATCHES, "checkWatches"),
+        (REMOVE_WATCHES, "removeWatches"),
+        (AUTH, "auth"),
+        (SET_WATCHES, "setWatches"),
+        (SET_WATCHES2, "setWatches2"),
+        (SASL, "sasl"),
+        (GET_EPHEMERALS, "getEphemerals"),
+        (GET_ALL_CHILDREN_NUMBER, "getAllChildrenNumber"),
+        (ADD_WATCH, "addWatch"),
+        (WHO_AM_I, "whoAmI"),
+        (CLOSE_SESSION, "closeSession"),
+    ]
+};
+
+/// `OPS`' index of `op`, or `OPS.len()` for an unknown op.
+fn op_slot(op: i32) -> usize {
+    OPS.iter().position(|(o, _)| *o == op).unwrap_or(OPS.len())
+}
+
+fn op_label(op: i32) -> &'static str {
+    OPS.get(op_slot(op)).map_or("unknown", |(_, l)| *l)
+}
+
+/// Per-op metric handles, looked up once: `counter!`/`histogram!` with labels hash the key and
+/// search the registry on every call, which showed in the profile of every request.
+pub struct OpMetrics {
+    /// Per `OPS` slot (plus "unknown"): the duration histogram and the `result="ok"` counter.
+    slots: Vec<(metrics::Histogram, metrics::Counter)>,
+}
+
+impl OpMetrics {
+    /// Handles from the installed recorder (call after it is installed).
+    pub fn new() -> OpMetrics {
+        let labels = OPS.iter().map(|(_, l)| *l).chain(["unknown"]);
+        OpMetrics {
+            slots: labels
+                .map(|op| {
+                    (
+                        metrics::histogram!("roster_request_duration_seconds", "protocol" => "zookeeper", "op" => op),
+                        metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op, "result" => Code::Ok.label()),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Default for OpMetrics {
+    fn default() -> Self {
+        OpMetrics::new()
     }
 }
 
 fn observe(s: &Session, op: i32, code: Code, started: Instant) {
     let el = started.elapsed();
-    let op = op_label(op);
-    metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op, "result" => code.label())
-        .increment(1);
-    metrics::histogram!("roster_request_duration_seconds", "protocol" => "zookeeper", "op" => op)
-        .record(el.as_secs_f64());
+    let slot = op_slot(op);
+    let (hist, ok) = &s.server.op_metrics.slots[slot];
+    if code == Code::Ok {
+        ok.increment(1);
+    } else {
+        metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op_label(op), "result" => code.label())
+            .increment(1);
+    }
+    hist.record(el.as_secs_f64());
     s.server
         .registry
         .stats
