@@ -10,6 +10,10 @@ use std::path::Path;
 const WRITE_BUFFER: usize = 8 << 20;
 /// All memtables together.
 const WRITE_BUFFER_BUDGET: usize = 32 << 20;
+/// WAL files kept for reuse (see `open`).
+const WAL_RECYCLED: usize = 4;
+/// Most WAL bytes kept before the column families pinning the oldest file are flushed.
+const MAX_TOTAL_WAL: usize = 4 * WRITE_BUFFER;
 
 /// RocksDB-backed engine.
 pub struct RocksEngine {
@@ -37,6 +41,18 @@ impl RocksEngine {
         // lives in the tree. Small memtables bound the resident memory, and one budget caps
         // all column families together.
         opts.set_db_write_buffer_size(WRITE_BUFFER_BUDGET);
+        // Reuse written-out WAL files instead of appending to fresh ones: a synced append to a
+        // new file makes the file system journal the inode (size, block allocation) on every
+        // fdatasync; overwriting an old file's blocks does not (ZooKeeper pads its log files
+        // with zeros for the same reason). Measured on this disk: 0.20 ms and 78 µs of kernel
+        // CPU per fdatasync appending, 0.12 ms and 45 µs overwriting. Compatible with the
+        // default point-in-time WAL recovery since RocksDB 9 (facebook/rocksdb#12403).
+        opts.set_recycle_log_file_num(WAL_RECYCLED);
+        // A WAL file is freed only when every column family with data in it has flushed; a
+        // family written once (metadata) would otherwise pin every WAL since (measured: 23 files,
+        // 177 MB after a 10 s write load) and nothing would ever be recycled. Past this total
+        // RocksDB flushes the families holding the oldest file.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL as u64);
         let cfs = Space::ALL.iter().map(|s| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -136,5 +152,59 @@ mod tests {
         assert_eq!(keys, (5..10).collect::<Vec<_>>());
         assert_eq!(e.last(Space::Log).unwrap().unwrap().1, vec![9]);
         assert_eq!(e.get(Space::Meta, b"epoch").unwrap().unwrap(), b"7");
+    }
+
+    fn wal_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    }
+
+    /// The backend's pattern: metadata written once, then a long stream of synced log batches,
+    /// purged behind. The metadata write must not pin every WAL file written after it: the WAL
+    /// stays bounded (and its files are reused), and everything still reads back after reopen.
+    #[test]
+    fn the_wal_stays_bounded_under_a_long_log_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = vec![7u8; 4096];
+        let n = 30_000u64; // ~120 MiB of log
+        {
+            let e = RocksEngine::open(dir.path()).unwrap();
+            let mut b = WriteBatch::default();
+            b.put(Space::Meta, b"epoch".to_vec(), b"3".to_vec());
+            e.write(b, true).unwrap();
+            for i in 0..n {
+                let mut b = WriteBatch::default();
+                b.put(Space::Log, i.to_be_bytes(), value.clone());
+                if i % 1000 == 999 {
+                    b.delete_range(Space::Log, 0u64.to_be_bytes(), (i - 500).to_be_bytes());
+                }
+                e.write(b, i % 16 == 15).unwrap();
+                assert!(
+                    wal_bytes(dir.path())
+                        <= (MAX_TOTAL_WAL + (WAL_RECYCLED + 2) * WRITE_BUFFER) as u64,
+                    "WAL grew to {} bytes after {i} batches",
+                    wal_bytes(dir.path())
+                );
+            }
+        }
+        let e = RocksEngine::open(dir.path()).unwrap();
+        assert_eq!(e.get(Space::Meta, b"epoch").unwrap().unwrap(), b"3");
+        let mut first = None;
+        let mut count = 0u64;
+        e.scan(Space::Log, &[], &mut |k, v| {
+            first.get_or_insert(u64::from_be_bytes(k.try_into().unwrap()));
+            assert_eq!(v, &value[..]);
+            count += 1;
+            true
+        })
+        .unwrap();
+        let first = first.unwrap();
+        // The last purge (at n - 1) removed everything before n - 1 - 500.
+        assert_eq!(first, n - 1 - 500);
+        assert_eq!(count, n - first);
     }
 }
