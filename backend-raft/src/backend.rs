@@ -58,6 +58,9 @@ pub struct RaftConfig {
     /// its disk may vote twice in one term, so operators should prefer removing and re-adding
     /// such a member under a new id.
     pub allow_log_reversion: bool,
+    /// Keep snapshots as files in this directory (a server: `<data_dir>/raft-snapshots`)
+    /// instead of in the storage engine.
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RaftConfig {
@@ -77,6 +80,7 @@ impl Default for RaftConfig {
             queue_depth: 16_384,
             request_timeout_ms: 10_000,
             allow_log_reversion: true,
+            snapshot_dir: None,
         }
     }
 }
@@ -124,7 +128,8 @@ impl RaftBackend {
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<RaftBackend>, OpenError> {
         let t0 = Instant::now();
-        let (tree, meta) = crate::storage::load(engine.as_ref())?;
+        let snaps = crate::storage::SnapStore::open(engine.clone(), cfg.snapshot_dir.as_deref())?;
+        let (tree, meta) = crate::storage::load(&snaps)?;
         tracing::info!(
             node = cfg.node_id,
             zxid = format!("{:#x}", tree.last_zxid()),
@@ -134,7 +139,7 @@ impl RaftBackend {
         let shared = Arc::new(Shared::new(tree, meta, cfg.tick_ms));
         let log = LogStore::open(engine.clone(), cfg.max_batch, cfg.node_id)?;
         let retain_from = log.retain_from();
-        let sm = StateMachine::new(shared.clone(), engine);
+        let sm = StateMachine::new(shared.clone(), snaps);
         let rcfg = openraft::Config {
             cluster_name: "roster".into(),
             heartbeat_interval: cfg.heartbeat_ms,

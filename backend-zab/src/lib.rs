@@ -6,7 +6,7 @@
 pub mod ensemble;
 pub mod pipeline;
 pub mod quorum;
-pub mod snapfiles;
+
 mod snapshotter;
 pub mod standalone;
 pub mod txnlog;

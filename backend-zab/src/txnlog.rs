@@ -5,8 +5,8 @@
 //! by the zxid they include. Snapshots an older version left in the engine are still read, and
 //! purged like the others.
 
-use crate::snapfiles::SnapshotFiles;
 use roster_core::Zxid;
+use roster_core::snapfiles::SnapshotFiles;
 use roster_core::storage::{Engine, Space, StorageError, WriteBatch};
 use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::Txn;

@@ -11,6 +11,7 @@ pub mod error;
 pub mod linearizability;
 pub mod path;
 pub mod session;
+pub mod snapfiles;
 pub mod stat;
 pub mod storage;
 pub mod tree;

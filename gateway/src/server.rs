@@ -56,6 +56,8 @@ pub enum StartError {
 
 /// The zab backends' snapshot files, inside the data directory (beside RocksDB's own files).
 const SNAPSHOT_DIR: &str = "zab-snapshots";
+/// Where a raft member keeps its snapshot, inside the data dir.
+const RAFT_SNAPSHOT_DIR: &str = "raft-snapshots";
 
 /// Start a node and serve until the runtime ends.
 pub async fn start(cfg: Config) -> Result<Node, StartError> {
@@ -334,6 +336,7 @@ async fn start_raft(
         extended_types: cfg.extended_types,
         container_check_ms: cfg.container_check_ms,
         max_batch: cfg.max_batch,
+        snapshot_dir: Some(cfg.data_dir.join(RAFT_SNAPSHOT_DIR)),
         ..RaftConfig::default()
     };
     let tcp = TcpConfig {

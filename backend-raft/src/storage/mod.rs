@@ -9,7 +9,7 @@ mod writer;
 pub use log::LogStore;
 pub use state_machine::Progress;
 pub use state_machine::StateMachine;
-pub(crate) use state_machine::{Reply, Shared, Waiter, load};
+pub(crate) use state_machine::{Reply, Shared, SnapStore, Waiter, load};
 
 use roster_core::storage::StorageError;
 use serde::Serialize;

@@ -9,8 +9,8 @@
 //! crash leaves either no file or a whole one; a file that fails its check (a torn copy, a bad
 //! disk) is skipped with a warning in favour of an older one, whose log is still kept.
 
-use roster_core::Zxid;
-use roster_core::tree::snapshot::SnapshotView;
+use crate::Zxid;
+use crate::tree::snapshot::SnapshotView;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ impl SnapshotFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_core::tree::Tree;
+    use crate::tree::Tree;
 
     #[test]
     fn a_streamed_snapshot_reads_back_as_the_encoded_view() {
