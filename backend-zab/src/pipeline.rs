@@ -1,9 +1,11 @@
 //! The request pipeline of one ZooKeeper server: **prep** (a task: check the request against the
 //! tree plus outstanding changes, assign the zxid, build the txn) → **sync** (a thread: group
 //! commit — every txn queued while the previous fsync ran goes into the next batch, one fsync per
-//! batch) → **final** (another thread, after the fsync: apply to the tree, fire watches, publish,
-//! reply), so one batch is applied and answered while the next is being fsynced. Failed requests
-//! travel the same path unlogged, so replies keep submission order.
+//! batch) → **final** (after the fsync: apply to the tree, fire watches, publish, reply). Final
+//! runs on a thread of its own when `final_thread` is set, so one batch is applied and answered
+//! while the next is being fsynced, or else on the sync thread after each fsync (fewer
+//! hand-offs: better with few cores). Failed requests travel the same path unlogged, so replies
+//! keep submission order.
 
 use crate::snapshotter::Snapshotter;
 use crate::txnlog::TxnLog;
@@ -60,6 +62,8 @@ pub struct PipelineConfig {
     pub max_batch: usize,
     pub snapshot_every: u64,
     pub snapshots_retained: usize,
+    /// Apply and answer on a thread of its own (see the module docs).
+    pub final_thread: bool,
 }
 
 fn wall_ms() -> i64 {
@@ -69,7 +73,8 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Start prep (a tokio task) and sync+final (a thread). Returns the prep queue.
+/// Start prep (a tokio task), sync (a thread) and final (on the sync thread, or its own with
+/// `final_thread`). Returns the prep queue.
 pub fn start(
     shared: Arc<Shared>,
     log: TxnLog,
@@ -203,21 +208,28 @@ struct Written {
 }
 
 impl SyncStage {
-    /// Sync on this thread, final on another: while the final thread applies and answers one
-    /// batch, this one is already writing and fsyncing the next (ZooKeeper's SyncRequestProcessor
-    /// and FinalRequestProcessor are separate threads for the same reason). Batches reach the
-    /// final thread in log order, and only after their fsync.
+    /// Sync on this thread; final either on another (`final_thread`: while it applies and
+    /// answers one batch, this one is already writing and fsyncing the next, as ZooKeeper's
+    /// SyncRequestProcessor and FinalRequestProcessor are separate threads) or here, after each
+    /// fsync. The hand-off to another thread costs a wake-up and a context switch per batch,
+    /// which on 2 cores cost more than the overlap gained (measured, docs/benchmarks.md).
+    /// Either way batches are finished in log order, and only after their fsync.
     fn run(self, mut rx: mpsc::UnboundedReceiver<Item>) {
-        let (final_tx, final_rx) = std::sync::mpsc::channel::<Written>();
         let fin = FinalStage {
             shared: self.shared.clone(),
             cfg_snapshot_every: self.cfg.snapshot_every,
             snapshotter: self.snapshotter,
         };
-        let final_thread = std::thread::Builder::new()
-            .name("zab-final".into())
-            .spawn(move || fin.run(final_rx))
-            .expect("spawn final thread");
+        let (fin, final_tx, final_thread) = if self.cfg.final_thread {
+            let (final_tx, final_rx) = std::sync::mpsc::channel::<Written>();
+            let t = std::thread::Builder::new()
+                .name("zab-final".into())
+                .spawn(move || fin.run(final_rx))
+                .expect("spawn final thread");
+            (None, Some(final_tx), Some(t))
+        } else {
+            (Some(fin), None, None)
+        };
         let mut txns: Vec<Arc<Txn>> = Vec::with_capacity(self.cfg.max_batch);
         loop {
             let Some(first) = rx.blocking_recv() else {
@@ -255,12 +267,20 @@ impl SyncStage {
                 txns: txns.len(),
                 ok: !self.shared.failed.load(Ordering::Acquire),
             };
-            if final_tx.send(written).is_err() {
-                break;
+            match (&fin, &final_tx) {
+                (Some(fin), _) => fin.finish(written),
+                (None, Some(tx)) => {
+                    if tx.send(written).is_err() {
+                        break;
+                    }
+                }
+                (None, None) => unreachable!("final runs here or on its thread"),
             }
         }
         drop(final_tx);
-        let _ = final_thread.join();
+        if let Some(t) = final_thread {
+            let _ = t.join();
+        }
     }
 }
 

@@ -37,6 +37,15 @@ pub struct ZabConfig {
     pub queue_depth: usize,
     /// Where snapshots are written as files; `None` keeps them in the engine (in-memory tests).
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// Apply and answer on a thread of their own, overlapping the next batch's fsync, instead of
+    /// on the sync thread after each fsync. Default: only with more than 2 CPUs — on 2, the
+    /// extra hand-off per batch cost more than the overlap gained (docs/benchmarks.md).
+    pub final_thread: bool,
+}
+
+/// The default of [`ZabConfig::final_thread`]: more than 2 CPUs.
+pub fn final_thread_default() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 2)
 }
 
 impl Default for ZabConfig {
@@ -51,6 +60,7 @@ impl Default for ZabConfig {
             max_batch: 1024,
             queue_depth: 16_384,
             snapshot_dir: None,
+            final_thread: final_thread_default(),
         }
     }
 }
@@ -143,6 +153,7 @@ impl Standalone {
                 max_batch: cfg.max_batch,
                 snapshot_every: cfg.snapshot_every,
                 snapshots_retained: cfg.snapshots_retained,
+                final_thread: cfg.final_thread,
             },
             cfg.queue_depth,
         );

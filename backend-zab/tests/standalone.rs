@@ -51,6 +51,20 @@ fn cfg() -> ZabConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_commit_in_order_and_survive_recovery() {
+    writes_commit_in_order_and_survive_recovery(false).await;
+}
+
+/// The same with the final stage on a thread of its own (the default with more than 2 CPUs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_commit_in_order_and_survive_recovery_with_a_final_thread() {
+    writes_commit_in_order_and_survive_recovery(true).await;
+}
+
+async fn writes_commit_in_order_and_survive_recovery(final_thread: bool) {
+    let cfg = || ZabConfig {
+        final_thread,
+        ..cfg()
+    };
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
     let b = Standalone::open(engine.clone(), cfg()).unwrap();
     let s = new_session(&b, 10_000).await;
