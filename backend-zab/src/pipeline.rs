@@ -220,15 +220,23 @@ impl SyncStage {
             cfg_snapshot_every: self.cfg.snapshot_every,
             snapshotter: self.snapshotter,
         };
-        let (fin, final_tx, final_thread) = if self.cfg.final_thread {
-            let (final_tx, final_rx) = std::sync::mpsc::channel::<Written>();
+        /// Where written batches go.
+        enum Final {
+            Here(FinalStage),
+            Thread(
+                std::sync::mpsc::Sender<Written>,
+                std::thread::JoinHandle<()>,
+            ),
+        }
+        let fin = if self.cfg.final_thread {
+            let (tx, rx) = std::sync::mpsc::channel::<Written>();
             let t = std::thread::Builder::new()
                 .name("zab-final".into())
-                .spawn(move || fin.run(final_rx))
+                .spawn(move || fin.run(rx))
                 .expect("spawn final thread");
-            (None, Some(final_tx), Some(t))
+            Final::Thread(tx, t)
         } else {
-            (Some(fin), None, None)
+            Final::Here(fin)
         };
         let mut txns: Vec<Arc<Txn>> = Vec::with_capacity(self.cfg.max_batch);
         loop {
@@ -267,18 +275,17 @@ impl SyncStage {
                 txns: txns.len(),
                 ok: !self.shared.failed.load(Ordering::Acquire),
             };
-            match (&fin, &final_tx) {
-                (Some(fin), _) => fin.finish(written),
-                (None, Some(tx)) => {
+            match &fin {
+                Final::Here(fin) => fin.finish(written),
+                Final::Thread(tx, _) => {
                     if tx.send(written).is_err() {
                         break;
                     }
                 }
-                (None, None) => unreachable!("final runs here or on its thread"),
             }
         }
-        drop(final_tx);
-        if let Some(t) = final_thread {
+        if let Final::Thread(tx, t) = fin {
+            drop(tx);
             let _ = t.join();
         }
     }

@@ -192,14 +192,16 @@ struct CompareArgs {
     /// tickTime of both ensembles, ms (initLimit 10 and syncLimit 5 ticks on both).
     #[arg(long, default_value_t = 2000)]
     tick_ms: u64,
-    /// The Roster ensemble runner.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/cluster.sh"))]
+    /// The Roster ensemble runner. Relative paths (as these defaults) are taken from the working
+    /// directory: run from the repository root, or give the path. (Not the build's source path:
+    /// a target dir shared between clones would point every binary at whichever clone built it.)
+    #[arg(long, default_value = "deploy/local/cluster.sh")]
     roster_cluster: PathBuf,
-    /// The ZooKeeper ensemble runner.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../compat/zookeeper/ensemble.sh"))]
+    /// The ZooKeeper ensemble runner (relative: from the working directory).
+    #[arg(long, default_value = "compat/zookeeper/ensemble.sh")]
     zookeeper_ensemble: PathBuf,
-    /// The network namespace helper.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/net.sh"))]
+    /// The network namespace helper (relative: from the working directory).
+    #[arg(long, default_value = "bench/net.sh")]
     net_script: PathBuf,
     /// Systems to run, comma-separated.
     #[arg(long, default_value = "roster,zookeeper", value_delimiter = ',')]
@@ -453,6 +455,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The gRPC address beside an HTTP one: the same host, port + 1000 (Roster's default).
+/// A helper script's path, made absolute against the working directory now (see the
+/// `--roster-cluster` help).
+fn script_path(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(std::path::absolute(p)?)
+}
+
 fn grpc_beside(http: &str) -> anyhow::Result<String> {
     let (host, port) = http
         .rsplit_once(':')
@@ -521,6 +529,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         describe.insert("netns".into(), args.netns.to_string());
     }
     let mut report = Report::new("compare", m, describe);
+    let net_script = script_path(&args.net_script)?;
     let systems = compare::Systems {
         roster_bin: args.roster_bin,
         zookeeper_start: args.zookeeper_start,
@@ -529,14 +538,14 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         roster_pid: args.roster_pid,
         zookeeper_pid: args.zookeeper_pid,
         work_dir: args.work_dir,
-        ensemble: (args.ensemble > 1).then(|| deploy::EnsembleSpec {
+        ensemble: (args.ensemble > 1).then_some(deploy::EnsembleSpec {
             size: args.ensemble,
             netns: args.netns,
-            net_script: args.net_script.clone(),
+            net_script,
             tick_ms: args.tick_ms,
         }),
-        roster_cluster: args.roster_cluster,
-        zookeeper_ensemble: args.zookeeper_ensemble,
+        roster_cluster: script_path(&args.roster_cluster)?,
+        zookeeper_ensemble: script_path(&args.zookeeper_ensemble)?,
         only: args.systems.clone(),
     };
     let outcome = compare::compare(

@@ -710,11 +710,10 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(Config::default()).unwrap() else {
             panic!()
         };
-        let docs = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/configuration.md"
-        ))
-        .unwrap();
+        // The manifest dir cargo gives the running test, not the one baked in at compile time:
+        // a target dir shared between clones would read another clone's docs.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test");
+        let docs = std::fs::read_to_string(format!("{dir}/../docs/configuration.md")).unwrap();
         for key in keys.keys().map(String::as_str).chain(["super_digest"]) {
             let flag = key.replace('_', "-");
             let arg = cmd
