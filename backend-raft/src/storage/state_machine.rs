@@ -581,6 +581,14 @@ mod tests {
         assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 1)));
     }
 
+    async fn snapshot_now(sm: &mut StateMachine) {
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build a snapshot");
+    }
+
     fn files_in(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -608,11 +616,7 @@ mod tests {
                 SnapStore::open(engine.clone(), None).unwrap(),
             );
             sm.apply_entry(entry(1, vec![create(1, "/old")]));
-            sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+            snapshot_now(&mut sm).await;
             shared.tree.read().snapshot()
         };
         assert!(engine.get(Space::Snapshot, SNAPSHOT_KEY).unwrap().is_some());
@@ -628,17 +632,9 @@ mod tests {
         let shared = Arc::new(shared());
         let mut sm = StateMachine::new(shared.clone(), store.clone());
         sm.apply_entry(entry(1, vec![create(1, "/a")]));
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        snapshot_now(&mut sm).await;
         sm.apply_entry(entry(2, vec![create(2, "/b")]));
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        snapshot_now(&mut sm).await;
         let expected = shared.tree.read().snapshot();
         assert_eq!(files_in(&snaps), vec!["snapshot.0000000000000002"]);
         assert!(
