@@ -50,6 +50,8 @@ def test_health_ready_and_metrics(roster):
     ]
     missing = [w for w in want if not re.search(w, text)]
     assert not missing, f"missing from /metrics: {missing}\n{text[:3000]}"
+    # Only ops that were requested have series (no hundreds of zero lines for ops never used).
+    assert 'op="reconfig"' not in text and 'op="whoAmI"' not in text, text[:3000]
     c.stop()
     c.close()
 

@@ -23,8 +23,7 @@ pub struct ZkServer {
     pub backend: Arc<dyn Backend>,
     pub registry: Registry,
     pub started: Instant,
-    /// Metric handles of the request path (taken at construction: build the server after the
-    /// metrics recorder is installed).
+    /// Metric handles of the request path.
     pub op_metrics: requests::OpMetrics,
 }
 
@@ -35,7 +34,7 @@ impl ZkServer {
             backend,
             registry: Registry::default(),
             started: Instant::now(),
-            op_metrics: requests::OpMetrics::new(),
+            op_metrics: requests::OpMetrics::default(),
         })
     }
 

@@ -113,48 +113,44 @@ fn op_slot(op: i32) -> usize {
     OPS.iter().position(|(o, _)| *o == op).unwrap_or(OPS.len())
 }
 
-fn op_label(op: i32) -> &'static str {
-    OPS.get(op_slot(op)).map_or("unknown", |(_, l)| *l)
+fn slot_label(slot: usize) -> &'static str {
+    OPS.get(slot).map_or("unknown", |(_, l)| *l)
 }
 
-/// Per-op metric handles, looked up once: `counter!`/`histogram!` with labels hash the key and
-/// search the registry on every call, which showed in the profile of every request.
+fn op_label(op: i32) -> &'static str {
+    slot_label(op_slot(op))
+}
+
+/// Per-op metric handles, each looked up on the op's first reply and kept: `counter!` and
+/// `histogram!` with labels hash the key and search the registry on every call, which showed in
+/// the profile of every request. Looked up lazily, so an op never seen exports no series (eager
+/// registration put ~570 lines of zeros into `/metrics`).
+#[derive(Default)]
 pub struct OpMetrics {
     /// Per `OPS` slot (plus "unknown"): the duration histogram and the `result="ok"` counter.
-    slots: Vec<(metrics::Histogram, metrics::Counter)>,
+    slots: [std::sync::OnceLock<(metrics::Histogram, metrics::Counter)>; OPS.len() + 1],
 }
 
 impl OpMetrics {
-    /// Handles from the installed recorder (call after it is installed).
-    pub fn new() -> OpMetrics {
-        let labels = OPS.iter().map(|(_, l)| *l).chain(["unknown"]);
-        OpMetrics {
-            slots: labels
-                .map(|op| {
-                    (
-                        metrics::histogram!("roster_request_duration_seconds", "protocol" => "zookeeper", "op" => op),
-                        metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op, "result" => Code::Ok.label()),
-                    )
-                })
-                .collect(),
-        }
-    }
-}
-
-impl Default for OpMetrics {
-    fn default() -> Self {
-        OpMetrics::new()
+    fn of(&self, slot: usize) -> &(metrics::Histogram, metrics::Counter) {
+        self.slots[slot].get_or_init(|| {
+            let op = slot_label(slot);
+            (
+                metrics::histogram!("roster_request_duration_seconds", "protocol" => "zookeeper", "op" => op),
+                metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op, "result" => Code::Ok.label()),
+            )
+        })
     }
 }
 
 fn observe(s: &Session, op: i32, code: Code, started: Instant) {
     let el = started.elapsed();
     let slot = op_slot(op);
-    let (hist, ok) = &s.server.op_metrics.slots[slot];
+    let (hist, ok) = s.server.op_metrics.of(slot);
     if code == Code::Ok {
         ok.increment(1);
     } else {
-        metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => op_label(op), "result" => code.label())
+        metrics::counter!("roster_requests_total", "protocol" => "zookeeper", "op" => slot_label(slot), "result" => code.label())
             .increment(1);
     }
     hist.record(el.as_secs_f64());
