@@ -5,10 +5,17 @@
 //! `snapshot_every` transactions later; until then the log simply grows).
 
 use crate::txnlog::TxnLog;
+use parking_lot::{Condvar, Mutex};
 use roster_core::tree::snapshot::SnapshotView;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+/// Whether a snapshot is being written, and a signal for when it is done.
+#[derive(Default)]
+struct Busy {
+    on: Mutex<bool>,
+    idle: Condvar,
+}
 
 #[derive(Clone)]
 pub(crate) struct Snapshotter {
@@ -16,7 +23,7 @@ pub(crate) struct Snapshotter {
     retained: usize,
     /// Write on the calling thread (the deterministic simulations); otherwise on a thread.
     inline: bool,
-    busy: Arc<AtomicBool>,
+    busy: Arc<Busy>,
     /// For logs: which member this is.
     sid: u64,
 }
@@ -27,7 +34,7 @@ impl Snapshotter {
             log,
             retained,
             inline,
-            busy: Arc::new(AtomicBool::new(false)),
+            busy: Arc::default(),
             sid,
         }
     }
@@ -37,9 +44,11 @@ impl Snapshotter {
     /// still being written would otherwise land after the rewrite, and a restart would load it.
     pub(crate) fn wait_idle(&self) {
         let t0 = Instant::now();
-        while self.busy.load(Ordering::Acquire) {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut on = self.busy.on.lock();
+        while *on {
+            self.busy.idle.wait(&mut on);
         }
+        drop(on);
         let waited = t0.elapsed();
         if waited.as_millis() > 0 {
             tracing::info!(
@@ -52,7 +61,7 @@ impl Snapshotter {
 
     /// Snapshot `view` (taken from the tree's applied, hence committed, state).
     pub(crate) fn take(&self, view: SnapshotView) {
-        if self.busy.swap(true, Ordering::AcqRel) {
+        if std::mem::replace(&mut *self.busy.on.lock(), true) {
             tracing::info!(
                 sid = self.sid,
                 zxid = format!("{:#x}", view.last_zxid()),
@@ -71,7 +80,7 @@ impl Snapshotter {
             .spawn(move || me.write(view));
         if let Err(e) = spawned {
             tracing::warn!(sid = self.sid, error = %e, "cannot start the snapshot thread; snapshot skipped");
-            self.busy.store(false, Ordering::Release);
+            self.done();
         }
     }
 
@@ -103,6 +112,11 @@ impl Snapshotter {
                 tracing::warn!(sid = self.sid, error = %e, zxid = format!("{zxid:#x}"), "snapshot failed; the log is kept")
             }
         }
-        self.busy.store(false, Ordering::Release);
+        self.done();
+    }
+
+    fn done(&self) {
+        *self.busy.on.lock() = false;
+        self.busy.idle.notify_all();
     }
 }

@@ -6,13 +6,15 @@
 //!
 //! A file is `MAGIC`, the snapshot bytes, then the CRC-32 of those bytes (little-endian). It is
 //! written as `snapshot.<zxid>.tmp`, fsynced, renamed into place and the directory fsynced, so a
-//! crash leaves either no file or a whole one; a file that fails its check (a torn copy, a bad
-//! disk) is skipped with a warning in favour of an older one, whose log is still kept.
+//! crash leaves either no file or a whole one. [`SnapshotFiles::latest`] skips a file that fails
+//! its check (a torn copy, a bad disk) in favour of an older one (zab keeps the log behind its
+//! older snapshots); [`SnapshotFiles::read`] reports it (raft keeps one snapshot and no log
+//! behind it, so it must not fall back).
 
 use crate::Zxid;
 use crate::tree::snapshot::SnapshotView;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"RSTRSNP1";
@@ -95,30 +97,27 @@ impl SnapshotFiles {
     fn write_with(
         &self,
         zxid: Zxid,
-        body: impl FnOnce(&mut BufWriter<Crc<File>>) -> io::Result<()>,
+        body: impl FnOnce(&mut Crc<File>) -> io::Result<()>,
     ) -> io::Result<u64> {
         let path = self.path(zxid);
         let tmp = self.dir.join(format!("{PREFIX}{:016x}{TMP}", zxid as u64));
         let res = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(MAGIC)?;
-            // The buffer sits above the checksum: the serializer's many tiny writes are gathered
-            // first, so the CRC (and the file) see 1 MiB chunks. The other way round the
-            // per-write checksum call cost more than the serialization itself.
-            let mut w = BufWriter::with_capacity(
-                1 << 20,
-                Crc {
-                    w: f,
-                    crc: crc32fast::Hasher::new(),
-                    bytes: 0,
-                },
-            );
+            // Unbuffered: the body writes large chunks (`SnapshotView::encode_to` hands over
+            // 1 MiB at a time, a received SNAP is one slice), so the checksum and the file see
+            // few, large writes.
+            let mut w = Crc {
+                w: f,
+                crc: crc32fast::Hasher::new(),
+                bytes: 0,
+            };
             body(&mut w)?;
             let Crc {
                 w: mut file,
                 crc,
                 bytes,
-            } = w.into_inner().map_err(|e| e.into_error())?;
+            } = w;
             file.write_all(&crc.finalize().to_le_bytes())?;
             file.sync_all()?;
             drop(file);

@@ -38,14 +38,6 @@ struct SnapNodeRef<'a> {
     stat: Stat,
 }
 
-/// [`Snap`] borrowing from a view.
-#[derive(Serialize)]
-struct SnapRef<'a> {
-    last_zxid: Zxid,
-    sessions: Vec<(SessionId, &'a SessionMeta)>,
-    nodes: Vec<SnapNodeRef<'a>>,
-}
-
 /// A snapshot that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt snapshot: {0}")]
@@ -71,17 +63,19 @@ impl SnapshotView {
         self.nodes.len()
     }
 
-    /// Serialize the view: the bytes [`Tree::restore`] reads.
+    /// Serialize the view: the bytes [`Tree::restore`] reads (a `Snap`).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.borrowed()).expect("in-memory serialization cannot fail")
+        self.encode_to(Vec::new())
+            .expect("in-memory serialization cannot fail")
     }
 
-    /// Serialize the view into `w` as it goes (the same bytes as [`SnapshotView::encode`]),
-    /// without holding the whole encoding in memory: snapshots stream to their file.
+    /// Serialize the view into `w` as it goes (the bytes of [`SnapshotView::encode`]), without
+    /// holding the whole encoding in memory: snapshots stream to their file.
     ///
-    /// Postcard writes a struct as its fields back to back and a sequence as its length then its
-    /// elements, so the nodes are encoded one by one into a reused buffer, handed to `w` in 1 MiB
-    /// chunks (postcard's own `io::Write` sink makes one call per byte).
+    /// The bytes are postcard's encoding of a `Snap`, which writes a struct as its fields back
+    /// to back and a sequence as its length then its elements: so the head is encoded as a tuple
+    /// and the nodes one by one (borrowed, as `SnapNodeRef`) into a reused buffer, handed to `w`
+    /// in 1 MiB chunks (postcard's own `io::Write` sink makes one call per byte).
     pub fn encode_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<W> {
         const CHUNK: usize = 1 << 20;
         let nodes = self.sorted_nodes();
@@ -106,19 +100,6 @@ impl SnapshotView {
         let mut nodes: Vec<(&Arc<str>, &Arc<Node>)> = self.nodes.iter().collect();
         nodes.sort_unstable_by(|a, b| a.0.cmp(b.0));
         nodes
-    }
-
-    fn borrowed(&self) -> SnapRef<'_> {
-        // Borrowed: the only copy of the state made is the encoded bytes themselves.
-        SnapRef {
-            last_zxid: self.last_zxid,
-            sessions: self.sessions.iter().map(|(k, v)| (*k, v)).collect(),
-            nodes: self
-                .sorted_nodes()
-                .into_iter()
-                .map(|(p, n)| SnapNodeRef::of(p, n))
-                .collect(),
-        }
     }
 }
 
