@@ -28,17 +28,26 @@ record() { # name rc
   if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "--- PASS: $1"; else failed=$((failed + 1)); failures+=("$1"); echo "--- FAIL: $1 (exit $2)"; fi
 }
 run() { local name=$1; shift; step "$name"; "$@"; record "$name" $?; }
+# Like run, keeping the output; if the step fails, the summary repeats what failed in it (the
+# failing tests and their panics), so a CI log that only keeps the tail still says what broke.
+logs=()
+run_logged() {
+  local name=$1 log; log=$(mktemp "$work/step.XXXXXX"); shift; step "$name"
+  "$@" 2>&1 | tee "$log"; local rc=${PIPESTATUS[0]}
+  record "$name" "$rc"
+  if [ "$rc" -ne 0 ]; then logs+=("$name|$log"); fi
+}
 
 run "cargo fmt --check" cargo fmt --all -- --check
 run "cargo build" cargo build --workspace --all-targets --locked
 if [ "$failed" -ne 0 ]; then echo "build failed; stopping"; echo "$passed passed, $failed failed"; exit 1; fi
 run "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-run "cargo test" cargo test --workspace --locked
+run_logged "cargo test" cargo test --workspace --locked --no-fail-fast
 
 roster_bin="$CARGO_TARGET_DIR/debug/roster"
 if [ -z "${SKIP_COMPAT:-}" ]; then
   export ROSTER_BIN="$roster_bin"
-  run "process tests (kill -9, sessions, bad input, zab and raft fail-over, raft membership and partition)" python3 -m pytest -q -p no:cacheprovider tests/process
+  run_logged "process tests (kill -9, sessions, bad input, zab and raft fail-over, raft membership and partition)" python3 -m pytest -q -p no:cacheprovider tests/process
 
   step "start Apache ZooKeeper (reference) and Roster"
   zk_port=21810
@@ -137,6 +146,13 @@ fi
 
 echo
 echo "=== summary"
+for entry in "${logs[@]:-}"; do
+  [ -n "$entry" ] || continue
+  echo "--- what failed in: ${entry%%|*}"
+  # failing tests, their panics with the two lines of message after each, pytest's failures
+  awk '/panicked at/ { n = 3 } /^test .* FAILED$|^---- .* stdout ----$|^FAILED |^E +|^error(\[|:)/ { n = n > 1 ? n : 1 }
+       n > 0 { print; n-- }' "${entry#*|}" | head -80
+done
 for f in "${failures[@]:-}"; do [ -n "$f" ] && echo "failed: $f"; done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

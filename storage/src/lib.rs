@@ -164,18 +164,23 @@ mod tests {
     }
 
     /// The backend's pattern: metadata written once, then a long stream of synced log batches,
-    /// purged behind. The metadata write must not pin every WAL file written after it: the WAL
-    /// stays bounded (and its files are reused), and everything still reads back after reopen.
+    /// purged behind. The metadata write must not pin every WAL file written after it: once the
+    /// flushes RocksDB schedules have run, the WAL is back within its bound (without the cap it
+    /// keeps all ~120 MiB written since the metadata), and everything reads back after reopen.
+    /// The bound is checked when the background work settles, not after every write: on a slow
+    /// disk the WAL can run past it while a flush is still being written.
     #[test]
     fn the_wal_stays_bounded_under_a_long_log_stream() {
         let dir = tempfile::tempdir().unwrap();
         let value = vec![7u8; 4096];
         let n = 30_000u64; // ~120 MiB of log
+        let bound = (MAX_TOTAL_WAL + (WAL_RECYCLED + 2) * WRITE_BUFFER) as u64;
         {
             let e = RocksEngine::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
             b.put(Space::Meta, b"epoch".to_vec(), b"3".to_vec());
             e.write(b, true).unwrap();
+            let mut peak = 0;
             for i in 0..n {
                 let mut b = WriteBatch::default();
                 b.put(Space::Log, i.to_be_bytes(), value.clone());
@@ -183,12 +188,21 @@ mod tests {
                     b.delete_range(Space::Log, 0u64.to_be_bytes(), (i - 500).to_be_bytes());
                 }
                 e.write(b, i % 16 == 15).unwrap();
+                if i % 256 == 0 {
+                    peak = peak.max(wal_bytes(dir.path()));
+                }
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let now = wal_bytes(dir.path());
+                if now <= bound {
+                    break;
+                }
                 assert!(
-                    wal_bytes(dir.path())
-                        <= (MAX_TOTAL_WAL + (WAL_RECYCLED + 2) * WRITE_BUFFER) as u64,
-                    "WAL grew to {} bytes after {i} batches",
-                    wal_bytes(dir.path())
+                    std::time::Instant::now() < deadline,
+                    "WAL still {now} bytes a minute after the stream (bound {bound}, peak {peak})"
                 );
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
         let e = RocksEngine::open(dir.path()).unwrap();
