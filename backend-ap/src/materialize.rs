@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// What a path should hold.
 struct Target {
     data: Vec<u8>,
-    acl: Vec<roster_core::acl::Acl>,
+    acl: roster_core::acl::AclList,
     owner: i64,
     time: i64,
 }
@@ -163,7 +163,7 @@ mod tests {
                 },
                 value: v.map(|d| Value {
                     data: d.into(),
-                    acl: Acl::open_unsafe(),
+                    acl: Acl::open_unsafe().into(),
                 }),
             },
         );
@@ -202,7 +202,7 @@ mod tests {
                     session: 99,
                     value: Value {
                         data: b"e".to_vec(),
-                        acl: Acl::open_unsafe(),
+                        acl: Acl::open_unsafe().into(),
                     },
                 },
             }],

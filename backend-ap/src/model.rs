@@ -14,7 +14,7 @@
 
 use crate::hlc::{MemberId, Stamp};
 use roster_core::SessionId;
-use roster_core::acl::Acl;
+use roster_core::acl::AclList;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +25,7 @@ pub const BUCKETS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Value {
     pub data: Vec<u8>,
-    pub acl: Vec<Acl>,
+    pub acl: AclList,
 }
 
 /// One persistent register: the last write to a path (`value: None` is a delete tombstone).
@@ -517,7 +517,7 @@ mod tests {
     fn val(d: &str) -> Value {
         Value {
             data: d.as_bytes().to_vec(),
-            acl: Acl::open_unsafe(),
+            acl: roster_core::acl::Acl::open_unsafe().into(),
         }
     }
 

@@ -157,7 +157,7 @@ impl Sim {
                     },
                     value: Some(Value {
                         data: vec![],
-                        acl: Acl::open_unsafe(),
+                        acl: Acl::open_unsafe().into(),
                     }),
                 },
             );

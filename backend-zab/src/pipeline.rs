@@ -219,6 +219,7 @@ impl SyncStage {
             shared: self.shared.clone(),
             cfg_snapshot_every: self.cfg.snapshot_every,
             snapshotter: self.snapshotter,
+            commit_seconds: metrics::histogram!("roster_backend_commit_seconds"),
         };
         /// Where written batches go.
         enum Final {
@@ -295,6 +296,8 @@ struct FinalStage {
     shared: Arc<Shared>,
     cfg_snapshot_every: u64,
     snapshotter: Snapshotter,
+    /// Looked up once: `histogram!` searches the registry on every call.
+    commit_seconds: metrics::Histogram,
 }
 
 impl FinalStage {
@@ -352,8 +355,7 @@ impl FinalStage {
                             _ => {}
                         }
                         let _ = self.shared.applied_tx.send(txn.clone());
-                        metrics::histogram!("roster_backend_commit_seconds")
-                            .record(t0.elapsed().as_secs_f64());
+                        self.commit_seconds.record(t0.elapsed().as_secs_f64());
                         replies.push((
                             reply,
                             Ok(Applied {

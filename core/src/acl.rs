@@ -1,9 +1,12 @@
 //! ACLs and authentication: the `world`, `auth`, `digest`, `ip` and `super` schemes.
 
 use base64::Engine as _;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
+use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 pub mod perms {
     pub const READ: i32 = 1;
@@ -52,6 +55,44 @@ impl Acl {
             id: Id::new("world", "anyone"),
         }]
     }
+}
+
+/// An ACL list as the tree and its transactions hold it: shared, and interned ([`intern`]).
+pub type AclList = Arc<[Acl]>;
+
+/// Distinct lists kept by [`intern`]; past this many, new lists are allocated per node instead.
+const INTERNED_MAX: usize = 4096;
+
+static INTERNED: LazyLock<Mutex<HashSet<AclList>>> = LazyLock::new(Default::default);
+
+/// The shared copy of `acl`. A deployment's nodes carry a handful of distinct lists (most of them
+/// `world:anyone`), so each is kept once, as ZooKeeper's `ReferenceCountedACLCache` does, rather
+/// than as two strings and a list per node: that is a few allocations less per create and ~100
+/// bytes less per node. Interned lists are never dropped; the table stops growing at
+/// [`INTERNED_MAX`] (a client that writes thousands of distinct ACLs gets its own copies).
+pub fn intern(acl: &[Acl]) -> AclList {
+    let mut t = INTERNED.lock();
+    if let Some(a) = t.get(acl) {
+        return a.clone();
+    }
+    let a: AclList = acl.into();
+    if t.len() < INTERNED_MAX {
+        t.insert(a.clone());
+    }
+    a
+}
+
+/// [`intern`] for a list already in an `Arc` (as decoded from the log or a snapshot): returns the
+/// shared copy when there is one, else keeps (and shares) this one.
+pub fn intern_arc(acl: AclList) -> AclList {
+    let mut t = INTERNED.lock();
+    if let Some(a) = t.get(&*acl) {
+        return a.clone();
+    }
+    if t.len() < INTERNED_MAX {
+        t.insert(acl.clone());
+    }
+    acl
 }
 
 /// `digest` id for `user:password`: `user:BASE64(SHA1("user:password"))`.
@@ -147,9 +188,17 @@ pub fn valid_id(id: &Id) -> bool {
 /// Resolve an ACL as given on create/setACL: `auth` entries become the caller's ids
 /// (every id except `ip`, as ZooKeeper's `fixupACL`), other entries are validated.
 /// Returns `None` when the ACL is invalid (`InvalidACL`).
-pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Option<Vec<Acl>> {
+pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Option<AclList> {
     if acl.is_empty() {
         return None;
+    }
+    // The usual case, a list of valid concrete ids without repeats, is interned as it is.
+    if acl
+        .iter()
+        .enumerate()
+        .all(|(i, a)| a.id.scheme != "auth" && valid_id(&a.id) && !acl[..i].contains(a))
+    {
+        return Some(intern(acl));
     }
     let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
     for a in acl {
@@ -181,7 +230,7 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Option<Vec<Acl>> {
             }
         }
     }
-    Some(out)
+    Some(intern(&out))
 }
 
 #[cfg(test)]
@@ -215,12 +264,38 @@ mod tests {
             id: Id::new("auth", ""),
         }];
         assert_eq!(
-            fixup(&acl, &auth).unwrap(),
-            vec![Acl {
+            fixup(&acl, &auth).unwrap()[..],
+            [Acl {
                 perms: 31,
                 id: Id::new("digest", "u:x")
             }]
         );
         assert!(fixup(&acl, &AuthInfo::default()).is_none());
+    }
+
+    #[test]
+    fn equal_lists_are_shared_and_repeats_dropped() {
+        let auth = AuthInfo::default();
+        let a = fixup(&Acl::open_unsafe(), &auth).unwrap();
+        let b = fixup(&Acl::open_unsafe(), &auth).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one copy of world:anyone");
+        let decoded: AclList = Acl::open_unsafe().into();
+        assert!(Arc::ptr_eq(&intern_arc(decoded), &a));
+        let twice = [Acl::open_unsafe(), Acl::open_unsafe()].concat();
+        let c = fixup(&twice, &auth).unwrap();
+        assert!(
+            Arc::ptr_eq(&c, &a),
+            "a repeated entry is dropped, then shared"
+        );
+        assert!(
+            fixup(
+                &[Acl {
+                    perms: 31,
+                    id: Id::new("digest", "bad")
+                }],
+                &auth
+            )
+            .is_none()
+        );
     }
 }

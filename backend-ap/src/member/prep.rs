@@ -17,12 +17,12 @@ impl Member {
     }
 
     /// The ACL guarding a node (system nodes: ZooKeeper's defaults).
-    fn acl_of(&self, p: &str) -> Option<Vec<Acl>> {
+    fn acl_of(&self, p: &str) -> Option<acl::AclList> {
         if p == roster_core::tree::CONFIG_NODE {
-            return Some(Acl::read_unsafe());
+            return Some(acl::intern(&Acl::read_unsafe()));
         }
         if crate::model::is_system(p) {
-            return Some(Acl::open_unsafe());
+            return Some(acl::intern(&Acl::open_unsafe()));
         }
         self.model.visible(p).map(|v| v.value.acl.clone())
     }

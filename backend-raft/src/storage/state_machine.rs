@@ -530,7 +530,7 @@ mod tests {
             op: TxnOp::Create {
                 path: path.to_owned(),
                 data: vec![7; 64],
-                acl: roster_core::acl::Acl::open_unsafe(),
+                acl: roster_core::acl::Acl::open_unsafe().into(),
                 owner: 0,
                 parent_cversion: 0,
             },

@@ -91,7 +91,7 @@ impl Tree {
                 let Some(node) = self.nodes.get_mut(path.as_str()).map(Arc::make_mut) else {
                     return OpResult::Error(Code::NoNode);
                 };
-                node.acl = acl.clone().into();
+                node.acl = crate::acl::intern_arc(acl.clone());
                 node.stat.aversion = *version;
                 Ok(OpResult::AclSet {
                     stat: node.client_stat(),
@@ -110,7 +110,7 @@ impl Tree {
         &mut self,
         path: &str,
         data: &[u8],
-        acl: &[crate::acl::Acl],
+        acl: &crate::acl::AclList,
         owner: i64,
         parent_cversion: i32,
         zxid: Zxid,
@@ -148,7 +148,7 @@ impl Tree {
             path.into(),
             Arc::new(Node {
                 data: data.to_vec(),
-                acl: acl.into(),
+                acl: crate::acl::intern_arc(acl.clone()),
                 stat,
                 children: OrdSet::new(),
             }),

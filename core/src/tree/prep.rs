@@ -7,7 +7,8 @@ use crate::acl::{self, Acl, AuthInfo, perms};
 use crate::stat::{MAX_TTL_MS, OwnerKind};
 use crate::txn::{Envelope, OpResult, Outcome, Request, TxnOp, WriteOp};
 use crate::{Code, CreateMode, SessionId, Stat, Zxid, path};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 /// What prep needs to know of a node: its stat (with child count) and ACL.
@@ -25,11 +26,12 @@ pub struct PrepOptions {
 }
 
 /// Changes prepared but not yet applied, newest per path (ZooKeeper's `outstandingChanges`).
+/// Hashed with foldhash, as the watch tables are (see [`crate::watch::WatchManager`]).
 #[derive(Default)]
 pub struct Outstanding {
-    by_path: HashMap<String, (Zxid, Option<Record>)>,
+    by_path: foldhash::HashMap<String, (Zxid, Option<Record>)>,
     order: VecDeque<(Zxid, String)>,
-    closing: HashMap<SessionId, Zxid>,
+    closing: foldhash::HashMap<SessionId, Zxid>,
 }
 
 /// Changes made by the request being prepared (so a multi sees its own earlier ops).
@@ -90,8 +92,10 @@ impl Outstanding {
                 break;
             }
             let (z, p) = self.order.pop_front().expect("front exists");
-            if self.by_path.get(&p).is_some_and(|(rz, _)| *rz == z) {
-                self.by_path.remove(&p);
+            if let Entry::Occupied(e) = self.by_path.entry(p)
+                && e.get().0 == z
+            {
+                e.remove();
             }
         }
         self.closing.retain(|_, z| *z > zxid);
@@ -246,7 +250,7 @@ fn prep_op(
             require(&node.acl, perms::ADMIN, auth)?;
             let new_version = check_version(node.stat.aversion, *version)?;
             node.stat.aversion = new_version;
-            node.acl = fixed.clone().into();
+            node.acl = fixed.clone();
             s.changes.push((path.clone(), Some(node)));
             Ok(TxnOp::SetAcl {
                 path: path.clone(),
@@ -352,7 +356,7 @@ fn prep_create(
         full.clone(),
         Some(Record {
             stat,
-            acl: acl.clone().into(),
+            acl: acl.clone(),
         }),
     ));
     Ok(TxnOp::Create {

@@ -155,7 +155,7 @@ impl Tree {
                 n.path.into(),
                 Arc::new(Node {
                     data: n.data,
-                    acl: n.acl.into(),
+                    acl: crate::acl::intern(&n.acl),
                     stat: n.stat,
                     children: OrdSet::new(),
                 }),
