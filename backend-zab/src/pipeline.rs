@@ -12,7 +12,6 @@ use crate::txnlog::TxnLog;
 use parking_lot::Mutex;
 use roster_core::backend::{BackendError, TreeView};
 use roster_core::session::SessionTracker;
-use roster_core::storage::WriteBatch;
 use roster_core::tree::prep::{Outstanding, PrepOptions};
 use roster_core::txn::{Applied, Envelope, Outcome, Request, Txn, TxnOp};
 use roster_core::{SessionId, Zxid};
@@ -258,8 +257,7 @@ impl SyncStage {
                 _ => None,
             }));
             if !txns.is_empty() && !self.shared.failed.load(Ordering::Acquire) {
-                let mut wb = WriteBatch::default();
-                TxnLog::stage(&mut wb, &txns);
+                let wb = TxnLog::stage(&txns);
                 let t0 = Instant::now();
                 let res = self.log.commit(wb);
                 metrics::histogram!("roster_storage_fsync_seconds")

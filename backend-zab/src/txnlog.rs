@@ -27,6 +27,15 @@ fn zxid_of(key: &[u8]) -> Result<Zxid, StorageError> {
     Ok(u64::from_be_bytes(b) as Zxid)
 }
 
+/// Lets postcard encode onto the end of a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
 /// Log and snapshot store over an engine.
 #[derive(Clone)]
 pub struct TxnLog {
@@ -63,17 +72,17 @@ impl TxnLog {
         })
     }
 
-    /// Add the log entries for `txns` to a batch.
-    pub fn stage(batch: &mut WriteBatch, txns: &[Arc<Txn>]) {
+    /// A batch holding the log entries for `txns`, each encoded in place in the batch's buffer
+    /// (sized up front: grown from empty, a create's encoding reallocated ~7 times).
+    pub fn stage(txns: &[Arc<Txn>]) -> WriteBatch {
+        let bytes = txns.iter().map(|t| 8 + t.encoded_len_hint()).sum();
+        let mut batch = WriteBatch::with_capacity(txns.len(), bytes);
         for t in txns {
-            // Sized up front: grown from empty, a create's encoding reallocated ~7 times.
-            let buf = Vec::with_capacity(t.encoded_len_hint());
-            batch.put(
-                Space::Log,
-                key(t.zxid),
-                postcard::to_extend(&**t, buf).expect("txn serializes"),
-            );
+            batch.put_with(Space::Log, &key(t.zxid), |buf| {
+                postcard::to_extend(&**t, Append(buf)).expect("txn serializes");
+            });
         }
+        batch
     }
 
     /// Write a batch and fsync it.

@@ -73,8 +73,11 @@ impl RocksEngine {
 
 impl Engine for RocksEngine {
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in batch.ops {
+        // RocksDB's batch: a 12-byte header, then per op a tag, a column family id and two
+        // length-prefixed slices.
+        let mut wb =
+            rocksdb::WriteBatch::with_capacity_bytes(12 + batch.bytes() + 16 * batch.len());
+        for op in batch.ops() {
             match op {
                 BatchOp::Put { space, key, value } => wb.put_cf(self.cf(space), key, value),
                 BatchOp::Delete { space, key } => wb.delete_cf(self.cf(space), key),

@@ -71,9 +71,12 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<WriteCmd>, max_batch: usize) 
             }
         }
         let sync = cmds.iter().any(|c| c.sync);
-        let mut merged = WriteBatch::default();
-        for c in cmds.iter_mut() {
-            merged.ops.append(&mut c.batch.ops);
+        let mut merged = WriteBatch::with_capacity(
+            cmds.iter().map(|c| c.batch.len()).sum(),
+            cmds.iter().map(|c| c.batch.bytes()).sum(),
+        );
+        for c in &cmds {
+            merged.append(&c.batch);
         }
         let result = match &failed {
             Some(e) => Err(e.clone()),

@@ -5,7 +5,6 @@ use super::msg::Msg;
 use super::peer::*;
 use crate::txnlog::TxnLog;
 use roster_core::Zxid;
-use roster_core::storage::WriteBatch;
 use roster_core::tree::Tree;
 use roster_core::txn::{Applied, Txn};
 use std::collections::BTreeMap;
@@ -294,8 +293,7 @@ impl Peer {
                 acks.push(t.zxid);
             }
         }
-        let mut wb = WriteBatch::default();
-        TxnLog::stage(&mut wb, &txns);
+        let wb = TxnLog::stage(&txns);
         if let Err(e) = self.log.commit(wb) {
             return self.storage_failed(e, out);
         }

@@ -12,7 +12,7 @@ use crate::txnlog::TxnLog;
 use parking_lot::RwLock;
 use roster_core::backend::{BackendError, Role};
 use roster_core::session::SessionTracker;
-use roster_core::storage::{Engine, StorageError, WriteBatch};
+use roster_core::storage::{Engine, StorageError};
 use roster_core::tree::Tree;
 use roster_core::tree::prep::{Outstanding, PrepOptions};
 use roster_core::txn::{Applied, Envelope, Outcome, Txn, TxnOp};
@@ -506,8 +506,7 @@ impl Peer {
             return;
         }
         let txns = std::mem::take(&mut self.to_log);
-        let mut wb = WriteBatch::default();
-        TxnLog::stage(&mut wb, &txns);
+        let wb = TxnLog::stage(&txns);
         let t0 = std::time::Instant::now();
         if let Err(e) = self.log.commit(wb) {
             self.storage_failed(e, out);
