@@ -155,11 +155,7 @@ impl ApBackend {
             .and_then(|v| postcard::from_bytes(&v).ok())
             .unwrap_or_default();
         let mut wb = WriteBatch::default();
-        wb.put(
-            Space::Meta,
-            META_INCARNATION,
-            incarnation.to_be_bytes().to_vec(),
-        );
+        wb.put(Space::Meta, META_INCARNATION, incarnation.to_be_bytes());
         engine.write(wb, true)?;
         let stored = load(engine.as_ref())?;
         let registers = stored.len();
@@ -392,10 +388,10 @@ impl Core {
                 match e {
                     Some(e) => wb.put(
                         Space::Snapshot,
-                        p.as_bytes().to_vec(),
+                        p.as_bytes(),
                         postcard::to_stdvec(e).expect("in-memory serialization cannot fail"),
                     ),
-                    None => wb.delete(Space::Snapshot, p.as_bytes().to_vec()),
+                    None => wb.delete(Space::Snapshot, p.as_bytes()),
                 }
             }
             wb.put(

@@ -186,12 +186,8 @@ impl TxnLog {
         let cut = snaps.len() - keep.max(1);
         let oldest_kept = snaps[cut];
         let mut b = WriteBatch::default();
-        b.delete_range(Space::Snapshot, key(0).to_vec(), key(oldest_kept).to_vec());
-        b.delete_range(
-            Space::Log,
-            key(0).to_vec(),
-            key(oldest_kept.saturating_add(1)).to_vec(),
-        );
+        b.delete_range(Space::Snapshot, key(0), key(oldest_kept));
+        b.delete_range(Space::Log, key(0), key(oldest_kept.saturating_add(1)));
         self.engine.write(b, true)?;
         if let Some(f) = &self.files {
             f.remove_where(|z| z < oldest_kept).map_err(io_err)?;
@@ -202,16 +198,8 @@ impl TxnLog {
     /// Drop every logged txn after `zxid` (ZAB TRUNC).
     pub fn truncate_after(&self, zxid: Zxid) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.delete_range(
-            Space::Log,
-            key(zxid.saturating_add(1)).to_vec(),
-            key(i64::MAX).to_vec(),
-        );
-        b.delete_range(
-            Space::Snapshot,
-            key(zxid.saturating_add(1)).to_vec(),
-            key(i64::MAX).to_vec(),
-        );
+        b.delete_range(Space::Log, key(zxid.saturating_add(1)), key(i64::MAX));
+        b.delete_range(Space::Snapshot, key(zxid.saturating_add(1)), key(i64::MAX));
         self.engine.write(b, true)?;
         if let Some(f) = &self.files {
             f.remove_where(|z| z > zxid).map_err(io_err)?;
@@ -222,8 +210,8 @@ impl TxnLog {
     /// Drop the whole log and every snapshot (before installing a leader's snapshot).
     pub fn clear(&self) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.delete_range(Space::Log, key(0).to_vec(), key(i64::MAX).to_vec());
-        b.delete_range(Space::Snapshot, key(0).to_vec(), key(i64::MAX).to_vec());
+        b.delete_range(Space::Log, key(0), key(i64::MAX));
+        b.delete_range(Space::Snapshot, key(0), key(i64::MAX));
         self.engine.write(b, true)?;
         if let Some(f) = &self.files {
             f.remove_where(|_| true).map_err(io_err)?;
@@ -269,11 +257,7 @@ impl TxnLog {
 
     pub fn set_accepted_epoch(&self, epoch: u32) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.put(
-            Space::Meta,
-            ACCEPTED_EPOCH.to_vec(),
-            epoch.to_be_bytes().to_vec(),
-        );
+        b.put(Space::Meta, ACCEPTED_EPOCH, epoch.to_be_bytes());
         self.engine.write(b, true)
     }
 
@@ -286,11 +270,7 @@ impl TxnLog {
 
     pub fn set_current_epoch(&self, epoch: u32) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
-        b.put(
-            Space::Meta,
-            CURRENT_EPOCH.to_vec(),
-            epoch.to_be_bytes().to_vec(),
-        );
+        b.put(Space::Meta, CURRENT_EPOCH, epoch.to_be_bytes());
         self.engine.write(b, true)
     }
 }

@@ -295,7 +295,7 @@ fn claim_store(
         Some(_) => Ok(()),
         None => {
             let mut w = WriteBatch::default();
-            w.put(Space::Meta, BACKEND_KEY, backend.as_bytes().to_vec());
+            w.put(Space::Meta, BACKEND_KEY, backend.as_bytes());
             engine.write(w, true)
         }
     }

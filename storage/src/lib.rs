@@ -139,7 +139,7 @@ mod tests {
             for i in 0u64..10 {
                 b.put(Space::Log, i.to_be_bytes(), vec![i as u8]);
             }
-            b.put(Space::Meta, b"epoch".to_vec(), b"7".to_vec());
+            b.put(Space::Meta, b"epoch", b"7");
             e.write(b, true).unwrap();
             let mut d = WriteBatch::default();
             d.delete_range(Space::Log, 0u64.to_be_bytes(), 5u64.to_be_bytes());
@@ -181,7 +181,7 @@ mod tests {
         {
             let e = RocksEngine::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
-            b.put(Space::Meta, b"epoch".to_vec(), b"3".to_vec());
+            b.put(Space::Meta, b"epoch", b"3");
             e.write(b, true).unwrap();
             let mut peak = 0;
             for i in 0..n {

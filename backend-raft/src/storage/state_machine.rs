@@ -271,7 +271,7 @@ impl SnapStore {
                 files.write_bytes(index, &bytes)?;
                 files.remove_where(|z| z != index)?;
                 let mut b = WriteBatch::default();
-                b.delete(Space::Snapshot, SNAPSHOT_KEY.to_vec());
+                b.delete(Space::Snapshot, SNAPSHOT_KEY);
                 me.engine.write(b, true).map_err(io_err)
             }
             None => {
