@@ -24,7 +24,9 @@ passed=0
 failed=0
 failures=()
 step() { echo; echo "=== $* ($(date +%T))"; }
-record() { # name rc
+record() { # name rc; the blank line first keeps "--- PASS/FAIL" at a line start even when a
+  # step's last output had no newline (a client library's thread printing as Python exits)
+  echo
   if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "--- PASS: $1"; else failed=$((failed + 1)); failures+=("$1"); echo "--- FAIL: $1 (exit $2)"; fi
 }
 run() { local name=$1; shift; step "$name"; "$@"; record "$name" $?; }
