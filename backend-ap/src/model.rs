@@ -25,6 +25,7 @@ pub const BUCKETS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Value {
     pub data: Vec<u8>,
+    #[serde(deserialize_with = "roster_core::acl::interned")]
     pub acl: AclList,
 }
 

@@ -72,11 +72,10 @@ impl TxnLog {
         })
     }
 
-    /// A batch holding the log entries for `txns`, each encoded in place in the batch's buffer
-    /// (sized up front: grown from empty, a create's encoding reallocated ~7 times).
+    /// A batch holding the log entries for `txns`, each encoded in place in the batch's one
+    /// buffer (which grows for the whole batch, not per entry).
     pub fn stage(txns: &[Arc<Txn>]) -> WriteBatch {
-        let bytes = txns.iter().map(|t| 8 + t.encoded_len_hint()).sum();
-        let mut batch = WriteBatch::with_capacity(txns.len(), bytes);
+        let mut batch = WriteBatch::default();
         for t in txns {
             batch.put_with(Space::Log, &key(t.zxid), |buf| {
                 postcard::to_extend(&**t, Append(buf)).expect("txn serializes");

@@ -68,8 +68,10 @@ static INTERNED: LazyLock<Mutex<HashSet<AclList>>> = LazyLock::new(Default::defa
 /// The shared copy of `acl`. A deployment's nodes carry a handful of distinct lists (most of them
 /// `world:anyone`), so each is kept once, as ZooKeeper's `ReferenceCountedACLCache` does, rather
 /// than as two strings and a list per node: that is a few allocations less per create and ~100
-/// bytes less per node. Interned lists are never dropped; the table stops growing at
-/// [`INTERNED_MAX`] (a client that writes thousands of distinct ACLs gets its own copies).
+/// bytes less per node. Lists are interned where they come into being — [`fixup`] for a
+/// client's, [`interned`] for decoded ones, snapshot restore — so the tree only clones the
+/// pointer. Interned lists are never dropped; the table stops growing at [`INTERNED_MAX`] (a
+/// client that writes thousands of distinct ACLs gets its own copies).
 pub fn intern(acl: &[Acl]) -> AclList {
     let mut t = INTERNED.lock();
     if let Some(a) = t.get(acl) {
@@ -82,17 +84,11 @@ pub fn intern(acl: &[Acl]) -> AclList {
     a
 }
 
-/// [`intern`] for a list already in an `Arc` (as decoded from the log or a snapshot): returns the
-/// shared copy when there is one, else keeps (and shares) this one.
-pub fn intern_arc(acl: AclList) -> AclList {
-    let mut t = INTERNED.lock();
-    if let Some(a) = t.get(&*acl) {
-        return a.clone();
-    }
-    if t.len() < INTERNED_MAX {
-        t.insert(acl.clone());
-    }
-    acl
+/// Serde `deserialize_with` for an [`AclList`] field: decodes the list (a sequence, as a `Vec`
+/// is encoded) and returns its shared copy.
+pub fn interned<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AclList, D::Error> {
+    let list = Vec::<Acl>::deserialize(d)?;
+    Ok(intern(&list))
 }
 
 /// `digest` id for `user:password`: `user:BASE64(SHA1("user:password"))`.
@@ -279,8 +275,20 @@ mod tests {
         let a = fixup(&Acl::open_unsafe(), &auth).unwrap();
         let b = fixup(&Acl::open_unsafe(), &auth).unwrap();
         assert!(Arc::ptr_eq(&a, &b), "one copy of world:anyone");
-        let decoded: AclList = Acl::open_unsafe().into();
-        assert!(Arc::ptr_eq(&intern_arc(decoded), &a));
+        let op = crate::txn::TxnOp::SetAcl {
+            path: "/p".into(),
+            acl: Acl::open_unsafe().into(),
+            version: 0,
+        };
+        let decoded: crate::txn::TxnOp =
+            postcard::from_bytes(&postcard::to_stdvec(&op).unwrap()).unwrap();
+        let crate::txn::TxnOp::SetAcl { acl: decoded, .. } = decoded else {
+            unreachable!()
+        };
+        assert!(
+            Arc::ptr_eq(&decoded, &a),
+            "a decoded list is the shared one"
+        );
         let twice = [Acl::open_unsafe(), Acl::open_unsafe()].concat();
         let c = fixup(&twice, &auth).unwrap();
         assert!(

@@ -74,14 +74,6 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
-    /// A batch with room for `ops` changes and `bytes` bytes of keys and values.
-    pub fn with_capacity(ops: usize, bytes: usize) -> WriteBatch {
-        WriteBatch {
-            entries: Vec::with_capacity(ops),
-            buf: Vec::with_capacity(bytes),
-        }
-    }
-
     fn push(&mut self, kind: Kind, space: Space, a: &[u8], b: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(a);
@@ -281,7 +273,7 @@ mod tests {
         a.put(Space::Log, [0u8, 1], b"one");
         a.put_with(Space::Log, &[0, 2], |buf| buf.extend_from_slice(b"two"));
         a.delete(Space::Meta, b"m");
-        let mut b = WriteBatch::with_capacity(1, 4);
+        let mut b = WriteBatch::default();
         b.delete_range(Space::Log, [0u8, 0], [0u8, 2]);
         b.put(Space::Snapshot, b"", b"");
         let mut merged = WriteBatch::default();

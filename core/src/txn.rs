@@ -85,40 +85,6 @@ pub struct Txn {
     pub op: TxnOp,
 }
 
-impl Txn {
-    /// About the size of this txn's postcard encoding (at least it, for the common ops), to size
-    /// a buffer before encoding.
-    pub fn encoded_len_hint(&self) -> usize {
-        fn op(o: &TxnOp) -> usize {
-            16 + match o {
-                TxnOp::CreateSession { passwd, .. } => passwd.len(),
-                TxnOp::CloseSession => 0,
-                TxnOp::Create {
-                    path, data, acl, ..
-                } => {
-                    path.len()
-                        + data.len()
-                        + acl
-                            .iter()
-                            .map(|a| 16 + a.id.scheme.len() + a.id.id.len())
-                            .sum::<usize>()
-                }
-                TxnOp::Delete { path } | TxnOp::Check { path } => path.len(),
-                TxnOp::SetData { path, data, .. } => path.len() + data.len(),
-                TxnOp::SetAcl { path, acl, .. } => {
-                    path.len()
-                        + acl
-                            .iter()
-                            .map(|a| 16 + a.id.scheme.len() + a.id.id.len())
-                            .sum::<usize>()
-                }
-                TxnOp::Multi(ops) => ops.iter().map(op).sum(),
-            }
-        }
-        48 + op(&self.op)
-    }
-}
-
 /// The state change itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
@@ -131,6 +97,7 @@ pub enum TxnOp {
     Create {
         path: String,
         data: Vec<u8>,
+        #[serde(deserialize_with = "crate::acl::interned")]
         acl: AclList,
         owner: i64,
         parent_cversion: i32,
@@ -145,6 +112,7 @@ pub enum TxnOp {
     },
     SetAcl {
         path: String,
+        #[serde(deserialize_with = "crate::acl::interned")]
         acl: AclList,
         version: i32,
     },
@@ -214,58 +182,4 @@ impl Outcome {
 pub struct Applied {
     pub zxid: Zxid,
     pub outcome: Outcome,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::acl::{Acl, Id};
-
-    #[test]
-    fn the_size_hint_covers_the_encoding() {
-        let acl: AclList = vec![
-            Acl::open_unsafe()[0].clone(),
-            Acl {
-                perms: 31,
-                id: Id::new("digest", "user:0123456789abcdefghijklmnopqr="),
-            },
-        ]
-        .into();
-        let create = |n: usize| TxnOp::Create {
-            path: "/a/b/c-0000000042".into(),
-            data: vec![1; n],
-            acl: acl.clone(),
-            owner: i64::MAX,
-            parent_cversion: i32::MIN,
-        };
-        let ops = [
-            create(0),
-            create(256),
-            create(70_000),
-            TxnOp::SetData {
-                path: "/x".into(),
-                data: vec![2; 300],
-                version: i32::MAX,
-            },
-            TxnOp::Multi(vec![create(10), TxnOp::Delete { path: "/y".into() }]),
-            TxnOp::CreateSession {
-                timeout_ms: i32::MAX,
-                passwd: vec![3; 16],
-            },
-        ];
-        for op in ops {
-            let t = Txn {
-                zxid: i64::MAX,
-                time: i64::MIN,
-                session: i64::MIN,
-                op,
-            };
-            let len = postcard::to_stdvec(&t).unwrap().len();
-            assert!(
-                t.encoded_len_hint() >= len,
-                "{} < {len}: {t:?}",
-                t.encoded_len_hint()
-            );
-        }
-    }
 }

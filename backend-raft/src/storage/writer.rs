@@ -71,11 +71,9 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<WriteCmd>, max_batch: usize) 
             }
         }
         let sync = cmds.iter().any(|c| c.sync);
-        let mut merged = WriteBatch::with_capacity(
-            cmds.iter().map(|c| c.batch.len()).sum(),
-            cmds.iter().map(|c| c.batch.bytes()).sum(),
-        );
-        for c in &cmds {
+        // The first batch taken as it is (usually the only one), the others copied after it.
+        let mut merged = std::mem::take(&mut cmds[0].batch);
+        for c in &cmds[1..] {
             merged.append(&c.batch);
         }
         let result = match &failed {

@@ -91,7 +91,7 @@ impl Tree {
                 let Some(node) = self.nodes.get_mut(path.as_str()).map(Arc::make_mut) else {
                     return OpResult::Error(Code::NoNode);
                 };
-                node.acl = crate::acl::intern_arc(acl.clone());
+                node.acl = acl.clone();
                 node.stat.aversion = *version;
                 Ok(OpResult::AclSet {
                     stat: node.client_stat(),
@@ -148,7 +148,7 @@ impl Tree {
             path.into(),
             Arc::new(Node {
                 data: data.to_vec(),
-                acl: crate::acl::intern_arc(acl.clone()),
+                acl: acl.clone(),
                 stat,
                 children: OrdSet::new(),
             }),
