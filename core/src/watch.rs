@@ -4,6 +4,7 @@
 
 use crate::{Zxid, path};
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
+use smallvec::SmallVec;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -205,13 +206,26 @@ impl WatchManager {
     /// Persistent watches fire for their own path; recursive ones for the path and all below it,
     /// except children-changed. One-shot watches are removed; each watcher gets one event.
     pub fn trigger(&mut self, kind: EventType, path: &str, zxid: Zxid) {
+        self.fire(kind, path, None, zxid);
+    }
+
+    /// [`WatchManager::trigger`] for a path the caller already holds shared (the tree's key of
+    /// the node): events carry it without copying it. Every write fires the change feed's
+    /// recursive watch, which keeps its events, so a copy per event would be both an allocation
+    /// per write and a second copy of each path in memory.
+    pub fn trigger_shared(&mut self, kind: EventType, path: &Arc<str>, zxid: Zxid) {
+        self.fire(kind, path, Some(path), zxid);
+    }
+
+    fn fire(&mut self, kind: EventType, path: &str, shared: Option<&Arc<str>>, zxid: Zxid) {
         let oneshot: &[WatchKind] = match kind {
             EventType::NodeCreated | EventType::NodeDataChanged => &[WatchKind::Data],
             EventType::NodeDeleted => &[WatchKind::Data, WatchKind::Child],
             EventType::NodeChildrenChanged => &[WatchKind::Child],
             _ => &[],
         };
-        let mut fired: Vec<WatcherId> = Vec::new();
+        // Usually one watcher (the feed) or a few: kept off the heap.
+        let mut fired: SmallVec<[WatcherId; 8]> = SmallVec::new();
         for k in oneshot {
             if let Some(set) = self.tables[slot(*k)].remove(path) {
                 for id in set {
@@ -246,7 +260,7 @@ impl WatchManager {
         }
         fired.sort_unstable();
         fired.dedup();
-        let path: Arc<str> = Arc::from(path);
+        let path: Arc<str> = shared.cloned().unwrap_or_else(|| Arc::from(path));
         for id in fired {
             if let Some(sink) = self.sinks.get(&id) {
                 sink.notify(WatchedEvent {

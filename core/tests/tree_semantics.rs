@@ -326,3 +326,44 @@ fn acls_guard_operations() {
         Outcome::Failed(Code::InvalidAcl)
     );
 }
+
+/// Every write fires the change feed's recursive watch on `/`, and the feed keeps its events: the
+/// events must carry the tree's own copy of the path, not a fresh one per event.
+#[test]
+fn watch_events_share_the_trees_copy_of_the_path() {
+    use roster_core::watch::{WatchKind, WatchSink, WatchedEvent};
+    #[derive(Default)]
+    struct Keep(parking_lot::Mutex<Vec<WatchedEvent>>);
+    impl WatchSink for Keep {
+        fn notify(&self, e: WatchedEvent) {
+            self.0.lock().push(e);
+        }
+    }
+    let mut zk = Zk::new();
+    let keep = Arc::new(Keep::default());
+    {
+        let mut w = zk.tree.watches().lock();
+        w.register_sink(99, keep.clone());
+        w.add(99, WatchKind::PersistentRecursive, "/");
+    }
+    created(&zk.create("/a", CreateMode::Persistent));
+    zk.op(WriteOp::SetData {
+        path: "/a".into(),
+        data: b"y".to_vec(),
+        version: -1,
+    });
+    zk.op(WriteOp::Delete {
+        path: "/a".into(),
+        version: -1,
+    });
+    let events = keep.0.lock();
+    let paths: Vec<_> = events.iter().filter(|e| &*e.path == "/a").collect();
+    assert_eq!(paths.len(), 3, "created, changed, deleted: {events:?}");
+    for e in &paths[1..] {
+        assert!(
+            Arc::ptr_eq(&paths[0].path, &e.path),
+            "{:?} carries its own copy of the path",
+            e.kind
+        );
+    }
+}

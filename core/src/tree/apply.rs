@@ -72,9 +72,10 @@ impl Tree {
                 data,
                 version,
             } => {
-                let Some(node) = self.nodes.get_mut(path.as_str()).map(Arc::make_mut) else {
+                let Some((key, node)) = self.nodes.get_key_value_mut(path.as_str()) else {
                     return OpResult::Error(Code::NoNode);
                 };
+                let node = Arc::make_mut(node);
                 self.data_size = self.data_size + data.len() as u64 - node.data.len() as u64;
                 node.data.clone_from(data);
                 node.stat.data_length = data.len() as i32;
@@ -82,9 +83,10 @@ impl Tree {
                 node.stat.mzxid = zxid;
                 node.stat.mtime = time;
                 let stat = node.client_stat();
+                let key = key.clone();
                 self.watches
                     .get_mut()
-                    .trigger(EventType::NodeDataChanged, path, zxid);
+                    .trigger_shared(EventType::NodeDataChanged, &key, zxid);
                 Ok(OpResult::DataSet { stat })
             }
             TxnOp::SetAcl { path, acl, version } => {
@@ -144,8 +146,9 @@ impl Tree {
             num_children: 0,
             pzxid: zxid,
         };
+        let key: Arc<str> = path.into();
         self.nodes.insert(
-            path.into(),
+            key.clone(),
             Arc::new(Node {
                 data: data.to_vec(),
                 acl: acl.clone(),
@@ -167,7 +170,7 @@ impl Tree {
             OwnerKind::Persistent => {}
         }
         let w = self.watches.get_mut();
-        w.trigger(EventType::NodeCreated, path, zxid);
+        w.trigger_shared(EventType::NodeCreated, &key, zxid);
         w.trigger(EventType::NodeChildrenChanged, parent_path, zxid);
         Ok(OpResult::Created {
             path: path.to_owned(),
@@ -181,7 +184,7 @@ impl Tree {
             Some(n) if !n.children.is_empty() => return Err(Code::NotEmpty),
             Some(_) => {}
         }
-        let node = self.nodes.remove(path).expect("checked above");
+        let (key, node) = self.nodes.remove_with_key(path).expect("checked above");
         self.data_size = self
             .data_size
             .saturating_sub(Tree::node_size(path, &node.data));
@@ -208,7 +211,7 @@ impl Tree {
             OwnerKind::Persistent => {}
         }
         let w = self.watches.get_mut();
-        w.trigger(EventType::NodeDeleted, path, zxid);
+        w.trigger_shared(EventType::NodeDeleted, &key, zxid);
         w.trigger(EventType::NodeChildrenChanged, parent_path, zxid);
         Ok(())
     }
