@@ -199,7 +199,8 @@ proptest! {
         for txn in &log[at..] {
             tree.apply(txn);
         }
-        prop_assert_eq!(view.encode(), expected);
+        prop_assert_eq!(&view.encode_canonical(), &expected);
+        prop_assert_eq!(Tree::restore(&view.encode()).unwrap().snapshot(), expected);
         let mut replayed = Tree::new();
         for txn in &log {
             replayed.apply(txn);

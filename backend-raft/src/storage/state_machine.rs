@@ -570,8 +570,8 @@ mod tests {
             .expect("build");
         drop(writer);
         assert_eq!(built.meta.last_log_id, Some(LogId::new_term_index(1, 1)));
-        assert_eq!(built.snapshot, expected);
         let restored = Tree::restore(&built.snapshot).expect("restore");
+        assert_eq!(restored.snapshot(), expected);
         assert!(restored.get("/n500").is_some());
         assert!(restored.get("/late").is_none());
         assert!(shared.tree.read().get("/late").is_some());
@@ -645,7 +645,7 @@ mod tests {
         assert_eq!(loaded.snapshot(), expected);
         assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 2)));
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(current.snapshot, expected);
+        assert_eq!(Tree::restore(&current.snapshot).unwrap().snapshot(), expected);
 
         // One flipped byte in the middle: refuse, loudly.
         let f = snaps.join("snapshot.0000000000000002");
