@@ -645,7 +645,10 @@ mod tests {
         assert_eq!(loaded.snapshot(), expected);
         assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 2)));
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(Tree::restore(&current.snapshot).unwrap().snapshot(), expected);
+        assert_eq!(
+            Tree::restore(&current.snapshot).unwrap().snapshot(),
+            expected
+        );
 
         // One flipped byte in the middle: refuse, loudly.
         let f = snaps.join("snapshot.0000000000000002");

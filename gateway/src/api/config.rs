@@ -525,12 +525,14 @@ impl Configs {
     /// The feed, for streaming listeners.
     pub fn follow(&self, key: &ConfigKey) -> (Follow, ConfigItemState) {
         let p = key.path();
-        let (sub, state) = self.feed.subscribe_with(self.store.backend(), None, |t| {
-            (
-                t.get(&p).map(|n| md5_hex(&n.data)).unwrap_or_default(),
-                t.last_zxid(),
-            )
-        });
+        let (sub, state) =
+            self.feed
+                .subscribe_under(self.store.backend(), vec![p.clone()], None, |t| {
+                    (
+                        t.get(&p).map(|n| md5_hex(&n.data)).unwrap_or_default(),
+                        t.last_zxid(),
+                    )
+                });
         (Follow::new(sub.rx, p, state.1), state)
     }
 

@@ -49,7 +49,28 @@ struct Ring {
     /// Every change after this revision is in `changes`.
     floor: Zxid,
     capacity: usize,
+    /// Subscribers to some subtrees only (see [`Feed::subscribe_under`]).
+    scoped: Vec<Scoped>,
 }
+
+/// A subscriber that is sent only the changes under its prefixes (and every reset), so writes
+/// elsewhere do not wake it.
+struct Scoped {
+    prefixes: Vec<String>,
+    tx: broadcast::Sender<FeedItem>,
+}
+
+impl Scoped {
+    fn wants(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| under(path, p))
+    }
+}
+
+/// Items a scoped subscriber may fall behind by before it is told it lagged (and resynchronises
+/// from the current state). Each scoped subscriber has its own channel, allocated up front (~70
+/// bytes a slot): 256 keeps a thousand config listeners under 20 MB, and counts only changes in
+/// the subscriber's own subtrees.
+const SCOPED_CAPACITY: usize = 256;
 
 /// See the module doc.
 pub struct Feed {
@@ -79,6 +100,7 @@ impl Feed {
                 changes: VecDeque::with_capacity(capacity.min(1 << 16)),
                 floor: t.last_zxid(),
                 capacity: capacity.max(1),
+                scoped: Vec::new(),
             }),
             live,
         });
@@ -97,22 +119,57 @@ impl Feed {
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
     ) -> (Subscription, R) {
+        self.subscribe_inner(backend, None, from, at)
+    }
+
+    /// [`Feed::subscribe_with`] for the changes under `prefixes` only: the feed filters before
+    /// sending, so a write anywhere else costs this subscriber nothing (a whole-feed subscriber
+    /// is woken by every write in the system).
+    pub fn subscribe_under<R>(
+        &self,
+        backend: &Arc<dyn Backend>,
+        prefixes: Vec<String>,
+        from: Option<Zxid>,
+        at: impl FnOnce(&Tree) -> R,
+    ) -> (Subscription, R) {
+        self.subscribe_inner(backend, Some(prefixes), from, at)
+    }
+
+    fn subscribe_inner<R>(
+        &self,
+        backend: &Arc<dyn Backend>,
+        prefixes: Option<Vec<String>>,
+        from: Option<Zxid>,
+        at: impl FnOnce(&Tree) -> R,
+    ) -> (Subscription, R) {
         let tree = backend.tree();
         let t = tree.read();
-        let ring = self.ring.lock();
+        let mut ring = self.ring.lock();
         let revision = t.last_zxid();
+        let wanted = |c: &Change| {
+            prefixes
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| under(&c.path, p)))
+        };
         let (backlog, resync) = match from {
             Some(r) if r >= ring.floor && r <= revision => (
                 ring.changes
                     .iter()
-                    .filter(|c| c.revision > r)
+                    .filter(|c| c.revision > r && wanted(c))
                     .cloned()
                     .collect(),
                 false,
             ),
             _ => (Vec::new(), true),
         };
-        let rx = self.live.subscribe();
+        let rx = match prefixes {
+            None => self.live.subscribe(),
+            Some(prefixes) => {
+                let (tx, rx) = broadcast::channel(SCOPED_CAPACITY);
+                ring.scoped.push(Scoped { prefixes, tx });
+                rx
+            }
+        };
         drop(ring);
         let r = at(&t);
         (
@@ -154,6 +211,15 @@ impl WatchSink for Sink {
             ring.floor = old.revision;
         }
         ring.changes.push_back(change.clone());
+        if !ring.scoped.is_empty() {
+            // Subscribers that went away are dropped here, at the next change.
+            ring.scoped.retain(|s| s.tx.receiver_count() > 0);
+            for s in &ring.scoped {
+                if s.wants(&change.path) {
+                    let _ = s.tx.send(FeedItem::Change(change.clone()));
+                }
+            }
+        }
         // No receivers is fine.
         let _ = self.0.live.send(FeedItem::Change(change));
     }
@@ -162,6 +228,9 @@ impl WatchSink for Sink {
         let mut ring = self.0.ring.lock();
         ring.changes.clear();
         ring.floor = zxid;
+        for s in &ring.scoped {
+            let _ = s.tx.send(FeedItem::Reset(zxid));
+        }
         let _ = self.0.live.send(FeedItem::Reset(zxid));
     }
 }
@@ -185,6 +254,54 @@ mod tests {
         assert!(under("/a", "/a"));
         assert!(!under("/ab", "/a"));
         assert!(under("/x", "/"));
+    }
+
+    /// A scoped subscriber gets the changes under its prefixes — backlog and live — and nothing
+    /// from elsewhere, while a whole-feed subscriber still gets everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scoped_subscription_sees_only_its_subtrees() {
+        use crate::api::store::Store;
+        use roster_core::CreateMode;
+        use roster_core::storage::MemEngine;
+        use roster_zab::{Standalone, ZabConfig};
+        let backend: Arc<dyn Backend> =
+            Standalone::open(Arc::new(MemEngine::default()), ZabConfig::default()).unwrap();
+        let feed = Feed::start(&backend, 100);
+        let store = Store::new(backend.clone());
+        let create = |p: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .create(0, p, vec![], CreateMode::Persistent, "test")
+                    .await
+                    .unwrap()
+            }
+        };
+        create("/in").await;
+        let before = backend.tree().read().last_zxid();
+        create("/in/a").await;
+        create("/out").await;
+        let (all, ()) = feed.subscribe_with(&backend, Some(before), |_| ());
+        let (mut scoped, ()) =
+            feed.subscribe_under(&backend, vec!["/in".into()], Some(before), |_| ());
+        let paths = |cs: &[Change]| cs.iter().map(|c| c.path.to_string()).collect::<Vec<_>>();
+        assert_eq!(paths(&all.backlog), ["/in/a", "/out"]);
+        assert_eq!(paths(&scoped.backlog), ["/in/a"]);
+        for p in ["/input", "/out/x", "/in/b"] {
+            create(p).await;
+        }
+        let mut live = Vec::new();
+        while let Ok(FeedItem::Change(c)) = scoped.rx.try_recv() {
+            live.push(c.path.to_string());
+        }
+        assert_eq!(live, ["/in/b"], "only its subtree, by whole segments");
+        drop(scoped);
+        create("/in/c").await;
+        assert!(
+            feed.ring.lock().scoped.is_empty(),
+            "a dropped subscriber is forgotten"
+        );
+        drop(all);
     }
 }
 

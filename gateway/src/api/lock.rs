@@ -168,7 +168,9 @@ impl Locks {
             )
             .await?;
         let deadline = tokio::time::Instant::now() + timeout;
-        let (sub, _) = self.feed.subscribe_with(self.store.backend(), None, |_| ());
+        let (sub, _) =
+            self.feed
+                .subscribe_under(self.store.backend(), vec![dir.clone()], None, |_| ());
         let mut follow = Follow::new(sub.rx, dir.clone(), 0);
         loop {
             let (revision, state) = self.store.read(|t| {
@@ -282,9 +284,11 @@ impl Locks {
     /// Follow an election's leader: the current one first, then each change.
     pub fn observe(&self, name: &str) -> Result<Observer, ApiError> {
         let dir = Self::dir(Recipe::Election, name)?;
-        let (sub, (revision, first)) = self.feed.subscribe_with(self.store.backend(), None, |t| {
-            (t.last_zxid(), leader_of(t, name, &dir))
-        });
+        let (sub, (revision, first)) =
+            self.feed
+                .subscribe_under(self.store.backend(), vec![dir.clone()], None, |t| {
+                    (t.last_zxid(), leader_of(t, name, &dir))
+                });
         Ok(Observer {
             store: self.store.clone(),
             follow: Follow::new(sub.rx, dir.clone(), revision),

@@ -697,9 +697,11 @@ impl Registry {
     /// then every change, coalesced, in revision order.
     pub fn subscribe(&self, key: ServiceKey, from: Option<Zxid>) -> Subscriber {
         let dir = key.path();
-        let (sub, (revision, all)) = self.feed.subscribe_with(self.store.backend(), from, |t| {
-            (t.last_zxid(), self.collect(t, &key))
-        });
+        let (sub, (revision, all)) =
+            self.feed
+                .subscribe_under(self.store.backend(), vec![dir.clone()], from, |t| {
+                    (t.last_zxid(), self.collect(t, &key))
+                });
         let first = if sub.resync {
             SubscribeEvent::Snapshot {
                 revision: revision as u64,

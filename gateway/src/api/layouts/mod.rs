@@ -133,7 +133,12 @@ impl Layouts {
             tracing::info!(
                 "registry layouts: importing /services and /dubbo, projecting the registry into them"
             );
-            let (sub, ()) = feed.subscribe_with(self.store.backend(), None, |_| ());
+            let prefixes = vec![
+                curator::BASE.to_owned(),
+                dubbo::ROOT.to_owned(),
+                self.scope_dir.clone(),
+            ];
+            let (sub, ()) = feed.subscribe_under(self.store.backend(), prefixes, None, |_| ());
             let mut rx = sub.rx;
             let mut dirty = self.everything();
             let mut retry = BTreeSet::new();
