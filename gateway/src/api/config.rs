@@ -5,7 +5,7 @@
 //! is the node's mzxid; md5 is the hex MD5 of the content, as Nacos computes it.
 
 use super::error::ApiError;
-use super::feed::{Feed, Follow, Next};
+use super::feed::{Feed, Follow, Next, Under};
 use super::store::{ROOT, Store, segment};
 use md5::{Digest, Md5};
 use roster_core::acl::Acl;
@@ -485,9 +485,9 @@ impl Configs {
                 t.last_zxid(),
             )
         };
-        let (sub, (now, revision)) = self
-            .feed
-            .subscribe_with(self.store.backend(), None, current);
+        let (sub, (now, revision)) =
+            self.feed
+                .subscribe_under(self.store.backend(), Under::path(p.clone()), None, current);
         if now != md5 {
             return ListenResult {
                 changed: true,
@@ -527,7 +527,7 @@ impl Configs {
         let p = key.path();
         let (sub, state) =
             self.feed
-                .subscribe_under(self.store.backend(), vec![p.clone()], None, |t| {
+                .subscribe_under(self.store.backend(), Under::path(p.clone()), None, |t| {
                     (
                         t.get(&p).map(|n| md5_hex(&n.data)).unwrap_or_default(),
                         t.last_zxid(),

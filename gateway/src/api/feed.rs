@@ -66,11 +66,39 @@ impl Scoped {
     }
 }
 
-/// Items a scoped subscriber may fall behind by before it is told it lagged (and resynchronises
-/// from the current state). Each scoped subscriber has its own channel, allocated up front (~70
-/// bytes a slot): 256 keeps a thousand config listeners under 20 MB, and counts only changes in
-/// the subscriber's own subtrees.
-const SCOPED_CAPACITY: usize = 256;
+/// What a scoped subscription follows: the subtrees under some paths, and how many of their
+/// changes the subscriber may fall behind by before it is told it lagged (and resynchronises from
+/// the current state).
+pub struct Under {
+    prefixes: Vec<String>,
+    capacity: usize,
+}
+
+impl Under {
+    /// Each scoped subscriber has its own channel, allocated up front (~70 bytes a slot): 256
+    /// keeps a thousand per-client listeners under 20 MB, and counts only the changes in the
+    /// subscriber's own subtrees.
+    pub const DEFAULT_CAPACITY: usize = 256;
+
+    /// The subtree under `prefix`.
+    pub fn path(prefix: impl Into<String>) -> Under {
+        Under::paths(vec![prefix.into()])
+    }
+
+    /// The subtrees under `prefixes`.
+    pub fn paths(prefixes: Vec<String>) -> Under {
+        Under {
+            prefixes,
+            capacity: Under::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Allow falling behind by `n` changes (a process-wide follower of a busy subtree).
+    pub fn capacity(mut self, n: usize) -> Under {
+        self.capacity = n.max(1);
+        self
+    }
+}
 
 /// See the module doc.
 pub struct Feed {
@@ -128,17 +156,17 @@ impl Feed {
     pub fn subscribe_under<R>(
         &self,
         backend: &Arc<dyn Backend>,
-        prefixes: Vec<String>,
+        under: Under,
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
     ) -> (Subscription, R) {
-        self.subscribe_inner(backend, Some(prefixes), from, at)
+        self.subscribe_inner(backend, Some(under), from, at)
     }
 
     fn subscribe_inner<R>(
         &self,
         backend: &Arc<dyn Backend>,
-        prefixes: Option<Vec<String>>,
+        under: Option<Under>,
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
     ) -> (Subscription, R) {
@@ -147,9 +175,9 @@ impl Feed {
         let mut ring = self.ring.lock();
         let revision = t.last_zxid();
         let wanted = |c: &Change| {
-            prefixes
+            under
                 .as_ref()
-                .is_none_or(|ps| ps.iter().any(|p| under(&c.path, p)))
+                .is_none_or(|u| u.prefixes.iter().any(|p| self::under(&c.path, p)))
         };
         let (backlog, resync) = match from {
             Some(r) if r >= ring.floor && r <= revision => (
@@ -162,10 +190,10 @@ impl Feed {
             ),
             _ => (Vec::new(), true),
         };
-        let rx = match prefixes {
+        let rx = match under {
             None => self.live.subscribe(),
-            Some(prefixes) => {
-                let (tx, rx) = broadcast::channel(SCOPED_CAPACITY);
+            Some(Under { prefixes, capacity }) => {
+                let (tx, rx) = broadcast::channel(capacity);
                 ring.scoped.push(Scoped { prefixes, tx });
                 rx
             }
@@ -283,7 +311,7 @@ mod tests {
         create("/out").await;
         let (all, ()) = feed.subscribe_with(&backend, Some(before), |_| ());
         let (mut scoped, ()) =
-            feed.subscribe_under(&backend, vec!["/in".into()], Some(before), |_| ());
+            feed.subscribe_under(&backend, Under::path("/in"), Some(before), |_| ());
         let paths = |cs: &[Change]| cs.iter().map(|c| c.path.to_string()).collect::<Vec<_>>();
         assert_eq!(paths(&all.backlog), ["/in/a", "/out"]);
         assert_eq!(paths(&scoped.backlog), ["/in/a"]);

@@ -5,7 +5,7 @@
 //! later holder always has a larger token, across leader changes and restarts.
 
 use super::error::ApiError;
-use super::feed::{Feed, Follow, Next};
+use super::feed::{Feed, Follow, Next, Under};
 use super::lease::Leases;
 use super::store::{ROOT, Store, segment};
 use axum::http::StatusCode;
@@ -170,7 +170,7 @@ impl Locks {
         let deadline = tokio::time::Instant::now() + timeout;
         let (sub, _) =
             self.feed
-                .subscribe_under(self.store.backend(), vec![dir.clone()], None, |_| ());
+                .subscribe_under(self.store.backend(), Under::path(dir.clone()), None, |_| ());
         let mut follow = Follow::new(sub.rx, dir.clone(), 0);
         loop {
             let (revision, state) = self.store.read(|t| {
@@ -286,7 +286,7 @@ impl Locks {
         let dir = Self::dir(Recipe::Election, name)?;
         let (sub, (revision, first)) =
             self.feed
-                .subscribe_under(self.store.backend(), vec![dir.clone()], None, |t| {
+                .subscribe_under(self.store.backend(), Under::path(dir.clone()), None, |t| {
                     (t.last_zxid(), leader_of(t, name, &dir))
                 });
         Ok(Observer {

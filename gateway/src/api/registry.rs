@@ -4,7 +4,7 @@
 //! threshold, metadata). Nacos, Eureka and ZooKeeper layouts map onto this record.
 
 use super::error::ApiError;
-use super::feed::{Feed, Follow, Next};
+use super::feed::{Feed, Follow, Next, Under};
 use super::lease::Leases;
 use super::store::{ROOT, Store, segment};
 use roster_core::tree::Tree;
@@ -699,7 +699,7 @@ impl Registry {
         let dir = key.path();
         let (sub, (revision, all)) =
             self.feed
-                .subscribe_under(self.store.backend(), vec![dir.clone()], from, |t| {
+                .subscribe_under(self.store.backend(), Under::path(dir.clone()), from, |t| {
                     (t.last_zxid(), self.collect(t, &key))
                 });
         let first = if sub.resync {

@@ -7,7 +7,7 @@
 
 use super::Scope;
 use crate::api::Api;
-use crate::api::feed::{ChangeKind, FeedItem};
+use crate::api::feed::{ChangeKind, FeedItem, Under};
 use crate::api::registry::{Instance, read_instance};
 use parking_lot::Mutex;
 use roster_core::path;
@@ -73,9 +73,12 @@ impl Deltas {
         });
         let me = Arc::downgrade(&d);
         let dir = d.dir.clone();
-        let (sub, known) = api
-            .feed
-            .subscribe_with(api.store.backend(), None, |t| scan(t, &dir));
+        let (sub, known) = api.feed.subscribe_under(
+            api.store.backend(),
+            Under::path(dir.clone()).capacity(4096),
+            None,
+            |t| scan(t, &dir),
+        );
         d.state.lock().known = known;
         let mut rx = sub.rx;
         tokio::spawn(async move {

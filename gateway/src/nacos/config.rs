@@ -177,9 +177,12 @@ async fn listener(
             .ok_or_else(|| NacosError::bad("Param 'Listening-Configs' is required."))?;
     let listened = parse_listening(raw)?;
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    let (sub, first) = api
-        .feed
-        .subscribe_with(api.store.backend(), None, |t| t.last_zxid());
+    let (sub, first) = api.feed.subscribe_under(
+        api.store.backend(),
+        crate::api::feed::Under::path(format!("{ROOT}/config")),
+        None,
+        |t| t.last_zxid(),
+    );
     let now = changed(&api, &listened);
     let no_hangup = header("Long-Pulling-Timeout-No-Hangup") == Some("true");
     let timeout_ms: Option<u64> = header("Long-Pulling-Timeout").and_then(|v| v.parse().ok());

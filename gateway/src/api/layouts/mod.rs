@@ -22,7 +22,7 @@ pub mod curator;
 pub mod dubbo;
 
 use super::error::ApiError;
-use super::feed::{Feed, FeedItem, under};
+use super::feed::{Feed, FeedItem, Under, under};
 use super::registry::{
     DEFAULT_CLUSTER, DEFAULT_GROUP, DEFAULT_NAMESPACE, Instance, instance_id, validate_ip,
 };
@@ -138,7 +138,12 @@ impl Layouts {
                 dubbo::ROOT.to_owned(),
                 self.scope_dir.clone(),
             ];
-            let (sub, ()) = feed.subscribe_under(self.store.backend(), prefixes, None, |_| ());
+            let (sub, ()) = feed.subscribe_under(
+                self.store.backend(),
+                Under::paths(prefixes).capacity(4096),
+                None,
+                |_| (),
+            );
             let mut rx = sub.rx;
             let mut dirty = self.everything();
             let mut retry = BTreeSet::new();

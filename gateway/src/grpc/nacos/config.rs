@@ -5,7 +5,7 @@
 use super::connection::{Conn, Listened, Watch};
 use super::{Nacos, Reply, RpcError, RpcResult, code, parse};
 use crate::api::config::{ConfigKey, PutConfig};
-use crate::api::feed::{Follow, Next};
+use crate::api::feed::{Follow, Next, Under};
 use crate::api::registry::DEFAULT_GROUP;
 use crate::api::store::ROOT;
 use crate::grpc::nacos::proto::Payload;
@@ -181,7 +181,12 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
     conn.start_once(Watch::Config, || {
         let (sub, revision) = api
             .feed
-            .subscribe_with(api.store.backend(), None, |t| t.last_zxid());
+            .subscribe_under(
+                api.store.backend(),
+                Under::path(format!("{ROOT}/config")),
+                None,
+                |t| t.last_zxid(),
+            );
         let mut follow = Follow::new(sub.rx, format!("{ROOT}/config"), revision);
         tokio::spawn(async move {
             loop {

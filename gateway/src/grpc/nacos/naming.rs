@@ -5,7 +5,7 @@
 use super::connection::{Conn, Subscribed, Watch};
 use super::{Nacos, Reply, RpcError, RpcResult, parse};
 use crate::api::Api;
-use crate::api::feed::{Follow, Next, under};
+use crate::api::feed::{Follow, Next, Under, under};
 use crate::api::registry::{DEFAULT_CLUSTER, DEFAULT_GROUP, Instance, ServiceKey, instance_id};
 use crate::api::store::ROOT;
 use crate::grpc::nacos::proto::Payload;
@@ -280,9 +280,12 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
     let api = nacos.api.clone();
     let weak = Arc::downgrade(conn);
     conn.start_once(Watch::Naming, || {
-        let (sub, revision) = api
-            .feed
-            .subscribe_with(api.store.backend(), None, |t| t.last_zxid());
+        let (sub, revision) = api.feed.subscribe_under(
+            api.store.backend(),
+            Under::path(format!("{ROOT}/registry")),
+            None,
+            |t| t.last_zxid(),
+        );
         let mut follow = Follow::new(sub.rx, format!("{ROOT}/registry"), revision);
         tokio::spawn(async move {
             loop {
