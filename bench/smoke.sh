@@ -165,7 +165,7 @@ if selected fault; then
     passed=$((passed + 1))
   else
     echo "smoke: fault kill-leader FAILED; its output:" >&2
-    tail -n 30 "$work/fault.log" >&2
+    tail -n 60 "$work/fault.log" >&2
     failed=$((failed + 1))
   fi
 fi

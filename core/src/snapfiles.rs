@@ -207,13 +207,14 @@ impl SnapshotFiles {
         let path = self.path(zxid);
         let tmp = self.dir.join(format!("{PREFIX}{:016x}{TMP}", zxid as u64));
         let res = (|| {
-            let mut f = File::create(&tmp)?;
+            // Through `Paced` from the first byte, so its ranges are the file's offsets.
+            let mut f = Paced::new(File::create(&tmp)?);
             f.write_all(MAGIC)?;
             // Unbuffered: the body writes large chunks (`SnapshotView::encode_to` hands over
             // 1 MiB at a time, a received SNAP is one slice), so the checksum and the file see
             // few, large writes.
             let mut w = Crc {
-                w: Paced::new(f),
+                w: f,
                 crc: crc32fast::Hasher::new(),
                 bytes: 0,
             };
@@ -370,7 +371,12 @@ mod tests {
                     cfg!(target_os = "linux"),
                     "pacing is in use on Linux"
                 );
-                assert_eq!(w.w.progress.waited, 4 * WRITEBACK_CHUNK);
+                // Ranges are file offsets (the magic counts); the last two chunks were started
+                // and are left to the final fsync.
+                assert_eq!(
+                    w.w.progress.waited,
+                    4 * WRITEBACK_CHUNK + MAGIC.len() as u64
+                );
                 Ok(())
             })
             .unwrap();

@@ -65,7 +65,13 @@ wait_ready() {
     [ "$ready" -eq "$n" ] && return 0
     sleep 0.1
   done
-  echo "cluster not ready after 30 s; see $dir/node*.log" >&2; return 1
+  echo "cluster not ready after 30 s; see $dir/node*.log" >&2
+  # What each member says and last logged, so a failure is readable where only this output is kept.
+  for i in $(seq 1 "$n"); do
+    printf 'node %s readyz: %s\n' "$i" "$(curl -s -m 2 "http://$(host "$i"):$(http_port "$i")/readyz" || echo unreachable)" >&2
+    tail -n 5 "$dir/node$i.log" 2>/dev/null | sed "s/^/node $i log: /" >&2
+  done
+  return 1
 }
 
 cmd=${1:-status}; shift || true

@@ -193,6 +193,9 @@ impl Feed {
         let rx = match under {
             None => self.live.subscribe(),
             Some(Under { prefixes, capacity }) => {
+                // Forget subscribers that went away, here as at each change: long-polling
+                // clients come and go on an idle system too.
+                ring.scoped.retain(|s| s.tx.receiver_count() > 0);
                 let (tx, rx) = broadcast::channel(capacity);
                 ring.scoped.push(Scoped { prefixes, tx });
                 rx
@@ -327,7 +330,15 @@ mod tests {
         create("/in/c").await;
         assert!(
             feed.ring.lock().scoped.is_empty(),
-            "a dropped subscriber is forgotten"
+            "a dropped subscriber is forgotten at the next change"
+        );
+        for _ in 0..3 {
+            drop(feed.subscribe_under(&backend, Under::path("/in"), None, |_| ()));
+        }
+        assert_eq!(
+            feed.ring.lock().scoped.len(),
+            1,
+            "and at the next subscription, without any change"
         );
         drop(all);
     }
