@@ -6,7 +6,7 @@
 //! as etcd's compaction error does.
 
 use super::error::ApiError;
-use super::feed::{ChangeKind, Feed, FeedItem, under};
+use super::feed::{ChangeKind, Feed, FeedItem, Under, under};
 use super::store::Store;
 use axum::http::StatusCode;
 use roster_core::Zxid;
@@ -14,6 +14,10 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::broadcast;
+
+/// Changes under its prefix a watch stream may fall behind by before it must resync (~64 KB of
+/// channel per stream).
+const WATCH_LAG: usize = 1024;
 
 /// One event of a watch stream.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -55,7 +59,14 @@ impl Watcher {
             return Err(ApiError::invalid("prefix must be a valid absolute path")
                 .with_details(serde_json::json!({"field": "prefix"})));
         }
-        let (sub, now) = feed.subscribe_with(store.backend(), from, |t| t.last_zxid());
+        // Scoped to the prefix: writes elsewhere neither wake the stream nor count towards its
+        // lag (on the whole feed, a burst of unrelated writes ended quiet watches with a resync).
+        let (sub, now) = feed.subscribe_under(
+            store.backend(),
+            Under::path(prefix).capacity(WATCH_LAG),
+            from,
+            |t| t.last_zxid(),
+        );
         if from.is_some() && sub.resync {
             return Err(ApiError::new(
                 StatusCode::GONE,
@@ -105,5 +116,55 @@ impl Watcher {
                 value,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::CreateMode;
+    use roster_core::backend::Backend;
+    use roster_core::storage::MemEngine;
+    use roster_zab::{Standalone, ZabConfig};
+
+    /// A watch on a quiet prefix is not ended by a burst of writes elsewhere (more than any
+    /// channel holds), and still sees the next change under its prefix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unrelated_writes_do_not_end_a_watch() {
+        let backend: Arc<dyn Backend> =
+            Standalone::open(Arc::new(MemEngine::default()), ZabConfig::default()).unwrap();
+        let feed = Feed::start(&backend, 100);
+        let store = Store::new(backend.clone());
+        for p in ["/quiet", "/busy"] {
+            store
+                .create(0, p, vec![], CreateMode::Persistent, "test")
+                .await
+                .unwrap();
+        }
+        let mut w = Watcher::start(&store, &feed, "/quiet", None).unwrap();
+        let burst: Vec<_> = (0..5000)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let p = format!("/busy/n{i}");
+                    store
+                        .create(0, &p, vec![], CreateMode::Persistent, "test")
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in burst {
+            t.await.unwrap();
+        }
+        store
+            .create(0, "/quiet/x", b"v".to_vec(), CreateMode::Persistent, "test")
+            .await
+            .unwrap();
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+            .await
+            .expect("an event")
+            .expect("the watch is still running");
+        assert_eq!((e.kind, e.path.as_str()), (ChangeKind::Created, "/quiet/x"));
     }
 }
