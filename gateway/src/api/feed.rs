@@ -242,15 +242,16 @@ impl WatchSink for Sink {
             ring.floor = old.revision;
         }
         ring.changes.push_back(change.clone());
-        if !ring.scoped.is_empty() {
-            // Subscribers that went away are dropped here, at the next change.
-            ring.scoped.retain(|s| s.tx.receiver_count() > 0);
-            for s in &ring.scoped {
-                if s.wants(&change.path) {
-                    let _ = s.tx.send(FeedItem::Change(change.clone()));
-                }
+        // One pass: send to the subscribers that want the change, and drop those that went away.
+        ring.scoped.retain(|s| {
+            if s.tx.receiver_count() == 0 {
+                return false;
             }
-        }
+            if s.wants(&change.path) {
+                let _ = s.tx.send(FeedItem::Change(change.clone()));
+            }
+            true
+        });
         // No receivers is fine.
         let _ = self.0.live.send(FeedItem::Change(change));
     }
@@ -276,8 +277,30 @@ pub fn under(path: &str, prefix: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::api::store::Store;
+    use roster_core::CreateMode;
+
+    /// A standalone in-memory node with its feed (capacity 100), for the feed's and its
+    /// subscribers' tests; `create(path)` makes a persistent node.
+    pub(crate) fn node() -> (Arc<dyn Backend>, Arc<Feed>, Store) {
+        let backend: Arc<dyn Backend> = roster_zab::Standalone::open(
+            Arc::new(roster_core::storage::MemEngine::default()),
+            roster_zab::ZabConfig::default(),
+        )
+        .expect("standalone node");
+        let feed = Feed::start(&backend, 100);
+        let store = Store::new(backend.clone());
+        (backend, feed, store)
+    }
+
+    pub(crate) async fn create(store: &Store, path: &str) {
+        store
+            .create(0, path, vec![], CreateMode::Persistent, "test")
+            .await
+            .expect("create");
+    }
 
     #[test]
     fn under_respects_segment_boundaries() {
@@ -291,27 +314,11 @@ mod tests {
     /// from elsewhere, while a whole-feed subscriber still gets everything.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_scoped_subscription_sees_only_its_subtrees() {
-        use crate::api::store::Store;
-        use roster_core::CreateMode;
-        use roster_core::storage::MemEngine;
-        use roster_zab::{Standalone, ZabConfig};
-        let backend: Arc<dyn Backend> =
-            Standalone::open(Arc::new(MemEngine::default()), ZabConfig::default()).unwrap();
-        let feed = Feed::start(&backend, 100);
-        let store = Store::new(backend.clone());
-        let create = |p: &'static str| {
-            let store = store.clone();
-            async move {
-                store
-                    .create(0, p, vec![], CreateMode::Persistent, "test")
-                    .await
-                    .unwrap()
-            }
-        };
-        create("/in").await;
+        let (backend, feed, store) = node();
+        create(&store, "/in").await;
         let before = backend.tree().read().last_zxid();
-        create("/in/a").await;
-        create("/out").await;
+        create(&store, "/in/a").await;
+        create(&store, "/out").await;
         let (all, ()) = feed.subscribe_with(&backend, Some(before), |_| ());
         let (mut scoped, ()) =
             feed.subscribe_under(&backend, Under::path("/in"), Some(before), |_| ());
@@ -319,7 +326,7 @@ mod tests {
         assert_eq!(paths(&all.backlog), ["/in/a", "/out"]);
         assert_eq!(paths(&scoped.backlog), ["/in/a"]);
         for p in ["/input", "/out/x", "/in/b"] {
-            create(p).await;
+            create(&store, p).await;
         }
         let mut live = Vec::new();
         while let Ok(FeedItem::Change(c)) = scoped.rx.try_recv() {
@@ -327,7 +334,7 @@ mod tests {
         }
         assert_eq!(live, ["/in/b"], "only its subtree, by whole segments");
         drop(scoped);
-        create("/in/c").await;
+        create(&store, "/in/c").await;
         assert!(
             feed.ring.lock().scoped.is_empty(),
             "a dropped subscriber is forgotten at the next change"

@@ -122,36 +122,22 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::feed::tests::{create, node};
     use roster_core::CreateMode;
-    use roster_core::backend::Backend;
-    use roster_core::storage::MemEngine;
-    use roster_zab::{Standalone, ZabConfig};
 
     /// A watch on a quiet prefix is not ended by a burst of writes elsewhere (more than any
     /// channel holds), and still sees the next change under its prefix.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unrelated_writes_do_not_end_a_watch() {
-        let backend: Arc<dyn Backend> =
-            Standalone::open(Arc::new(MemEngine::default()), ZabConfig::default()).unwrap();
-        let feed = Feed::start(&backend, 100);
-        let store = Store::new(backend.clone());
+        let (_backend, feed, store) = node();
         for p in ["/quiet", "/busy"] {
-            store
-                .create(0, p, vec![], CreateMode::Persistent, "test")
-                .await
-                .unwrap();
+            create(&store, p).await;
         }
         let mut w = Watcher::start(&store, &feed, "/quiet", None).unwrap();
         let burst: Vec<_> = (0..5000)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move {
-                    let p = format!("/busy/n{i}");
-                    store
-                        .create(0, &p, vec![], CreateMode::Persistent, "test")
-                        .await
-                        .unwrap();
-                })
+                tokio::spawn(async move { create(&store, &format!("/busy/n{i}")).await })
             })
             .collect();
         for t in burst {
