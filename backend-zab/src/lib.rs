@@ -12,4 +12,5 @@ pub mod standalone;
 pub mod txnlog;
 
 pub use ensemble::{Ensemble, EnsembleConfig, MemberAddr};
+pub use snapshotter::SnapshotPolicy;
 pub use standalone::{OpenError, Standalone, ZabConfig};

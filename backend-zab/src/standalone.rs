@@ -3,6 +3,7 @@
 //! pipeline with a quorum in the sync stage.
 
 use crate::pipeline::{self, Msg, PipelineConfig, Shared};
+use crate::snapshotter::SnapshotPolicy;
 use crate::txnlog::TxnLog;
 use parking_lot::{Mutex, RwLock};
 use roster_core::backend::{Backend, BackendError, Capabilities, ClusterStatus, Role, TreeView};
@@ -23,8 +24,11 @@ pub struct ZabConfig {
     pub server_id: u64,
     /// ZooKeeper `tickTime`: the session-expiry granularity.
     pub tick_ms: u64,
-    /// Take a snapshot after this many transactions.
+    /// Take a snapshot after this many transactions (see [`SnapshotPolicy`]).
     pub snapshot_every: u64,
+    /// ... once the log since the last snapshot is this many times its size ([`SnapshotPolicy`];
+    /// 0: the count alone, as ZooKeeper).
+    pub snapshot_log_ratio: f64,
     /// Snapshots kept (the log after the oldest is kept too).
     pub snapshots_retained: usize,
     /// Accept TTL nodes.
@@ -54,6 +58,7 @@ impl Default for ZabConfig {
             server_id: 1,
             tick_ms: 2000,
             snapshot_every: 100_000,
+            snapshot_log_ratio: 1.0,
             snapshots_retained: 3,
             extended_types: true,
             container_check_ms: 5_000,
@@ -151,7 +156,10 @@ impl Standalone {
                     extended_types: cfg.extended_types,
                 },
                 max_batch: cfg.max_batch,
-                snapshot_every: cfg.snapshot_every,
+                snapshot: SnapshotPolicy {
+                    every: cfg.snapshot_every,
+                    log_ratio: cfg.snapshot_log_ratio,
+                },
                 snapshots_retained: cfg.snapshots_retained,
                 final_thread: cfg.final_thread,
             },

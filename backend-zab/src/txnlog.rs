@@ -12,6 +12,7 @@ use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::Txn;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const CURRENT_EPOCH: &[u8] = b"current_epoch";
 const ACCEPTED_EPOCH: &[u8] = b"accepted_epoch";
@@ -41,6 +42,8 @@ impl Extend<u8> for Append<'_> {
 pub struct TxnLog {
     engine: Arc<dyn Engine>,
     files: Option<Arc<SnapshotFiles>>,
+    /// Bytes of log entries committed through this log since it was opened (all clones).
+    logged: Arc<AtomicU64>,
 }
 
 fn io_err(e: std::io::Error) -> StorageError {
@@ -53,6 +56,7 @@ impl TxnLog {
         TxnLog {
             engine,
             files: None,
+            logged: Arc::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl TxnLog {
         Ok(TxnLog {
             engine,
             files: Some(Arc::new(files)),
+            logged: Arc::default(),
         })
     }
 
@@ -86,7 +91,15 @@ impl TxnLog {
 
     /// Write a batch and fsync it.
     pub fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.engine.write(batch, true)
+        let bytes = batch.bytes() as u64;
+        self.engine.write(batch, true)?;
+        self.logged.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes of log entries committed since the log was opened (keys and encoded txns).
+    pub fn logged_bytes(&self) -> u64 {
+        self.logged.load(Ordering::Relaxed)
     }
 
     /// Visit every logged txn with zxid > `after`, in order.

@@ -62,7 +62,7 @@ impl Sim {
                 prep: PrepOptions {
                     extended_types: true,
                 },
-                snapshot_every: 40,
+                snapshot: roster_zab::SnapshotPolicy::count(40),
                 snapshots_retained: 2,
                 container_check_ms: 1000,
                 broken_quorum: None,

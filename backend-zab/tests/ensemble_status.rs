@@ -36,7 +36,7 @@ async fn status_never_deadlocks_against_a_writer() {
             prep: PrepOptions {
                 extended_types: true,
             },
-            snapshot_every: 100_000,
+            snapshot: roster_zab::SnapshotPolicy::count(100_000),
             snapshots_retained: 3,
             container_check_ms: 60_000,
             broken_quorum: None,

@@ -45,6 +45,9 @@ fn cfg() -> ZabConfig {
         tick_ms: 100,
         container_check_ms: 50,
         snapshot_every: 50,
+        // Snapshots by count alone: these tests are about taking and reading them; when they
+        // are due is `a_snapshot_waits_for_the_log_to_grow_as_large_as_the_last_one`'s.
+        snapshot_log_ratio: 0.0,
         ..ZabConfig::default()
     }
 }
@@ -326,4 +329,61 @@ async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
     drop(b2);
     let b3 = Standalone::open(engine, cfg).unwrap();
     assert_eq!(b3.tree().read().digest(), digest);
+}
+
+/// Create `{prefix}0..n` with `size` bytes of data each, one at a time.
+async fn create_sized(b: &Standalone, session: i64, prefix: &str, n: usize, size: usize) {
+    for i in 0..n {
+        let request = Request::Op(WriteOp::Create {
+            path: format!("{prefix}{i}"),
+            data: vec![7; size],
+            acl: Acl::open_unsafe(),
+            mode: CreateMode::Persistent,
+            ttl: 0,
+        });
+        b.submit(env(session, request)).await.unwrap();
+    }
+}
+
+/// With the default policy a snapshot is due after `snapshot_every` transactions only once the
+/// log written since the last snapshot is as large as that snapshot, and at the latest after
+/// ten times `snapshot_every` transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_waits_for_the_log_to_grow_as_large_as_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
+    let cfg = ZabConfig {
+        snapshot_every: 20,
+        snapshots_retained: 10,
+        snapshot_dir: Some(dir.path().to_path_buf()),
+        ..ZabConfig::default()
+    };
+    assert_eq!(cfg.snapshot_log_ratio, 1.0, "the default ratio");
+    let b = Standalone::open(engine, cfg).unwrap();
+    let count = || snapshot_files(dir.path(), 0);
+    let settled = || async {
+        // Snapshots are written in the background: give one that was due time to land.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        count().await.len()
+    };
+    let s = new_session(&b, 60_000).await;
+    // The first: 20 txns (the session and 19 creates of 8 KiB) and no snapshot before it.
+    create_sized(&b, s, "/big", 19, 8192).await;
+    assert_eq!(snapshot_files(dir.path(), 1).await.len(), 1);
+    // 100 small writes are five times `snapshot_every`, but their log is a few KiB against a
+    // snapshot of ~150 KiB: not yet.
+    create_sized(&b, s, "/small", 100, 8).await;
+    assert_eq!(settled().await, 1, "deferred while the log is small");
+    // 10 writes of 16 KiB more make the log larger than the snapshot.
+    create_sized(&b, s, "/more", 10, 16 * 1024).await;
+    assert_eq!(snapshot_files(dir.path(), 2).await.len(), 2, "due by size");
+    // Small writes again: deferred, but never past 10 × 20 transactions.
+    create_sized(&b, s, "/tiny", 150, 8).await;
+    assert_eq!(settled().await, 2, "deferred while the log is small");
+    create_sized(&b, s, "/tiny-more", 50, 8).await;
+    assert_eq!(
+        snapshot_files(dir.path(), 3).await.len(),
+        3,
+        "due after 10 × snapshot_every transactions whatever the log's size"
+    );
 }

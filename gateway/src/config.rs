@@ -64,8 +64,12 @@ pub struct Config {
     pub extended_types: bool,
     /// Super user digest, `user:BASE64(SHA1(user:password))` (`zookeeper.DigestAuthenticationProvider.superDigest`).
     pub super_digest: Option<String>,
-    /// Take a snapshot after this many transactions.
+    /// Take a snapshot after this many transactions...
     pub snapshot_every: u64,
+    /// ... once the log written since the last snapshot is at least this many times its size
+    /// (zab; 0: the count alone, as ZooKeeper's `snapCount`). At the latest after 10 ×
+    /// `snapshot_every` transactions.
+    pub snapshot_log_ratio: f64,
     /// Snapshots kept on disk.
     pub snapshots_retained: usize,
     /// Most transactions per fsync (group commit).
@@ -153,6 +157,7 @@ impl Default for Config {
             extended_types: true,
             super_digest: None,
             snapshot_every: 100_000,
+            snapshot_log_ratio: 1.0,
             snapshots_retained: 3,
             max_batch: 1024,
             container_check_ms: 5_000,
@@ -317,6 +322,10 @@ pub struct Cli {
     /// Transactions between snapshots [default: 100000]
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// zab: snapshot only once the log since the last one is this many times its size (0: by
+    /// count alone) [default: 1.0]
+    #[arg(long)]
+    pub snapshot_log_ratio: Option<f64>,
     /// Snapshots kept [default: 3]
     #[arg(long)]
     pub snapshots_retained: Option<usize>,
@@ -472,6 +481,7 @@ impl Cli {
             max_outstanding_per_connection,
             extended_types,
             snapshot_every,
+            snapshot_log_ratio,
             snapshots_retained,
             max_batch,
             container_check_ms,
@@ -597,6 +607,12 @@ impl Config {
             return bad(format!(
                 "backend {:?} is not available (available: zab, raft, ap)",
                 self.backend
+            ));
+        }
+        if !(self.snapshot_log_ratio.is_finite() && self.snapshot_log_ratio >= 0.0) {
+            return bad(format!(
+                "snapshot_log_ratio must be a number >= 0, not {}",
+                self.snapshot_log_ratio
             ));
         }
         if !(0.0..=1.0).contains(&self.ap_self_preservation_share) {

@@ -11,7 +11,7 @@ use roster_core::tree::prep::PrepOptions;
 use roster_raft::{RaftBackend, RaftConfig, TcpConfig, TcpTransport};
 use roster_storage::RocksEngine;
 use roster_zab::quorum::PeerConfig;
-use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, Standalone, ZabConfig};
+use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, SnapshotPolicy, Standalone, ZabConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +76,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         server_id: cfg.server_id,
         tick_ms: cfg.tick_ms,
         snapshot_every: cfg.snapshot_every,
+        snapshot_log_ratio: cfg.snapshot_log_ratio,
         snapshots_retained: cfg.snapshots_retained,
         extended_types: cfg.extended_types,
         container_check_ms: cfg.container_check_ms,
@@ -130,7 +131,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             prep: PrepOptions {
                 extended_types: cfg.extended_types,
             },
-            snapshot_every: cfg.snapshot_every,
+            snapshot: SnapshotPolicy {
+                every: cfg.snapshot_every,
+                log_ratio: cfg.snapshot_log_ratio,
+            },
             snapshots_retained: cfg.snapshots_retained,
             container_check_ms: cfg.container_check_ms,
             broken_quorum: None,

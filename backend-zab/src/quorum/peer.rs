@@ -7,7 +7,7 @@
 //! → synchronisation (DIFF / TRUNC+DIFF / SNAP, NEWLEADER) → broadcast (PROPOSAL / ACK / COMMIT).
 
 use super::msg::{Msg, PeerState, Sid, Vote};
-use crate::snapshotter::Snapshotter;
+use crate::snapshotter::{SnapshotPolicy, Snapshotter};
 use crate::txnlog::TxnLog;
 use parking_lot::RwLock;
 use roster_core::backend::{BackendError, Role};
@@ -33,7 +33,7 @@ pub struct PeerConfig {
     /// Ticks without hearing from the leader (or, for a leader, from a quorum) before LOOKING.
     pub sync_limit: u64,
     pub prep: PrepOptions,
-    pub snapshot_every: u64,
+    pub snapshot: SnapshotPolicy,
     pub snapshots_retained: usize,
     pub container_check_ms: u64,
     /// Test only: commit with this many acknowledgements instead of a majority. Lets the fault
@@ -292,6 +292,7 @@ impl Peer {
             cfg.snapshots_retained,
             cfg.snapshot_inline,
             cfg.id,
+            cfg.snapshot,
         );
         let mut p = Peer {
             cfg,
@@ -724,7 +725,7 @@ impl Peer {
         let _ = self.applied_tx.send(txn.clone());
         metrics::counter!("roster_backend_txns_total").increment(1);
         self.applied_since_snapshot += 1;
-        if self.applied_since_snapshot >= self.cfg.snapshot_every && self.serving() {
+        if self.snapshotter.due(self.applied_since_snapshot) && self.serving() {
             self.applied_since_snapshot = 0;
             self.snapshot();
         }
