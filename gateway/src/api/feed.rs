@@ -7,11 +7,13 @@
 //! read lock, so a subscriber's backlog, its snapshot of the tree and its live events meet
 //! without a gap or an overlap.
 
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use parking_lot::Mutex;
 use roster_core::Zxid;
 use roster_core::backend::Backend;
 use roster_core::tree::Tree;
 use roster_core::watch::{EventType, WatchKind, WatchSink, WatchedEvent, WatcherId};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -50,7 +52,7 @@ struct Ring {
     floor: Zxid,
     capacity: usize,
     /// Subscribers to some subtrees only (see [`Feed::subscribe_under`]).
-    scoped: Vec<Scoped>,
+    scoped: Scopes,
 }
 
 /// A subscriber that is sent only the changes under its prefixes (and every reset), so writes
@@ -60,10 +62,120 @@ struct Scoped {
     tx: broadcast::Sender<FeedItem>,
 }
 
-impl Scoped {
-    fn wants(&self, path: &str) -> bool {
-        self.prefixes.iter().any(|p| under(path, p))
+/// The scoped subscribers, indexed by prefix: a change looks up its own path and each of its
+/// ancestors (as [`roster_core::watch::WatchManager`] does for recursive watches), so what a
+/// write costs does not grow with the subscribers of other subtrees — thousands of listeners
+/// elsewhere cost it nothing.
+#[derive(Default)]
+struct Scopes {
+    subs: FastMap<u64, Scoped>,
+    by_prefix: FastMap<Box<str>, SmallVec<[u64; 2]>>,
+    next_id: u64,
+    /// Forget the subscribers that went away once there are this many (amortised: a
+    /// subscription does not scan them all, a change forgets the ones it finds gone).
+    prune_at: usize,
+}
+
+impl Scopes {
+    /// At least this many subscribers before a scan for the ones that went away.
+    const PRUNE_MIN: usize = 64;
+
+    fn add(&mut self, prefixes: Vec<String>, tx: broadcast::Sender<FeedItem>) {
+        if self.subs.len() >= self.prune_at {
+            let gone: Vec<u64> = self
+                .subs
+                .iter()
+                .filter(|(_, s)| s.tx.receiver_count() == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in gone {
+                self.remove(id);
+            }
+            self.prune_at = (2 * self.subs.len()).max(Self::PRUNE_MIN);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let prefixes = outermost(prefixes);
+        for p in &prefixes {
+            self.by_prefix
+                .entry(p.as_str().into())
+                .or_default()
+                .push(id);
+        }
+        self.subs.insert(id, Scoped { prefixes, tx });
     }
+
+    fn remove(&mut self, id: u64) {
+        let Some(s) = self.subs.remove(&id) else {
+            return;
+        };
+        for p in &s.prefixes {
+            if let Some(ids) = self.by_prefix.get_mut(p.as_str()) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_prefix.remove(p.as_str());
+                }
+            }
+        }
+    }
+
+    /// Send `change` to the subscribers under one of whose prefixes it falls; forget those
+    /// found gone.
+    fn send(&mut self, change: &Change) {
+        if self.subs.is_empty() {
+            return;
+        }
+        let mut gone: SmallVec<[u64; 4]> = SmallVec::new();
+        let mut p: &str = &change.path;
+        loop {
+            for id in self.by_prefix.get(p).into_iter().flatten() {
+                if let Some(s) = self.subs.get(id)
+                    && s.tx.send(FeedItem::Change(change.clone())).is_err()
+                {
+                    gone.push(*id);
+                }
+            }
+            if p == "/" || p.is_empty() {
+                break;
+            }
+            p = roster_core::path::parent(p);
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.subs.len()
+    }
+}
+
+/// `prefixes` without duplicates and without those inside another of them, so that a change is
+/// sent once however many of a subscriber's prefixes contain it. The empty prefix is `/`, as
+/// for [`under`].
+fn outermost(prefixes: Vec<String>) -> Vec<String> {
+    let all: FastSet<&str> = prefixes
+        .iter()
+        .map(|p| if p.is_empty() { "/" } else { p.as_str() })
+        .collect();
+    let inside_another = |p: &str| {
+        let mut q = p;
+        while q != "/" && !q.is_empty() {
+            q = roster_core::path::parent(q);
+            if all.contains(q) {
+                return true;
+            }
+        }
+        false
+    };
+    let mut kept: Vec<String> = all
+        .iter()
+        .filter(|p| !inside_another(p))
+        .map(|p| p.to_string())
+        .collect();
+    kept.sort();
+    kept
 }
 
 /// What a scoped subscription follows: the subtrees under some paths, and how many of their
@@ -128,7 +240,7 @@ impl Feed {
                 changes: VecDeque::with_capacity(capacity.min(1 << 16)),
                 floor: t.last_zxid(),
                 capacity: capacity.max(1),
-                scoped: Vec::new(),
+                scoped: Scopes::default(),
             }),
             live,
         });
@@ -193,11 +305,8 @@ impl Feed {
         let rx = match under {
             None => self.live.subscribe(),
             Some(Under { prefixes, capacity }) => {
-                // Forget subscribers that went away, here as at each change: long-polling
-                // clients come and go on an idle system too.
-                ring.scoped.retain(|s| s.tx.receiver_count() > 0);
                 let (tx, rx) = broadcast::channel(capacity);
-                ring.scoped.push(Scoped { prefixes, tx });
+                ring.scoped.add(prefixes, tx);
                 rx
             }
         };
@@ -242,16 +351,7 @@ impl WatchSink for Sink {
             ring.floor = old.revision;
         }
         ring.changes.push_back(change.clone());
-        // One pass: send to the subscribers that want the change, and drop those that went away.
-        ring.scoped.retain(|s| {
-            if s.tx.receiver_count() == 0 {
-                return false;
-            }
-            if s.wants(&change.path) {
-                let _ = s.tx.send(FeedItem::Change(change.clone()));
-            }
-            true
-        });
+        ring.scoped.send(&change);
         // No receivers is fine.
         let _ = self.0.live.send(FeedItem::Change(change));
     }
@@ -260,7 +360,7 @@ impl WatchSink for Sink {
         let mut ring = self.0.ring.lock();
         ring.changes.clear();
         ring.floor = zxid;
-        for s in &ring.scoped {
+        for s in ring.scoped.subs.values() {
             let _ = s.tx.send(FeedItem::Reset(zxid));
         }
         let _ = self.0.live.send(FeedItem::Reset(zxid));
@@ -335,19 +435,51 @@ pub(crate) mod tests {
         assert_eq!(live, ["/in/b"], "only its subtree, by whole segments");
         drop(scoped);
         create(&store, "/in/c").await;
-        assert!(
-            feed.ring.lock().scoped.is_empty(),
-            "a dropped subscriber is forgotten at the next change"
-        );
-        for _ in 0..3 {
-            drop(feed.subscribe_under(&backend, Under::path("/in"), None, |_| ()));
-        }
         assert_eq!(
             feed.ring.lock().scoped.len(),
-            1,
-            "and at the next subscription, without any change"
+            0,
+            "a dropped subscriber is forgotten at the next change under its prefix"
+        );
+        // Long-polling clients come and go on an idle system too: without any change, the ones
+        // that went away are forgotten as new ones subscribe (in batches, not one scan each).
+        for _ in 0..1000 {
+            drop(feed.subscribe_under(&backend, Under::path("/idle"), None, |_| ()));
+        }
+        assert!(
+            feed.ring.lock().scoped.len() <= Scopes::PRUNE_MIN,
+            "{} subscribers kept",
+            feed.ring.lock().scoped.len()
         );
         drop(all);
+    }
+
+    /// Nested or repeated prefixes of one subscriber deliver a change once; `/` (or the empty
+    /// prefix) is everything; a change deep below a prefix reaches it.
+    #[tokio::test]
+    async fn a_change_reaches_each_scoped_subscriber_once() {
+        let (backend, feed, store) = node();
+        let prefixes = |ps: &[&str]| Under::paths(ps.iter().map(|p| p.to_string()).collect());
+        let (mut nested, ()) =
+            feed.subscribe_under(&backend, prefixes(&["/a", "/a/b", "/a"]), None, |_| ());
+        let (mut root, ()) = feed.subscribe_under(&backend, prefixes(&[""]), None, |_| ());
+        let (mut sibling, ()) = feed.subscribe_under(&backend, prefixes(&["/a-b"]), None, |_| ());
+        for p in ["/a", "/a/b", "/a/b/c", "/a-b", "/z"] {
+            create(&store, p).await;
+        }
+        let drain = |rx: &mut broadcast::Receiver<FeedItem>| {
+            let mut got = Vec::new();
+            while let Ok(FeedItem::Change(c)) = rx.try_recv() {
+                got.push(c.path.to_string());
+            }
+            got
+        };
+        assert_eq!(drain(&mut nested.rx), ["/a", "/a/b", "/a/b/c"]);
+        assert_eq!(drain(&mut root.rx), ["/a", "/a/b", "/a/b/c", "/a-b", "/z"]);
+        assert_eq!(drain(&mut sibling.rx), ["/a-b"]);
+        assert_eq!(
+            outermost(vec!["/a/b".into(), "/a".into(), "/c".into(), "/a".into()]),
+            ["/a", "/c"]
+        );
     }
 }
 
