@@ -71,13 +71,15 @@ struct Scopes {
     subs: FastMap<u64, Scoped>,
     by_prefix: FastMap<Box<str>, SmallVec<[u64; 2]>>,
     next_id: u64,
-    /// Forget the subscribers that went away once there are this many (amortised: a
-    /// subscription does not scan them all, a change forgets the ones it finds gone).
+    /// Forget the subscribers that went away once there are this many: a scan (one lock per
+    /// subscriber) after every quarter's growth, so a subscription costs O(1) amortised and at
+    /// most a quarter more channels are kept than are live. A change forgets the ones under it
+    /// that it finds gone.
     prune_at: usize,
 }
 
 impl Scopes {
-    /// At least this many subscribers before a scan for the ones that went away.
+    /// At least this many new subscribers between scans for the ones that went away.
     const PRUNE_MIN: usize = 64;
 
     fn add(&mut self, prefixes: Vec<String>, tx: broadcast::Sender<FeedItem>) {
@@ -91,7 +93,8 @@ impl Scopes {
             for id in gone {
                 self.remove(id);
             }
-            self.prune_at = (2 * self.subs.len()).max(Self::PRUNE_MIN);
+            let live = self.subs.len();
+            self.prune_at = live + (live / 4).max(Self::PRUNE_MIN);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -442,13 +445,19 @@ pub(crate) mod tests {
         );
         // Long-polling clients come and go on an idle system too: without any change, the ones
         // that went away are forgotten as new ones subscribe (in batches, not one scan each).
+        let (mut live, ()) = feed.subscribe_under(&backend, Under::path("/in"), None, |_| ());
         for _ in 0..1000 {
             drop(feed.subscribe_under(&backend, Under::path("/idle"), None, |_| ()));
         }
         assert!(
-            feed.ring.lock().scoped.len() <= Scopes::PRUNE_MIN,
+            feed.ring.lock().scoped.len() <= 1 + Scopes::PRUNE_MIN,
             "{} subscribers kept",
             feed.ring.lock().scoped.len()
+        );
+        create(&store, "/in/d").await;
+        assert!(
+            matches!(live.rx.try_recv(), Ok(FeedItem::Change(c)) if &*c.path == "/in/d"),
+            "the scans keep the subscribers that are still there"
         );
         drop(all);
     }
