@@ -55,23 +55,19 @@ class ServiceDiscoveryTest {
             registry.registerService(two);
             registry.registerService(other);
 
-            assertEquals(Set.of("orders", "billing"), Set.copyOf(lookup.queryForNames()));
-            Collection<ServiceInstance<String>> found = lookup.queryForInstances("orders");
-            assertEquals(Set.of("orders-1:10.0.0.1:8081:zone-a", "orders-2:10.0.0.2:8082:zone-b"), describe(found));
-            ServiceInstance<String> byId = lookup.queryForInstance("orders", "orders-2");
-            assertEquals(8082, byId.getPort());
+            // The consumer reads another client's writes: ZooKeeper promises this session sees
+            // them eventually (or after a sync), not at once — on an ensemble the consumer may sit
+            // on a member that has not applied them yet. So each read is retried for up to 5 s.
+            eventually(Set.of("orders", "billing"), () -> Set.copyOf(lookup.queryForNames()));
+            eventually(Set.of("orders-1:10.0.0.1:8081:zone-a", "orders-2:10.0.0.2:8082:zone-b"),
+                    () -> describe(lookup.queryForInstances("orders")));
+            eventually(8082, () -> {
+                ServiceInstance<String> byId = lookup.queryForInstance("orders", "orders-2");
+                return byId == null ? null : byId.getPort();
+            });
 
             registry.unregisterService(one);
-            // Another client's write: ZooKeeper promises this session sees it eventually (or
-            // after a sync), not at once — on an ensemble the consumer may sit on a member that
-            // has not applied the delete yet.
-            Set<String> left = describe(lookup.queryForInstances("orders"));
-            for (long until = System.currentTimeMillis() + 5000;
-                    !left.equals(Set.of("orders-2:10.0.0.2:8082:zone-b")) && System.currentTimeMillis() < until; ) {
-                Thread.sleep(20);
-                left = describe(lookup.queryForInstances("orders"));
-            }
-            assertEquals(Set.of("orders-2:10.0.0.2:8082:zone-b"), left);
+            eventually(Set.of("orders-2:10.0.0.2:8082:zone-b"), () -> describe(lookup.queryForInstances("orders")));
 
             // Instances are ephemeral: when the provider's session ends, so do they.
             provider.close();
@@ -84,6 +80,21 @@ class ServiceDiscoveryTest {
                 }
             });
         }
+    }
+
+    interface Read<T> {
+        T get() throws Exception;
+    }
+
+    /** Assert that {@code read} returns {@code expected} within 5 s (it is retried until then). */
+    private static <T> void eventually(T expected, Read<T> read) throws Exception {
+        T got = read.get();
+        for (long until = System.currentTimeMillis() + 5000;
+                !expected.equals(got) && System.currentTimeMillis() < until; ) {
+            Thread.sleep(20);
+            got = read.get();
+        }
+        assertEquals(expected, got);
     }
 
     private static Set<String> describe(Collection<ServiceInstance<String>> instances) {
