@@ -177,9 +177,12 @@ async fn listener(
             .ok_or_else(|| NacosError::bad("Param 'Listening-Configs' is required."))?;
     let listened = parse_listening(raw)?;
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    // Scoped to the listened keys: a write to any other config wakes neither this poll nor its
+    // md5 check of every key it listens to (with the whole config directory, each config write
+    // woke every poller).
     let (sub, first) = api.feed.subscribe_under(
         api.store.backend(),
-        crate::api::feed::Under::path(format!("{ROOT}/config")),
+        crate::api::feed::Under::paths(listened.iter().map(|l| l.key.path()).collect()),
         None,
         |t| t.last_zxid(),
     );
