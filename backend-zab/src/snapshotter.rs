@@ -30,6 +30,15 @@ pub struct SnapshotPolicy {
     pub log_ratio: f64,
 }
 
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every: 100_000,
+            log_ratio: 1.0,
+        }
+    }
+}
+
 impl SnapshotPolicy {
     /// A snapshot is taken at the latest after this many times `every` transactions.
     pub const DEFER_LIMIT: u64 = 10;
@@ -133,9 +142,6 @@ impl Snapshotter {
     /// Whether a snapshot is due `txns` transactions after the last one (see
     /// [`SnapshotPolicy`]).
     pub(crate) fn due(&self, txns: u64) -> bool {
-        if txns < self.policy.every {
-            return false;
-        }
         let logged = self
             .log
             .logged_bytes()

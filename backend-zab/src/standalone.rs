@@ -24,11 +24,8 @@ pub struct ZabConfig {
     pub server_id: u64,
     /// ZooKeeper `tickTime`: the session-expiry granularity.
     pub tick_ms: u64,
-    /// Take a snapshot after this many transactions (see [`SnapshotPolicy`]).
-    pub snapshot_every: u64,
-    /// ... once the log since the last snapshot is this many times its size ([`SnapshotPolicy`];
-    /// 0: the count alone, as ZooKeeper).
-    pub snapshot_log_ratio: f64,
+    /// When to take a snapshot.
+    pub snapshot: SnapshotPolicy,
     /// Snapshots kept (the log after the oldest is kept too).
     pub snapshots_retained: usize,
     /// Accept TTL nodes.
@@ -57,8 +54,7 @@ impl Default for ZabConfig {
         ZabConfig {
             server_id: 1,
             tick_ms: 2000,
-            snapshot_every: 100_000,
-            snapshot_log_ratio: 1.0,
+            snapshot: SnapshotPolicy::default(),
             snapshots_retained: 3,
             extended_types: true,
             container_check_ms: 5_000,
@@ -156,10 +152,7 @@ impl Standalone {
                     extended_types: cfg.extended_types,
                 },
                 max_batch: cfg.max_batch,
-                snapshot: SnapshotPolicy {
-                    every: cfg.snapshot_every,
-                    log_ratio: cfg.snapshot_log_ratio,
-                },
+                snapshot: cfg.snapshot,
                 snapshots_retained: cfg.snapshots_retained,
                 final_thread: cfg.final_thread,
             },

@@ -7,7 +7,7 @@ use roster_core::backend::Backend;
 use roster_core::conformance::flawed::{Flaw, FlawedFactory};
 use roster_core::conformance::{self, Check, Factory};
 use roster_core::storage::{Engine, MemEngine};
-use roster_zab::{Standalone, ZabConfig};
+use roster_zab::{SnapshotPolicy, Standalone, ZabConfig};
 use std::sync::Arc;
 
 struct StandaloneFactory {
@@ -19,7 +19,10 @@ fn cfg() -> ZabConfig {
     ZabConfig {
         tick_ms: 100,
         container_check_ms: 50,
-        snapshot_every: 50,
+        snapshot: SnapshotPolicy {
+            every: 50,
+            ..SnapshotPolicy::default()
+        },
         ..ZabConfig::default()
     }
 }

@@ -6,7 +6,7 @@ use roster_core::acl::{Acl, AuthInfo};
 use roster_core::backend::Backend;
 use roster_core::storage::{Engine, MemEngine};
 use roster_core::txn::{Envelope, OpResult, Outcome, Request, WriteOp};
-use roster_zab::{Standalone, ZabConfig};
+use roster_zab::{SnapshotPolicy, Standalone, ZabConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,9 @@ fn cfg() -> ZabConfig {
     ZabConfig {
         tick_ms: 100,
         container_check_ms: 50,
-        snapshot_every: 50,
         // Snapshots by count alone: these tests are about taking and reading them; when they
         // are due is `a_snapshot_waits_for_the_log_to_grow_as_large_as_the_last_one`'s.
-        snapshot_log_ratio: 0.0,
+        snapshot: SnapshotPolicy::count(50),
         ..ZabConfig::default()
     }
 }
@@ -353,12 +352,15 @@ async fn a_snapshot_waits_for_the_log_to_grow_as_large_as_the_last_one() {
     let dir = tempfile::tempdir().unwrap();
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
     let cfg = ZabConfig {
-        snapshot_every: 20,
+        snapshot: SnapshotPolicy {
+            every: 20,
+            ..SnapshotPolicy::default()
+        },
         snapshots_retained: 10,
         snapshot_dir: Some(dir.path().to_path_buf()),
         ..ZabConfig::default()
     };
-    assert_eq!(cfg.snapshot_log_ratio, 1.0, "the default ratio");
+    assert_eq!(cfg.snapshot.log_ratio, 1.0, "the default ratio");
     let b = Standalone::open(engine, cfg).unwrap();
     let count = || snapshot_files(dir.path(), 0);
     let settled = || async {

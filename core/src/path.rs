@@ -40,6 +40,17 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
+/// `path` itself, then each of its ancestors up to and including `/` (`/a/b` → `/a/b`, `/a`,
+/// `/`): where a change under a prefix or a recursive watch is looked up.
+pub fn self_and_ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let p = next?;
+        next = (p != "/").then(|| parent(p));
+        Some(p)
+    })
+}
+
 /// Last segment of a valid, non-root path.
 pub fn name(path: &str) -> &str {
     match path.rfind('/') {
@@ -81,6 +92,9 @@ mod tests {
         }
         assert_eq!(parent("/a"), "/");
         assert_eq!(parent("/a/b"), "/a");
+        let walk = |p| self_and_ancestors(p).collect::<Vec<_>>();
+        assert_eq!(walk("/a/b/c"), ["/a/b/c", "/a/b", "/a", "/"]);
+        assert_eq!(walk("/"), ["/"]);
         assert_eq!(name("/a/b"), "b");
         assert_eq!(join("/", "x"), "/x");
         assert!(is_under("/a/b", "/a") && !is_under("/ab", "/a") && is_under("/a", "/"));

@@ -244,15 +244,10 @@ impl WatchManager {
         }
         if kind != EventType::NodeChildrenChanged && self.recursive_count > 0 {
             let table = &self.tables[slot(WatchKind::PersistentRecursive)];
-            let mut p = path;
-            loop {
+            for p in path::self_and_ancestors(path) {
                 if let Some(set) = table.get(p) {
                     fired.extend(set.iter().copied());
                 }
-                if p == "/" {
-                    break;
-                }
-                p = path::parent(p);
             }
         }
         if fired.is_empty() {

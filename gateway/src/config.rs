@@ -601,6 +601,14 @@ impl Config {
         Ok((listen, seeds))
     }
 
+    /// When the zab backend takes snapshots (`snapshot_every`, `snapshot_log_ratio`).
+    pub fn snapshot_policy(&self) -> roster_zab::SnapshotPolicy {
+        roster_zab::SnapshotPolicy {
+            every: self.snapshot_every,
+            log_ratio: self.snapshot_log_ratio,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !matches!(self.backend.as_str(), "zab" | "raft" | "ap") {

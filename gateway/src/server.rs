@@ -11,7 +11,7 @@ use roster_core::tree::prep::PrepOptions;
 use roster_raft::{RaftBackend, RaftConfig, TcpConfig, TcpTransport};
 use roster_storage::RocksEngine;
 use roster_zab::quorum::PeerConfig;
-use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, SnapshotPolicy, Standalone, ZabConfig};
+use roster_zab::{Ensemble, EnsembleConfig, MemberAddr, Standalone, ZabConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,8 +75,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let zab = ZabConfig {
         server_id: cfg.server_id,
         tick_ms: cfg.tick_ms,
-        snapshot_every: cfg.snapshot_every,
-        snapshot_log_ratio: cfg.snapshot_log_ratio,
+        snapshot: cfg.snapshot_policy(),
         snapshots_retained: cfg.snapshots_retained,
         extended_types: cfg.extended_types,
         container_check_ms: cfg.container_check_ms,
@@ -131,10 +130,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             prep: PrepOptions {
                 extended_types: cfg.extended_types,
             },
-            snapshot: SnapshotPolicy {
-                every: cfg.snapshot_every,
-                log_ratio: cfg.snapshot_log_ratio,
-            },
+            snapshot: cfg.snapshot_policy(),
             snapshots_retained: cfg.snapshots_retained,
             container_check_ms: cfg.container_check_ms,
             broken_quorum: None,

@@ -11,6 +11,7 @@ use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use parking_lot::Mutex;
 use roster_core::Zxid;
 use roster_core::backend::Backend;
+use roster_core::path::self_and_ancestors;
 use roster_core::tree::Tree;
 use roster_core::watch::{EventType, WatchKind, WatchSink, WatchedEvent, WatcherId};
 use smallvec::SmallVec;
@@ -129,8 +130,7 @@ impl Scopes {
             return;
         }
         let mut gone: SmallVec<[u64; 4]> = SmallVec::new();
-        let mut p: &str = &change.path;
-        loop {
+        for p in self_and_ancestors(&change.path) {
             for id in self.by_prefix.get(p).into_iter().flatten() {
                 if let Some(s) = self.subs.get(id)
                     && s.tx.send(FeedItem::Change(change.clone())).is_err()
@@ -138,10 +138,6 @@ impl Scopes {
                     gone.push(*id);
                 }
             }
-            if p == "/" || p.is_empty() {
-                break;
-            }
-            p = roster_core::path::parent(p);
         }
         for id in gone {
             self.remove(id);
@@ -162,16 +158,7 @@ fn outermost(prefixes: Vec<String>) -> Vec<String> {
         .iter()
         .map(|p| if p.is_empty() { "/" } else { p.as_str() })
         .collect();
-    let inside_another = |p: &str| {
-        let mut q = p;
-        while q != "/" && !q.is_empty() {
-            q = roster_core::path::parent(q);
-            if all.contains(q) {
-                return true;
-            }
-        }
-        false
-    };
+    let inside_another = |p: &str| self_and_ancestors(p).skip(1).any(|q| all.contains(q));
     let mut kept: Vec<String> = all
         .iter()
         .filter(|p| !inside_another(p))

@@ -1,7 +1,5 @@
 package roster.compat;
 
-import static org.junit.jupiter.api.Assertions.assertEquals;
-
 import java.util.Collection;
 import java.util.Set;
 import java.util.stream.Collectors;
@@ -58,16 +56,16 @@ class ServiceDiscoveryTest {
             // The consumer reads another client's writes: ZooKeeper promises this session sees
             // them eventually (or after a sync), not at once — on an ensemble the consumer may sit
             // on a member that has not applied them yet. So each read is retried for up to 5 s.
-            eventually(Set.of("orders", "billing"), () -> Set.copyOf(lookup.queryForNames()));
-            eventually(Set.of("orders-1:10.0.0.1:8081:zone-a", "orders-2:10.0.0.2:8082:zone-b"),
+            Zk.eventually(Set.of("orders", "billing"), () -> Set.copyOf(lookup.queryForNames()));
+            Zk.eventually(Set.of("orders-1:10.0.0.1:8081:zone-a", "orders-2:10.0.0.2:8082:zone-b"),
                     () -> describe(lookup.queryForInstances("orders")));
-            eventually(8082, () -> {
+            Zk.eventually(8082, () -> {
                 ServiceInstance<String> byId = lookup.queryForInstance("orders", "orders-2");
                 return byId == null ? null : byId.getPort();
             });
 
             registry.unregisterService(one);
-            eventually(Set.of("orders-2:10.0.0.2:8082:zone-b"), () -> describe(lookup.queryForInstances("orders")));
+            Zk.eventually(Set.of("orders-2:10.0.0.2:8082:zone-b"), () -> describe(lookup.queryForInstances("orders")));
 
             // Instances are ephemeral: when the provider's session ends, so do they.
             provider.close();
@@ -80,21 +78,6 @@ class ServiceDiscoveryTest {
                 }
             });
         }
-    }
-
-    interface Read<T> {
-        T get() throws Exception;
-    }
-
-    /** Assert that {@code read} returns {@code expected} within 5 s (it is retried until then). */
-    private static <T> void eventually(T expected, Read<T> read) throws Exception {
-        T got = read.get();
-        for (long until = System.currentTimeMillis() + 5000;
-                !expected.equals(got) && System.currentTimeMillis() < until; ) {
-            Thread.sleep(20);
-            got = read.get();
-        }
-        assertEquals(expected, got);
     }
 
     private static Set<String> describe(Collection<ServiceInstance<String>> instances) {

@@ -1,5 +1,7 @@
 package roster.compat;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
 import java.util.UUID;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -54,6 +56,32 @@ final class Zk {
                 throw new AssertionError("timed out after " + timeoutMs + " ms waiting for " + what);
             }
             Thread.sleep(20);
+        }
+    }
+
+    /** A read that may throw (a Curator call). */
+    interface Read<T> {
+        T get() throws Exception;
+    }
+
+    /**
+     * Asserts that {@code read} returns {@code expected} within 5 s, retrying it ({@link #await})
+     * until then: what another client wrote is seen eventually, not at once, by a session on
+     * another member. On failure the message shows the last value read.
+     */
+    static <T> void eventually(T expected, Read<T> read) throws InterruptedException {
+        Object[] last = {null};
+        try {
+            await("a read to return " + expected, 5_000, () -> {
+                try {
+                    last[0] = read.get();
+                } catch (Exception e) {
+                    last[0] = e;
+                }
+                return expected.equals(last[0]);
+            });
+        } catch (AssertionError timedOut) {
+            assertEquals(expected, last[0], timedOut.getMessage());
         }
     }
 
