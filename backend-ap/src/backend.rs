@@ -246,10 +246,14 @@ impl ApBackend {
             .expect("spawn the AP core thread");
         // Peers' messages.
         let tx = inputs.clone();
-        tokio::spawn(transport::serve(tcp, move |from, msg| {
-            let tx = tx.clone();
-            Box::pin(async move { tx.send(Input::Peer(from, msg)).await.is_ok() })
-        }));
+        tokio::spawn(transport::serve(
+            tcp,
+            transport.clone(),
+            move |from, msg| {
+                let tx = tx.clone();
+                Box::pin(async move { tx.send(Input::Peer(from, msg)).await.is_ok() })
+            },
+        ));
         // Failure detector.
         let (live_tx, mut live_rx) = mpsc::channel(1024);
         let ident = Ident {
@@ -356,6 +360,8 @@ impl Core {
                     self.transport.add(id, addr);
                     if self.down.remove(&id) {
                         self.transport.reconnect(id);
+                    } else {
+                        self.transport.wake(id);
                     }
                     self.member.member_up(id);
                 }

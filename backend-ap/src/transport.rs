@@ -2,7 +2,9 @@
 //! [`crate::proto`]. Outgoing connections are bound to this member's own address (so a firewall
 //! rule can cut members apart on one host), reconnect with capped exponential backoff, and queue a
 //! bounded number of frames: when a peer cannot keep up, frames are dropped and counted —
-//! anti-entropy repairs whatever was lost.
+//! anti-entropy repairs whatever was lost. A peer that shows it is up (it dials us, or the failure
+//! detector sees it) ends the backoff at once: members started a few seconds apart would otherwise
+//! hold each other's writes for up to the backoff cap.
 
 use crate::hlc::MemberId;
 use crate::proto::{self, MAX_FRAME, Msg};
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Frames queued per peer before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -21,6 +23,8 @@ const QUEUE: usize = 8192;
 struct Link {
     addr: SocketAddr,
     tx: mpsc::Sender<Arc<Vec<u8>>>,
+    /// Wakes the connector out of its backoff.
+    wake: Arc<Notify>,
 }
 
 /// Outgoing links, by member.
@@ -54,8 +58,23 @@ impl Transport {
             return;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        links.insert(id, Link { addr, tx });
-        tokio::spawn(self.clone().connector(id, addr, rx));
+        let wake = Arc::new(Notify::new());
+        links.insert(
+            id,
+            Link {
+                addr,
+                tx,
+                wake: wake.clone(),
+            },
+        );
+        tokio::spawn(self.clone().connector(id, addr, rx, wake));
+    }
+
+    /// A peer is up: if its link is waiting out a backoff, dial now.
+    pub fn wake(&self, id: MemberId) {
+        if let Some(l) = self.links.lock().get(&id) {
+            l.wake.notify_one();
+        }
     }
 
     /// Drop the link to a peer and dial it afresh: after a partition heals, the old connection
@@ -109,8 +128,12 @@ impl Transport {
         id: MemberId,
         addr: SocketAddr,
         mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
+        wake: Arc<Notify>,
     ) {
         let mut backoff = Duration::from_millis(50);
+        // A frame whose write failed goes first on the next connection (a peer applies a frame
+        // twice harmlessly: last writer wins).
+        let mut unsent: Option<Arc<Vec<u8>>> = None;
         loop {
             // Stop when this link was replaced or dropped.
             {
@@ -131,9 +154,17 @@ impl Transport {
                     if s.write_all(&hello).await.is_err() {
                         continue;
                     }
-                    while let Some(frame) = rx.recv().await {
+                    loop {
+                        let frame = match unsent.take() {
+                            Some(f) => f,
+                            None => match rx.recv().await {
+                                Some(f) => f,
+                                None => break,
+                            },
+                        };
                         if let Err(e) = s.write_all(&frame).await {
                             tracing::debug!(peer = id, error = %e, "peer connection lost");
+                            unsent = Some(frame);
                             break;
                         }
                         metrics::counter!("roster_ap_transport_bytes_total", "dir" => "sent")
@@ -145,16 +176,21 @@ impl Transport {
                 }
                 Err(e) => {
                     tracing::trace!(peer = id, %addr, error = %e, "cannot reach peer");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                        _ = wake.notified() => backoff = Duration::from_millis(50),
+                    }
                 }
             }
         }
     }
 }
 
-/// Accept peers' connections and hand their messages to `deliver`.
-pub async fn serve<F>(listener: TcpListener, deliver: F)
+/// Accept peers' connections and hand their messages to `deliver`; a peer that dials us is up, so
+/// our own link to it stops waiting out its backoff.
+pub async fn serve<F>(listener: TcpListener, transport: Arc<Transport>, deliver: F)
 where
     F: Fn(MemberId, Msg) -> futures_lite::BoxFuture<bool> + Send + Sync + Clone + 'static,
 {
@@ -164,8 +200,9 @@ where
             continue;
         };
         let deliver = deliver.clone();
+        let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(e) = read_peer(s, deliver).await {
+            if let Err(e) = read_peer(s, &transport, deliver).await {
                 tracing::debug!(%peer, error = %e, "peer connection closed");
             }
         });
@@ -189,13 +226,16 @@ async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Msg
     proto::decode(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-async fn read_peer<F>(mut s: TcpStream, deliver: F) -> std::io::Result<()>
+async fn read_peer<F>(mut s: TcpStream, transport: &Transport, deliver: F) -> std::io::Result<()>
 where
     F: Fn(MemberId, Msg) -> futures_lite::BoxFuture<bool>,
 {
     let mut buf = Vec::new();
     let from = match read_frame(&mut s, &mut buf).await? {
-        Msg::Hello { from, .. } => from,
+        Msg::Hello { from, .. } => {
+            transport.wake(from);
+            from
+        }
         _ => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

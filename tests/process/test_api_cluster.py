@@ -66,6 +66,9 @@ def test_instances_leases_locks_and_config_across_members(cluster):
             zk.start(timeout=10)
             zks.append(zk)
             zk.sync(node)
+            if cluster.backend == "ap":
+                # sync is local on AP: the other members apply the write within milliseconds.
+                wait_until(lambda: zk.exists(node) is not None, 1, f"the instance on member {i}")
             assert zk.exists(node).ephemeralOwner == lease, f"member {i}"
 
         # Keep the lease alive for longer than its TTL: through member 3 on CP backends (the
