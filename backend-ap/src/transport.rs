@@ -120,6 +120,7 @@ impl Transport {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
         s.set_nodelay(true)?;
+        roster_core::net::abort_unacked_after(&s, roster_core::net::PEER_UNACKED_TIMEOUT)?;
         Ok(s)
     }
 
@@ -199,6 +200,11 @@ where
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if let Err(e) =
+            roster_core::net::abort_unacked_after(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
+        {
+            tracing::warn!(%peer, error = %e, "cannot set TCP_USER_TIMEOUT on a peer link");
+        }
         let deliver = deliver.clone();
         let transport = transport.clone();
         tokio::spawn(async move {

@@ -118,6 +118,8 @@ pub trait Transport: Send + Sync + 'static {
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError>;
     async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError>;
+    /// The peer just reached us: a link to it waiting out a re-dial backoff may dial at once.
+    fn peer_is_up(&self, _peer: NodeId) {}
 }
 
 // ---- openraft adapter ----

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod conformance;
 pub mod error;
 pub mod linearizability;
+pub mod net;
 pub mod path;
 pub mod session;
 pub mod snapfiles;

@@ -19,6 +19,21 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<WireResponse>>>>;
 
+/// Removes an unanswered request's entry from its link's pending map when the call ends.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pending.lock().remove(&self.id);
+        }
+    }
+}
+
 /// One live connection to a peer.
 #[derive(Clone)]
 struct Conn {
@@ -176,6 +191,7 @@ impl TcpTransport {
                 }
             };
             s.set_nodelay(true)?;
+            roster_core::net::abort_unacked_after(&s, self.cfg.unacked_timeout)?;
             let mut hello = HELLO.to_vec();
             hello.extend_from_slice(&self.me.to_be_bytes());
             s.write_all(&hello).await?;
@@ -238,8 +254,14 @@ impl TcpTransport {
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
+        // Forget the request if this call ends unanswered — timed out, or dropped by its caller
+        // (openraft abandons an append at its own deadline); an answer already removed it.
+        let mut forget = Forget {
+            pending: &conn.pending,
+            id,
+            armed: true,
+        };
         if conn.out.send(frame(id, &body)).await.is_err() {
-            conn.pending.lock().remove(&id);
             return Err(TransportError::Unreachable(format!(
                 "{}: link closed before sending",
                 to.id
@@ -254,24 +276,37 @@ impl TcpTransport {
             }
         };
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Some(r)) => Ok(r),
+            Ok(Some(r)) => {
+                forget.armed = false;
+                Ok(r)
+            }
             Ok(None) => Err(TransportError::Lost(format!(
                 "{}: link closed before the answer",
                 to.id
             ))),
-            Err(_) => {
-                conn.pending.lock().remove(&id);
-                Err(TransportError::Lost(format!(
-                    "{}: no answer within {timeout:?}",
-                    to.id
-                )))
-            }
+            Err(_) => Err(TransportError::Lost(format!(
+                "{}: no answer within {timeout:?}",
+                to.id
+            ))),
         }
     }
 }
 
 #[async_trait::async_trait]
 impl Transport for TcpTransport {
+    fn peer_is_up(&self, peer: NodeId) {
+        let Some(link) = self.links.lock().get(&peer).cloned() else {
+            return;
+        };
+        // A link being dialled right now is busy; it needs no nudge.
+        if let Ok(mut st) = link.state.try_lock()
+            && st.retry_at.take().is_some()
+        {
+            st.backoff = self.cfg.backoff_min;
+            tracing::debug!(peer, "raft peer dialled in; re-dialling it without waiting");
+        }
+    }
+
     async fn append_entries(
         &self,
         to: &Peer,

@@ -40,6 +40,9 @@ pub struct TcpConfig {
     /// First and largest pause before re-dialling a peer that could not be reached.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// A link whose sent data stays unacknowledged this long is aborted and re-dialled
+    /// ([`roster_core::net::abort_unacked_after`]).
+    pub unacked_timeout: Duration,
     /// Source address of dialled links (the member's own address, so firewall rules, and
     /// peers' logs, can tell members apart even when they share a host). None: the OS picks.
     pub source_ip: Option<std::net::IpAddr>,
@@ -54,6 +57,7 @@ impl Default for TcpConfig {
             long_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            unacked_timeout: roster_core::net::PEER_UNACKED_TIMEOUT,
             source_ip: None,
         }
     }

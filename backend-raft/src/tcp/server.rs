@@ -29,6 +29,9 @@ pub fn serve(listener: TcpListener, node: Weak<RaftBackend>, cfg: TcpConfig) -> 
                 return;
             }
             let _ = stream.set_nodelay(true);
+            if let Err(e) = roster_core::net::abort_unacked_after(&stream, cfg.unacked_timeout) {
+                tracing::warn!(%from, error = %e, "raft port: cannot set TCP_USER_TIMEOUT");
+            }
             tokio::spawn(serve_conn(stream, from, node.clone(), cfg.max_frame));
         }
     })
@@ -55,6 +58,9 @@ async fn serve_conn(
     }
     let peer = u64::from_be_bytes(hello[8..].try_into().expect("8 bytes"));
     tracing::info!(peer, %from, "raft peer connected");
+    if let Some(n) = node.upgrade() {
+        n.transport.peer_is_up(peer);
+    }
     let (mut rd, wr) = stream.into_split();
     let (out, rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(write_frames(wr, rx));

@@ -50,6 +50,7 @@ class PersistentNodeTest {
         try (PersistentNode node = new PersistentNode(owner, CreateMode.EPHEMERAL, false, path, DATA)) {
             node.start();
             assertTrue(node.waitForInitialCreate(10, TimeUnit.SECONDS));
+            Zk.sync(other, path); // the owner's write may have gone through another member
             Stat first = other.checkExists().forPath(path);
             assertEquals(owner.getZookeeperClient().getZooKeeper().getSessionId(), first.getEphemeralOwner());
 
