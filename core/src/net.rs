@@ -11,8 +11,10 @@ pub const PEER_UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 /// partition stays open and retransmits with exponential backoff: after a 30 s partition the
 /// next retransmission can be another 30 s away, so requests on the healed link wait that long.
 /// Aborted, the link is re-dialled, which succeeds as soon as the network does. A live peer's
-/// kernel acknowledges within milliseconds however busy the process is, so only a lost peer
-/// trips it.
+/// kernel acknowledges within milliseconds however busy the process is, as long as its receive
+/// buffer has room; a peer that stops reading for the whole timeout while data waits for it
+/// (a zero window: megabytes queued, e.g. a snapshot) is aborted as well — checked on Linux
+/// 6.18 — which its requests' own timeouts would treat as lost anyway.
 pub fn abort_unacked_after(stream: &tokio::net::TcpStream, after: Duration) -> std::io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
