@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
 /// Frames queued per peer before new ones are dropped.
@@ -108,20 +108,13 @@ impl Transport {
     }
 
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if !self.local.ip().is_unspecified() {
-            sock.bind(SocketAddr::new(self.local.ip(), 0))?;
-        }
-        let s = tokio::time::timeout(Duration::from_secs(2), sock.connect(addr))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-        s.set_nodelay(true)?;
-        roster_core::net::abort_unacked_after(&s, roster_core::net::PEER_UNACKED_TIMEOUT)?;
-        Ok(s)
+        roster_core::net::dial_peer(
+            addr,
+            Some(self.local.ip()).filter(|ip| !ip.is_unspecified()),
+            roster_core::net::PEER_CONNECT_TIMEOUT,
+            roster_core::net::PEER_UNACKED_TIMEOUT,
+        )
+        .await
     }
 
     async fn connector(
@@ -201,7 +194,7 @@ where
             continue;
         };
         if let Err(e) =
-            roster_core::net::abort_unacked_after(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
+            roster_core::net::guard_peer_link(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
         {
             tracing::warn!(%peer, error = %e, "cannot set TCP_USER_TIMEOUT on a peer link");
         }

@@ -2,7 +2,10 @@
 //! commit, outputs out) and TCP links to every other member — one on the election port and one on
 //! the quorum port per pair, dialled by the member with the larger id, as ZooKeeper does for
 //! elections. A broken link is reported to the peer, which re-synchronises (followers) or drops
-//! the follower (leader): nothing is silently lost between members.
+//! the follower (leader): nothing is silently lost between members. Links are dialled from the
+//! member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data stays
+//! unacknowledged for `PEER_UNACKED_TIMEOUT` is aborted and re-dialled (`roster_core::net`), so a
+//! member is linked again as soon as a partition heals, not at TCP's next retransmission.
 
 use crate::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
 use bytes::{BufMut, BytesMut};
@@ -139,6 +142,7 @@ impl Ensemble {
                 for port in [Port::Election, Port::Quorum] {
                     tokio::spawn(dial_loop(
                         me,
+                        my_addr.host.clone(),
                         other,
                         addr.clone(),
                         port,
@@ -338,7 +342,10 @@ async fn read_frame(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Serve one established link until it breaks.
+/// Serve one established link until it breaks, then report it lost. A newer link to the same
+/// member and port replaces this one in `links`: the newer one reports this one lost before it
+/// reads anything (so the peer sees the loss before what comes over the new link), and this one
+/// ends without reporting, its writer gone with its sender, which closes it.
 async fn serve_link(
     stream: TcpStream,
     me: Sid,
@@ -347,11 +354,15 @@ async fn serve_link(
     links: Links,
     cmds: std::sync::mpsc::Sender<Cmd>,
 ) {
-    let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Msg>>();
-    links.lock().insert((other, port), tx.clone());
-    tracing::debug!(sid = me, other, ?port, "link up");
+    let mine = tx.downgrade();
+    let replaced = links.lock().insert((other, port), tx).is_some();
+    tracing::debug!(sid = me, other, ?port, replaced, "link up");
+    if replaced {
+        // What was still queued on the old link is lost.
+        let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
+    }
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         while let Some(m) = rx.recv().await {
@@ -396,17 +407,24 @@ async fn serve_link(
         }
     }
     writer.abort();
-    {
+    let current = {
         let mut l = links.lock();
-        if l.get(&(other, port)).is_some_and(|t| t.same_channel(&tx)) {
+        let current = l
+            .get(&(other, port))
+            .is_some_and(|t| mine.upgrade().is_some_and(|m| m.same_channel(t)));
+        if current {
             l.remove(&(other, port));
         }
+        current
+    };
+    if current {
+        let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
     }
-    let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
 }
 
 async fn dial_loop(
     me: Sid,
+    my_host: String,
     other: Sid,
     addr: MemberAddr,
     port: Port,
@@ -417,8 +435,21 @@ async fn dial_loop(
         Port::Election => addr.election_port,
         Port::Quorum => addr.quorum_port,
     };
+    // Dial from this member's own address, as raft and AP members do (firewall rules and
+    // peers' logs tell members apart even on one host); a name is left to the OS.
+    let source = my_host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified());
     loop {
-        match TcpStream::connect((addr.host.as_str(), p)).await {
+        match roster_core::net::dial_peer(
+            (addr.host.as_str(), p),
+            source,
+            roster_core::net::PEER_CONNECT_TIMEOUT,
+            roster_core::net::PEER_UNACKED_TIMEOUT,
+        )
+        .await
+        {
             Ok(mut s) => {
                 if s.write_u64(me).await.is_ok() {
                     serve_link(s, me, other, port, links.clone(), cmds.clone()).await;
@@ -446,6 +477,12 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let _ = s.set_nodelay(true);
+        if let Err(e) =
+            roster_core::net::guard_peer_link(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
+        {
+            tracing::warn!(sid = me, %peer, error = %e, "cannot set TCP_USER_TIMEOUT on a member link");
+        }
         let links = links.clone();
         let cmds = cmds.clone();
         let known = cfg.members.keys().copied().collect::<Vec<_>>();

@@ -2,6 +2,7 @@
 loopback, started, killed with SIGKILL and restarted on the same data directory."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,3 +174,26 @@ def server(request, roster_factory):
     if request.param == "roster":
         return roster_factory().start()
     return request.getfixturevalue("zookeeper")
+
+
+def iptables(*args):
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def firewall():
+    if shutil.which("iptables") is None or iptables("-S", "INPUT").returncode != 0:
+        pytest.skip("iptables is not usable here (scripts/install-deps.sh installs it; needs root)")
+    rules = []
+
+    def cut(ip):
+        for r in (["INPUT", "-s", ip, "-j", "DROP"], ["INPUT", "-d", ip, "-j", "DROP"]):
+            assert iptables("-I", *r).returncode == 0
+            rules.append(r)
+
+    def heal():
+        while rules:
+            iptables("-D", *rules.pop())
+
+    yield cut, heal
+    heal()

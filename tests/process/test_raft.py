@@ -8,7 +8,6 @@ stays reachable for clients."""
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -29,11 +28,13 @@ def raft_host(i):
 
 
 class RaftNodes:
-    """Members 1..n (the last `learners` of them learners), each a conftest `Roster`."""
+    """Members 1..n (the last `learners` of them learners), each a conftest `Roster`; with
+    backend="zab" the same layout runs a ZAB ensemble (the second port is its election port)."""
 
-    def __init__(self, factory, n, learners=0, flags=FAST):
+    def __init__(self, factory, n, learners=0, flags=FAST, backend="raft"):
         self.factory = factory
         self.flags = flags
+        self.backend = backend
         self.raft = {i: (raft_host(i), free_port()) for i in range(1, n + 1)}
         self.servers = ",".join(
             f"{i}={h}:{p}:{free_port()}{':observer' if i > n - learners else ''}"
@@ -41,7 +42,7 @@ class RaftNodes:
         self.nodes = {i: self._make(i, self.servers) for i in self.raft}
 
     def _make(self, i, servers):
-        return self.factory("--backend", "raft", "--server-id", str(i), "--servers", servers, *self.flags)
+        return self.factory("--backend", self.backend, "--server-id", str(i), "--servers", servers, *self.flags)
 
     def start(self):
         for n in self.nodes.values():
@@ -274,29 +275,6 @@ def test_admin_on_zab_answers_501(roster):
     body = json.loads(e.value.read())
     assert body["code"] == "not_implemented" and "raft" in body["message"]
     assert body["details"]["backend"] == "zab"
-
-
-def iptables(*args):
-    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
-
-
-@pytest.fixture
-def firewall():
-    if shutil.which("iptables") is None or iptables("-S", "INPUT").returncode != 0:
-        pytest.skip("iptables is not usable here (scripts/install-deps.sh installs it; needs root)")
-    rules = []
-
-    def cut(ip):
-        for r in (["INPUT", "-s", ip, "-j", "DROP"], ["INPUT", "-d", ip, "-j", "DROP"]):
-            assert iptables("-I", *r).returncode == 0
-            rules.append(r)
-
-    def heal():
-        while rules:
-            iptables("-D", *rules.pop())
-
-    yield cut, heal
-    heal()
 
 
 def test_raft_minority_member_refuses_writes(roster_factory, firewall):

@@ -169,29 +169,13 @@ impl TcpTransport {
             )));
         }
         let dial = async {
-            let mut s = match self.cfg.source_ip {
-                None => TcpStream::connect(&to.addr).await?,
-                Some(ip) => {
-                    let target = tokio::net::lookup_host(&to.addr)
-                        .await?
-                        .find(|a| a.is_ipv4() == ip.is_ipv4())
-                        .ok_or_else(|| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                format!("no address of {} matches the source {ip}", to.addr),
-                            )
-                        })?;
-                    let sock = if ip.is_ipv4() {
-                        tokio::net::TcpSocket::new_v4()?
-                    } else {
-                        tokio::net::TcpSocket::new_v6()?
-                    };
-                    sock.bind(std::net::SocketAddr::new(ip, 0))?;
-                    sock.connect(target).await?
-                }
-            };
-            s.set_nodelay(true)?;
-            roster_core::net::abort_unacked_after(&s, self.cfg.unacked_timeout)?;
+            let mut s = roster_core::net::dial_peer(
+                &*to.addr,
+                self.cfg.source_ip,
+                self.cfg.connect_timeout,
+                self.cfg.unacked_timeout,
+            )
+            .await?;
             let mut hello = HELLO.to_vec();
             hello.extend_from_slice(&self.me.to_be_bytes());
             s.write_all(&hello).await?;

@@ -41,7 +41,7 @@ pub struct TcpConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// A link whose sent data stays unacknowledged this long is aborted and re-dialled
-    /// ([`roster_core::net::abort_unacked_after`]).
+    /// ([`roster_core::net::guard_peer_link`]).
     pub unacked_timeout: Duration,
     /// Source address of dialled links (the member's own address, so firewall rules, and
     /// peers' logs, can tell members apart even when they share a host). None: the OS picks.

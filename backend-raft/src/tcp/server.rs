@@ -29,7 +29,7 @@ pub fn serve(listener: TcpListener, node: Weak<RaftBackend>, cfg: TcpConfig) -> 
                 return;
             }
             let _ = stream.set_nodelay(true);
-            if let Err(e) = roster_core::net::abort_unacked_after(&stream, cfg.unacked_timeout) {
+            if let Err(e) = roster_core::net::guard_peer_link(&stream, cfg.unacked_timeout) {
                 tracing::warn!(%from, error = %e, "raft port: cannot set TCP_USER_TIMEOUT");
             }
             tokio::spawn(serve_conn(stream, from, node.clone(), cfg.max_frame));
