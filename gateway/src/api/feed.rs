@@ -83,7 +83,7 @@ impl Scopes {
     /// At least this many new subscribers between scans for the ones that went away.
     const PRUNE_MIN: usize = 64;
 
-    fn add(&mut self, prefixes: Vec<String>, tx: broadcast::Sender<FeedItem>) {
+    fn add(&mut self, prefixes: Vec<String>, tx: broadcast::Sender<FeedItem>) -> u64 {
         if self.subs.len() >= self.prune_at {
             let gone: Vec<u64> = self
                 .subs
@@ -100,20 +100,22 @@ impl Scopes {
         let id = self.next_id;
         self.next_id += 1;
         let prefixes = outermost(prefixes);
-        for p in &prefixes {
+        self.index(id, &prefixes);
+        self.subs.insert(id, Scoped { prefixes, tx });
+        id
+    }
+
+    fn index(&mut self, id: u64, prefixes: &[String]) {
+        for p in prefixes {
             self.by_prefix
                 .entry(p.as_str().into())
                 .or_default()
                 .push(id);
         }
-        self.subs.insert(id, Scoped { prefixes, tx });
     }
 
-    fn remove(&mut self, id: u64) {
-        let Some(s) = self.subs.remove(&id) else {
-            return;
-        };
-        for p in &s.prefixes {
+    fn unindex(&mut self, id: u64, prefixes: &[String]) {
+        for p in prefixes {
             if let Some(ids) = self.by_prefix.get_mut(p.as_str()) {
                 ids.retain(|i| *i != id);
                 if ids.is_empty() {
@@ -121,6 +123,23 @@ impl Scopes {
                 }
             }
         }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(s) = self.subs.remove(&id) {
+            self.unindex(id, &s.prefixes);
+        }
+    }
+
+    /// Subscriber `id` follows `prefixes` from now on (nothing if it is gone).
+    fn rescope(&mut self, id: u64, prefixes: Vec<String>) {
+        let Some(s) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut s.prefixes, outermost(prefixes));
+        let new = s.prefixes.clone();
+        self.unindex(id, &old);
+        self.index(id, &new);
     }
 
     /// Send `change` to the subscribers under one of whose prefixes it falls; forget those
@@ -202,6 +221,32 @@ impl Under {
     }
 }
 
+/// A scoped subscription whose subtrees change over its life — a connection adding and removing
+/// the keys it listens to ([`Feed::subscribe_scoped`]) — so that it is woken only by changes to
+/// those, not by every change under a common root. Dropped, it leaves the feed.
+pub struct Scope {
+    feed: std::sync::Weak<Feed>,
+    id: u64,
+}
+
+impl Scope {
+    /// Follow exactly the subtrees under `prefixes` from now on. Changes applied before this
+    /// returns to a subtree it adds are not sent: read their state after calling it.
+    pub fn set(&self, prefixes: Vec<String>) {
+        if let Some(feed) = self.feed.upgrade() {
+            feed.ring.lock().scoped.rescope(self.id, prefixes);
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if let Some(feed) = self.feed.upgrade() {
+            feed.ring.lock().scoped.remove(self.id);
+        }
+    }
+}
+
 /// See the module doc.
 pub struct Feed {
     ring: Mutex<Ring>,
@@ -249,7 +294,8 @@ impl Feed {
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
     ) -> (Subscription, R) {
-        self.subscribe_inner(backend, None, from, at)
+        let (sub, _, r) = self.subscribe_inner(backend, None, from, at);
+        (sub, r)
     }
 
     /// [`Feed::subscribe_with`] for the changes under `prefixes` only: the feed filters before
@@ -262,7 +308,24 @@ impl Feed {
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
     ) -> (Subscription, R) {
-        self.subscribe_inner(backend, Some(under), from, at)
+        let (sub, _, r) = self.subscribe_inner(backend, Some(under), from, at);
+        (sub, r)
+    }
+
+    /// [`Feed::subscribe_under`] whose subtrees can be changed later through the [`Scope`].
+    pub fn subscribe_scoped<R>(
+        self: &Arc<Self>,
+        backend: &Arc<dyn Backend>,
+        under: Under,
+        from: Option<Zxid>,
+        at: impl FnOnce(&Tree) -> R,
+    ) -> (Subscription, Scope, R) {
+        let (sub, id, r) = self.subscribe_inner(backend, Some(under), from, at);
+        let scope = Scope {
+            feed: Arc::downgrade(self),
+            id: id.expect("a scoped subscription has an id"),
+        };
+        (sub, scope, r)
     }
 
     fn subscribe_inner<R>(
@@ -271,7 +334,7 @@ impl Feed {
         under: Option<Under>,
         from: Option<Zxid>,
         at: impl FnOnce(&Tree) -> R,
-    ) -> (Subscription, R) {
+    ) -> (Subscription, Option<u64>, R) {
         let tree = backend.tree();
         let t = tree.read();
         let mut ring = self.ring.lock();
@@ -292,12 +355,11 @@ impl Feed {
             ),
             _ => (Vec::new(), true),
         };
-        let rx = match under {
-            None => self.live.subscribe(),
+        let (rx, id) = match under {
+            None => (self.live.subscribe(), None),
             Some(Under { prefixes, capacity }) => {
                 let (tx, rx) = broadcast::channel(capacity);
-                ring.scoped.add(prefixes, tx);
-                rx
+                (rx, Some(ring.scoped.add(prefixes, tx)))
             }
         };
         drop(ring);
@@ -309,6 +371,7 @@ impl Feed {
                 resync,
                 revision,
             },
+            id,
             r,
         )
     }
@@ -316,6 +379,15 @@ impl Feed {
     /// The oldest revision a client can resume from.
     pub fn floor(&self) -> Zxid {
         self.ring.lock().floor
+    }
+
+    /// How many scoped subscribers a change to `path` would be sent to.
+    #[cfg(test)]
+    pub(crate) fn woken_by(&self, path: &str) -> usize {
+        let ring = self.ring.lock();
+        self_and_ancestors(path)
+            .map(|p| ring.scoped.by_prefix.get(p).map_or(0, |ids| ids.len()))
+            .sum()
     }
 }
 
@@ -449,6 +521,52 @@ pub(crate) mod tests {
         drop(all);
     }
 
+    /// A rescoped subscriber is woken by changes to the subtrees it follows now — added ones
+    /// included, removed ones not — and leaves the feed when its scope is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scope_follows_the_subtrees_it_is_set_to() {
+        let (backend, feed, store) = node();
+        for p in ["/cfg", "/cfg/a", "/cfg/b", "/cfg/c"] {
+            create(&store, p).await;
+        }
+        let (mut sub, scope, ()) =
+            feed.subscribe_scoped(&backend, Under::paths(vec![]), None, |_| ());
+        let mut got = || {
+            let mut paths = Vec::new();
+            while let Ok(FeedItem::Change(c)) = sub.rx.try_recv() {
+                paths.push(c.path.to_string());
+            }
+            paths
+        };
+        let set = |store: Store, p: &'static str| async move {
+            store.set(p, b"x".to_vec(), -1, "test").await.expect("set");
+        };
+        set(store.clone(), "/cfg/a").await;
+        assert!(got().is_empty(), "an empty scope is woken by nothing");
+        scope.set(vec!["/cfg/a".into(), "/cfg/b".into()]);
+        for p in ["/cfg/a", "/cfg/b", "/cfg/c"] {
+            set(store.clone(), p).await;
+        }
+        assert_eq!(got(), ["/cfg/a", "/cfg/b"]);
+        scope.set(vec!["/cfg/b".into(), "/cfg/c".into()]);
+        for p in ["/cfg/a", "/cfg/b", "/cfg/c"] {
+            set(store.clone(), p).await;
+        }
+        assert_eq!(
+            got(),
+            ["/cfg/b", "/cfg/c"],
+            "a removed key no longer wakes it"
+        );
+        assert_eq!(feed.ring.lock().scoped.by_prefix.len(), 2);
+        drop(scope);
+        assert_eq!(
+            feed.ring.lock().scoped.len(),
+            0,
+            "a dropped scope leaves the feed"
+        );
+        assert!(feed.ring.lock().scoped.by_prefix.is_empty());
+    }
+
     /// Nested or repeated prefixes of one subscriber deliver a change once; `/` (or the empty
     /// prefix) is everything; a change deep below a prefix reaches it.
     #[tokio::test]
@@ -509,7 +627,10 @@ impl Follow {
         }
     }
 
-    /// The caller has read the state at `revision`.
+    /// The caller has read the *whole* followed state at `revision`: changes up to it are
+    /// skipped from now on. After reading only the paths a `Changed` named, do not call it — a
+    /// change to another path that arrived meanwhile (revision below the read) would be skipped
+    /// and never reach the client.
     pub fn read_at(&mut self, revision: Zxid) {
         self.seen = self.seen.max(revision);
     }

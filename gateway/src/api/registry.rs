@@ -840,7 +840,8 @@ impl Subscriber {
                             .collect();
                         (t.last_zxid(), now)
                     });
-                    self.follow.read_at(revision);
+                    // Not `read_at(revision)`: only these ids were read, and a change to
+                    // another one may already be queued below `revision`.
                     let (upserted, removed) = split_changes(&now, ids);
                     return Some(SubscribeEvent::Change {
                         revision: revision as u64,

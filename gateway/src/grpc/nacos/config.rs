@@ -136,30 +136,41 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
         }
         "ConfigBatchListenRequest" => {
             let listen = r.listen.unwrap_or(true);
-            let mut changed = Vec::new();
+            let keys = r
+                .config_listen_contexts
+                .iter()
+                .map(|c| key(&c.data_id, &c.group, &c.tenant))
+                .collect::<Result<Vec<_>, _>>()?;
             if listen {
                 start_watch(nacos, conn);
             }
-            for c in &r.config_listen_contexts {
-                let k = key(&c.data_id, &c.group, &c.tenant)?;
-                let path = k.path();
-                if !listen {
-                    conn.listeners.lock().remove(&path);
-                    continue;
+            {
+                let mut l = conn.listeners.lock();
+                for (c, k) in r.config_listen_contexts.iter().zip(&keys) {
+                    if listen {
+                        let listened = Listened {
+                            key: k.clone(),
+                            data_id: c.data_id.clone(),
+                            group: c.group.clone(),
+                            tenant: c.tenant.clone(),
+                        };
+                        l.insert(k.path(), listened);
+                    } else {
+                        l.remove(&k.path());
+                    }
                 }
-                conn.listeners.lock().insert(
-                    path,
-                    Listened {
-                        key: k.clone(),
-                        data_id: c.data_id.clone(),
-                        group: c.group.clone(),
-                        tenant: c.tenant.clone(),
-                    },
-                );
-                let (md5, _) = api.configs.state(&k);
-                if md5 != c.md5 {
-                    changed
-                        .push(json!({"dataId": c.data_id, "group": c.group, "tenant": c.tenant}));
+                conn.follow(Watch::Config, l.keys().cloned().collect());
+            }
+            // Read after following, so a change in between is pushed or answered, never lost.
+            let mut changed = Vec::new();
+            if listen {
+                for (c, k) in r.config_listen_contexts.iter().zip(&keys) {
+                    let (md5, _) = api.configs.state(k);
+                    if md5 != c.md5 {
+                        changed.push(
+                            json!({"dataId": c.data_id, "group": c.group, "tenant": c.tenant}),
+                        );
+                    }
                 }
             }
             Ok(Reply::new(
@@ -174,21 +185,22 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
     }
 }
 
-/// Push `ConfigChangeNotifyRequest` whenever a listened item changes.
+/// Push `ConfigChangeNotifyRequest` whenever a listened item changes. The connection's feed
+/// subscription follows its listened items only ([`Conn::follow`]): a publish wakes the
+/// connections listening to that item, not every listening connection.
 fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
     let api = nacos.api.clone();
     let weak = Arc::downgrade(conn);
     conn.start_once(Watch::Config, || {
-        let (sub, revision) = api
-            .feed
-            .subscribe_under(
-                api.store.backend(),
-                Under::path(format!("{ROOT}/config")),
-                None,
-                |t| t.last_zxid(),
-            );
+        // Nothing yet: the listen request that started this narrows it to its items.
+        let (sub, scope, revision) = api.feed.subscribe_scoped(
+            api.store.backend(),
+            Under::paths(Vec::new()),
+            None,
+            |t| t.last_zxid(),
+        );
         let mut follow = Follow::new(sub.rx, format!("{ROOT}/config"), revision);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let changed = follow.next().await;
                 let Some(conn) = weak.upgrade() else { return };
@@ -196,14 +208,17 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
                     let l = conn.listeners.lock();
                     match &changed {
                         Next::Closed => return,
-                        Next::Resync => l.values().cloned().collect(),
+                        Next::Resync => {
+                            // Every listened item is pushed below: what came before is covered.
+                            follow.read_at(api.store.revision());
+                            l.values().cloned().collect()
+                        }
                         Next::Changed(paths) => paths
                             .iter()
                             .filter_map(|p| l.get(p.as_ref()).cloned())
                             .collect(),
                     }
                 };
-                follow.read_at(api.store.revision());
                 for i in items {
                     let body = json!({
                         "dataId": i.data_id,
@@ -217,6 +232,79 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
                     }
                 }
             }
-        })
+        });
+        (task, scope)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Api;
+    use crate::grpc::nacos::payload;
+    use crate::nacos::auth::NacosAuth;
+    use roster_core::backend::Backend;
+
+    fn nacos() -> Arc<Nacos> {
+        let backend: Arc<dyn Backend> = roster_zab::Standalone::open(
+            Arc::new(roster_core::storage::MemEngine::default()),
+            roster_zab::ZabConfig::default(),
+        )
+        .expect("standalone node");
+        Nacos::new(
+            Api::new(backend, 1, 10),
+            Arc::new(NacosAuth::disabled()),
+            20_000,
+        )
+    }
+
+    async fn listen(nacos: &Nacos, conn: &Arc<Conn>, data_ids: &[&str], on: bool) -> RpcResult {
+        let contexts: Vec<_> = data_ids
+            .iter()
+            .map(|d| json!({"dataId": d, "group": "DEFAULT_GROUP", "tenant": "", "md5": ""}))
+            .collect();
+        let body = json!({"listen": on, "configListenContexts": contexts});
+        let p = payload("ConfigBatchListenRequest", &body);
+        handle(nacos, conn, "ConfigBatchListenRequest", &p).await
+    }
+
+    fn path(data_id: &str) -> String {
+        key(data_id, "", "").unwrap().path()
+    }
+
+    /// Each listening connection is woken only by changes to the items it listens to — a
+    /// publish does not wake every connection that listens to something — and stops being
+    /// woken by an item it no longer listens to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_wakes_only_the_connections_listening_to_it() {
+        let nacos = nacos();
+        let a = nacos.conns.check("127.0.0.1:4000".parse().unwrap());
+        let b = nacos.conns.check("127.0.0.1:4001".parse().unwrap());
+        listen(&nacos, &a, &["app.yaml", "db.yaml"], true)
+            .await
+            .unwrap();
+        listen(&nacos, &b, &["db.yaml"], true).await.unwrap();
+        let feed = &nacos.api.feed;
+        assert_eq!(feed.woken_by(&path("app.yaml")), 1);
+        assert_eq!(feed.woken_by(&path("db.yaml")), 2);
+        assert_eq!(
+            feed.woken_by(&path("other.yaml")),
+            0,
+            "nobody listens to it"
+        );
+        listen(&nacos, &a, &["app.yaml"], false).await.unwrap();
+        assert_eq!(feed.woken_by(&path("app.yaml")), 0, "no longer listened to");
+        assert_eq!(feed.woken_by(&path("db.yaml")), 2);
+        // A bad key in a batch changes nothing.
+        let err = listen(&nacos, &b, &["x.yaml", ""], true).await.unwrap_err();
+        assert_eq!(err.code, code::INVALID_PARAM);
+        assert_eq!(feed.woken_by(&path("x.yaml")), 0);
+        drop(a);
+        nacos.conns.sweep(std::time::Duration::ZERO);
+        assert_eq!(
+            feed.woken_by(&path("db.yaml")),
+            1,
+            "a gone connection leaves the feed"
+        );
+    }
 }

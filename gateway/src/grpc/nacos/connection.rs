@@ -7,6 +7,7 @@
 use super::{Nacos, RpcError, payload, type_of};
 use crate::api::Api;
 use crate::api::config::ConfigKey;
+use crate::api::feed::Scope;
 use crate::api::registry::ServiceKey;
 use parking_lot::Mutex;
 use roster_core::SessionId;
@@ -59,6 +60,10 @@ pub struct Conn {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     naming_watch: AtomicBool,
     config_watch: AtomicBool,
+    /// What the naming and config watchers follow: the subscribed services and the listened
+    /// config items, so a change elsewhere does not wake this connection.
+    naming_scope: Mutex<Option<Scope>>,
+    config_scope: Mutex<Option<Scope>>,
     next_push: AtomicU64,
     /// The bi-stream currently bound (a client may set up again on the same transport; only
     /// the end of the bound stream ends the connection).
@@ -84,6 +89,8 @@ impl Conn {
             tasks: Mutex::new(Vec::new()),
             naming_watch: AtomicBool::new(false),
             config_watch: AtomicBool::new(false),
+            naming_scope: Mutex::new(None),
+            config_scope: Mutex::new(None),
             next_push: AtomicU64::new(1),
             stream: AtomicU64::new(0),
             client_version: Mutex::new(String::new()),
@@ -160,18 +167,36 @@ impl Conn {
     }
 
     /// Start a background task tied to this connection, once per `which`.
-    pub fn start_once(&self, which: Watch, f: impl FnOnce() -> JoinHandle<()>) {
-        let flag = match which {
-            Watch::Naming => &self.naming_watch,
-            Watch::Config => &self.config_watch,
+    /// The watcher's task is given the [`Scope`] of its feed subscription, which
+    /// [`Conn::follow`] then narrows to the keys the client asks for.
+    pub fn start_once(&self, which: Watch, f: impl FnOnce() -> (JoinHandle<()>, Scope)) {
+        let (flag, scope) = match which {
+            Watch::Naming => (&self.naming_watch, &self.naming_scope),
+            Watch::Config => (&self.config_watch, &self.config_scope),
         };
         if !flag.swap(true, Ordering::SeqCst) {
-            self.tasks.lock().push(f());
+            let (task, s) = f();
+            *scope.lock() = Some(s);
+            self.tasks.lock().push(task);
+        }
+    }
+
+    /// From now on the watcher `which` is woken by changes under `paths` only. Call it after
+    /// recording a new key and before reading the key's state for the answer, so that a change
+    /// in between is pushed rather than lost.
+    pub fn follow(&self, which: Watch, paths: Vec<String>) {
+        let scope = match which {
+            Watch::Naming => &self.naming_scope,
+            Watch::Config => &self.config_scope,
+        };
+        if let Some(s) = scope.lock().as_ref() {
+            s.set(paths);
         }
     }
 }
 
 /// The per-connection watchers.
+#[derive(Clone, Copy)]
 pub enum Watch {
     Naming,
     Config,

@@ -51,6 +51,7 @@ pub mod code {
 }
 
 /// A successful answer: the response class name and its JSON fields (besides the base ones).
+#[derive(Debug)]
 pub struct Reply {
     pub kind: &'static str,
     pub body: Map<String, Value>,

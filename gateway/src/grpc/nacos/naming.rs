@@ -215,22 +215,30 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
             let clusters = split_clusters(r.clusters.as_deref());
             let path = key.path();
             if !r.subscribe {
-                conn.subscriptions.lock().remove(&path);
+                let mut subs = conn.subscriptions.lock();
+                subs.remove(&path);
+                conn.follow(Watch::Naming, subs.keys().cloned().collect());
+                drop(subs);
                 return Ok(Reply::new(
                     "SubscribeServiceResponse",
                     json!({"serviceInfo": service_info(api, &key, &clusters, false)}),
                 ));
             }
             start_watch(nacos, conn);
-            conn.subscriptions.lock().insert(
-                path.clone(),
-                Subscribed {
-                    key: key.clone(),
-                    clusters: clusters.clone(),
-                    last_hosts: String::new(),
-                },
-            );
-            // Read after subscribing, so a change in between is pushed rather than lost.
+            {
+                let mut subs = conn.subscriptions.lock();
+                subs.insert(
+                    path.clone(),
+                    Subscribed {
+                        key: key.clone(),
+                        clusters: clusters.clone(),
+                        last_hosts: String::new(),
+                    },
+                );
+                conn.follow(Watch::Naming, subs.keys().cloned().collect());
+            }
+            // Read after subscribing and following, so a change in between is pushed rather
+            // than lost.
             let info = service_info(api, &key, &clusters, false);
             if let Some(s) = conn.subscriptions.lock().get_mut(&path) {
                 s.last_hosts = info["hosts"].to_string();
@@ -275,19 +283,21 @@ pub async fn handle(nacos: &Nacos, conn: &Arc<Conn>, kind: &str, p: &Payload) ->
     }
 }
 
-/// Push `NotifySubscriberRequest` to the connection whenever a subscribed service changes.
+/// Push `NotifySubscriberRequest` to the connection whenever a subscribed service changes. The
+/// connection's feed subscription follows its subscribed services only ([`Conn::follow`]), so a
+/// registration elsewhere does not wake it.
 fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
     let api = nacos.api.clone();
     let weak = Arc::downgrade(conn);
     conn.start_once(Watch::Naming, || {
-        let (sub, revision) = api.feed.subscribe_under(
-            api.store.backend(),
-            Under::path(format!("{ROOT}/registry")),
-            None,
-            |t| t.last_zxid(),
-        );
+        // Nothing yet: the subscribe request that started this narrows it to its service.
+        let (sub, scope, revision) =
+            api.feed
+                .subscribe_scoped(api.store.backend(), Under::paths(Vec::new()), None, |t| {
+                    t.last_zxid()
+                });
         let mut follow = Follow::new(sub.rx, format!("{ROOT}/registry"), revision);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let changed = follow.next().await;
                 let Some(conn) = weak.upgrade() else { return };
@@ -295,7 +305,11 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
                     let s = conn.subscriptions.lock();
                     match &changed {
                         Next::Closed => return,
-                        Next::Resync => s.iter().map(|(p, s)| (p.clone(), s.clone())).collect(),
+                        Next::Resync => {
+                            // Every subscribed service is read below: what came before is covered.
+                            follow.read_at(api.store.revision());
+                            s.iter().map(|(p, s)| (p.clone(), s.clone())).collect()
+                        }
                         Next::Changed(paths) => s
                             .iter()
                             .filter(|(p, _)| paths.iter().any(|c| under(c, p)))
@@ -303,7 +317,6 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
                             .collect(),
                     }
                 };
-                follow.read_at(api.store.revision());
                 for (path, s) in subs {
                     let info = service_info(&api, &s.key, &s.clusters, false);
                     let hosts = info["hosts"].to_string();
@@ -325,6 +338,60 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
                     }
                 }
             }
-        })
+        });
+        (task, scope)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::nacos::payload;
+    use crate::nacos::auth::NacosAuth;
+    use roster_core::backend::Backend;
+
+    async fn subscribe(nacos: &Nacos, conn: &Arc<Conn>, service: &str, on: bool) {
+        let body = json!({"namespace": "public", "serviceName": service,
+            "groupName": "DEFAULT_GROUP", "subscribe": on, "clusters": ""});
+        let p = payload("SubscribeServiceRequest", &body);
+        handle(nacos, conn, "SubscribeServiceRequest", &p)
+            .await
+            .expect("subscribed");
+    }
+
+    /// A registration wakes the connections subscribed to its service only, not every
+    /// subscribing connection; an unsubscribed service no longer wakes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_registration_wakes_only_the_connections_subscribed_to_it() {
+        let backend: Arc<dyn Backend> = roster_zab::Standalone::open(
+            Arc::new(roster_core::storage::MemEngine::default()),
+            roster_zab::ZabConfig::default(),
+        )
+        .expect("standalone node");
+        let nacos = Nacos::new(
+            Api::new(backend, 1, 10),
+            Arc::new(NacosAuth::disabled()),
+            20_000,
+        );
+        let a = nacos.conns.check("127.0.0.1:4000".parse().unwrap());
+        let b = nacos.conns.check("127.0.0.1:4001".parse().unwrap());
+        subscribe(&nacos, &a, "orders", true).await;
+        subscribe(&nacos, &a, "users", true).await;
+        subscribe(&nacos, &b, "users", true).await;
+        let instance = |svc: &str| {
+            let key = ServiceKey::new(None, Some(DEFAULT_GROUP), svc).unwrap();
+            format!("{}/10.0.0.1#8080", key.path())
+        };
+        let feed = &nacos.api.feed;
+        assert_eq!(feed.woken_by(&instance("orders")), 1);
+        assert_eq!(feed.woken_by(&instance("users")), 2);
+        assert_eq!(
+            feed.woken_by(&instance("billing")),
+            0,
+            "nobody subscribes to it"
+        );
+        subscribe(&nacos, &a, "orders", false).await;
+        assert_eq!(feed.woken_by(&instance("orders")), 0, "unsubscribed");
+        assert_eq!(feed.woken_by(&instance("users")), 2);
+    }
 }
