@@ -3,9 +3,10 @@
 //! the quorum port per pair, dialled by the member with the larger id, as ZooKeeper does for
 //! elections. A broken link is reported to the peer, which re-synchronises (followers) or drops
 //! the follower (leader): nothing is silently lost between members. Links are dialled from the
-//! member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data stays
-//! unacknowledged for `PEER_UNACKED_TIMEOUT` is aborted and re-dialled (`roster_core::net`), so a
-//! member is linked again as soon as a partition heals, not at TCP's next retransmission.
+//! member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data (or keepalive
+//! probes, when idle) stays unacknowledged for `PEER_UNACKED_TIMEOUT` — or the `syncLimit`, if
+//! longer — is aborted and re-dialled (`roster_core::net`), so a member is linked again as soon
+//! as a partition heals, not at TCP's next retransmission.
 
 use crate::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
 use bytes::{BufMut, BytesMut};
@@ -146,6 +147,7 @@ impl Ensemble {
                         other,
                         addr.clone(),
                         port,
+                        unacked_timeout(&cfg),
                         links.clone(),
                         cmd_tx.clone(),
                     ));
@@ -422,12 +424,22 @@ async fn serve_link(
     }
 }
 
+/// How long a link's sent data may stay unacknowledged before the link is aborted: the shared
+/// 5 s, or the `syncLimit` when that is longer — an operator who raised it for a slow network
+/// expects a member to ride out that much silence, as ZooKeeper's does.
+fn unacked_timeout(cfg: &EnsembleConfig) -> Duration {
+    roster_core::net::PEER_UNACKED_TIMEOUT.max(Duration::from_millis(
+        cfg.peer.tick_ms.saturating_mul(cfg.peer.sync_limit),
+    ))
+}
+
 async fn dial_loop(
     me: Sid,
     my_host: String,
     other: Sid,
     addr: MemberAddr,
     port: Port,
+    unacked: Duration,
     links: Links,
     cmds: std::sync::mpsc::Sender<Cmd>,
 ) {
@@ -446,7 +458,7 @@ async fn dial_loop(
             (addr.host.as_str(), p),
             source,
             roster_core::net::PEER_CONNECT_TIMEOUT,
-            roster_core::net::PEER_UNACKED_TIMEOUT,
+            unacked,
         )
         .await
         {
@@ -478,10 +490,8 @@ async fn accept_loop(
             continue;
         };
         let _ = s.set_nodelay(true);
-        if let Err(e) =
-            roster_core::net::guard_peer_link(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
-        {
-            tracing::warn!(sid = me, %peer, error = %e, "cannot set TCP_USER_TIMEOUT on a member link");
+        if let Err(e) = roster_core::net::guard_peer_link(&s, unacked_timeout(&cfg)) {
+            tracing::warn!(sid = me, %peer, error = %e, "cannot set the timeouts of a member link");
         }
         let links = links.clone();
         let cmds = cmds.clone();
