@@ -1,8 +1,9 @@
 //! The async shell of a ZAB ensemble member: a thread that owns the `Peer` (inputs in, group
 //! commit, outputs out) and TCP links to every other member — one on the election port and one on
 //! the quorum port per pair, dialled by the member with the larger id, as ZooKeeper does for
-//! elections. A broken link is reported to the peer, which re-synchronises (followers) or drops
-//! the follower (leader): nothing is silently lost between members. Links are dialled from the
+//! elections. A broken quorum link is reported to the peer, which re-synchronises (followers) or
+//! drops the follower (leader): nothing is silently lost between members (election
+//! notifications are re-sent every tick while looking, so their links' losses are not). Links are dialled from the
 //! member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data (or keepalive
 //! probes, when idle) stays unacknowledged for `PEER_UNACKED_TIMEOUT` — or the `syncLimit`, if
 //! longer — is aborted and re-dialled (`roster_core::net`), so a member is linked again as soon
@@ -143,11 +144,10 @@ impl Ensemble {
                 for port in [Port::Election, Port::Quorum] {
                     tokio::spawn(dial_loop(
                         me,
-                        my_addr.host.clone(),
                         other,
                         addr.clone(),
                         port,
-                        unacked_timeout(&cfg),
+                        cfg.clone(),
                         links.clone(),
                         cmd_tx.clone(),
                     ));
@@ -344,7 +344,7 @@ async fn read_frame(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Serve one established link until it breaks, then report it lost. A newer link to the same
+/// Serve one established link until it breaks, then report it lost (a quorum link). A newer link to the same
 /// member and port replaces this one in `links`: the newer one reports this one lost before it
 /// reads anything (so the peer sees the loss before what comes over the new link), and this one
 /// ends without reporting, its writer gone with its sender, which closes it.
@@ -361,7 +361,11 @@ async fn serve_link(
     let mine = tx.downgrade();
     let replaced = links.lock().insert((other, port), tx).is_some();
     tracing::debug!(sid = me, other, ?port, replaced, "link up");
-    if replaced {
+    // Only the quorum link's losses matter to the protocol: election notifications are
+    // re-announced every tick while looking, so losing some costs nothing, and a follower keeps
+    // its leader over a broken election link, as ZooKeeper's does.
+    let reports = port == Port::Quorum;
+    if replaced && reports {
         // What was still queued on the old link is lost.
         let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
     }
@@ -419,7 +423,7 @@ async fn serve_link(
         }
         current
     };
-    if current {
+    if current && reports {
         let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
     }
 }
@@ -435,11 +439,10 @@ fn unacked_timeout(cfg: &EnsembleConfig) -> Duration {
 
 async fn dial_loop(
     me: Sid,
-    my_host: String,
     other: Sid,
     addr: MemberAddr,
     port: Port,
-    unacked: Duration,
+    cfg: EnsembleConfig,
     links: Links,
     cmds: std::sync::mpsc::Sender<Cmd>,
 ) {
@@ -449,10 +452,12 @@ async fn dial_loop(
     };
     // Dial from this member's own address, as raft and AP members do (firewall rules and
     // peers' logs tell members apart even on one host); a name is left to the OS.
-    let source = my_host
-        .parse::<std::net::IpAddr>()
-        .ok()
+    let source = cfg
+        .members
+        .get(&me)
+        .and_then(|m| m.host.parse::<std::net::IpAddr>().ok())
         .filter(|ip| !ip.is_unspecified());
+    let unacked = unacked_timeout(&cfg);
     loop {
         match roster_core::net::dial_peer(
             (addr.host.as_str(), p),

@@ -134,14 +134,16 @@ def test_leader_kill9_under_load(cluster):
     print(f"failover in {failover:.2f}s; {len(acked)} acknowledged writes on every member")
 
 
-def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factory, firewall):
-    """A follower cut off by iptables stops serving writes (it cannot reach a quorum), the
-    majority keeps committing, and once healed the member is linked, synced and ready again
-    within seconds, holding every acknowledged write."""
+@pytest.mark.parametrize("who", ["follower", "leader"])
+def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factory, firewall, who):
+    """A member cut off by iptables — a follower, or the leader — stops serving writes (it
+    cannot reach a quorum), the majority keeps (or, electing a new leader, resumes) committing,
+    and once healed the member is linked, synced and ready again within seconds, holding every
+    acknowledged write (a cut-off leader's uncommitted proposals are truncated)."""
     cut, heal = firewall
     c = RaftNodes(roster_factory, 3, flags=["--tick-ms", "200"], backend="zab").start()
     leader = c.wait_leader()
-    lone = next(i for i in c.nodes if i != leader)
+    lone = leader if who == "leader" else next(i for i in c.nodes if i != leader)
     majority = [i for i in c.nodes if i != lone]
     client = KazooClient(hosts=c.zk(lone), timeout=30)
     client.start(timeout=20)
@@ -150,6 +152,13 @@ def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factor
     load.wait_more(100)
 
     cut(raft_host(lone))
+    t_cut = time.monotonic()
+    if who == "leader":
+        # The followers stop hearing it (sync_limit: 5 ticks of 200 ms) and elect one of them.
+        new_leader = c.wait_leader(majority, timeout=20)
+        failover = time.monotonic() - t_cut
+        print(f"new leader {new_leader} ready {failover:.2f} s after the cut")
+        assert failover < 5, f"the majority took {failover:.1f} s to elect a new leader"
     refused = 0
     for k in range(3):
         try:
@@ -158,7 +167,8 @@ def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factor
             refused += 1
     assert refused == 3, "a member cut off from the quorum acknowledged a write"
     wait_until(lambda: (c.ready(lone) or {}).get("ready") is False, 10, "the cut-off member not ready")
-    assert c.leader(majority) == leader
+    if who == "follower":
+        assert c.leader(majority) == leader
     load.wait_more(100, what="writes on the majority side")
 
     heal()
