@@ -47,6 +47,20 @@ enum Port {
     Quorum,
 }
 
+impl Port {
+    fn label(self) -> &'static str {
+        match self {
+            Port::Election => "election",
+            Port::Quorum => "quorum",
+        }
+    }
+}
+
+/// `roster_zab_peer_connected{peer, port}`: 1 while a link to that member on that port is up.
+fn link_gauge(other: Sid, port: Port) -> metrics::Gauge {
+    metrics::gauge!("roster_zab_peer_connected", "peer" => other.to_string(), "port" => port.label())
+}
+
 enum Cmd {
     Input(Input),
     Submit(Envelope, oneshot::Sender<Result<Applied, BackendError>>),
@@ -361,6 +375,9 @@ async fn serve_link(
     let mine = tx.downgrade();
     let replaced = links.lock().insert((other, port), tx).is_some();
     tracing::debug!(sid = me, other, ?port, replaced, "link up");
+    link_gauge(other, port).set(1.0);
+    metrics::counter!("roster_zab_peer_connects_total", "peer" => other.to_string(), "port" => port.label())
+        .increment(1);
     // Only the quorum link's losses matter to the protocol: election notifications are
     // re-announced every tick while looking, so losing some costs nothing, and a follower keeps
     // its leader over a broken election link, as ZooKeeper's does.
@@ -407,7 +424,7 @@ async fn serve_link(
                 }
             }
             Err(e) => {
-                tracing::debug!(sid = me, other, ?port, error = %e, "link down");
+                tracing::info!(sid = me, other, port = port.label(), error = %e, "link to a member down");
                 break;
             }
         }
@@ -423,6 +440,9 @@ async fn serve_link(
         }
         current
     };
+    if current {
+        link_gauge(other, port).set(0.0);
+    }
     if current && reports {
         let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
     }
@@ -458,6 +478,9 @@ async fn dial_loop(
         .and_then(|m| m.host.parse::<std::net::IpAddr>().ok())
         .filter(|ip| !ip.is_unspecified());
     let unacked = unacked_timeout(&cfg);
+    // The first failed dial after a working link (or at start) is logged; the retries, every
+    // 2 s while the member stays unreachable, are not, until it is reached again.
+    let mut failing = false;
     loop {
         match roster_core::net::dial_peer(
             (addr.host.as_str(), p),
@@ -468,9 +491,23 @@ async fn dial_loop(
         .await
         {
             Ok(mut s) => {
+                if failing {
+                    tracing::info!(
+                        sid = me,
+                        other,
+                        port = port.label(),
+                        "member reachable again"
+                    );
+                    failing = false;
+                }
                 if s.write_u64(me).await.is_ok() {
                     serve_link(s, me, other, port, links.clone(), cmds.clone()).await;
                 }
+            }
+            Err(e) if !failing => {
+                tracing::info!(sid = me, other, port = port.label(), addr = %addr.host, error = %e,
+                    "cannot reach a member; retrying");
+                failing = true;
             }
             Err(e) => tracing::trace!(sid = me, other, error = %e, "dial failed"),
         }

@@ -343,6 +343,14 @@ fn describe() {
         "roster_raft_bad_frames_total",
         "Raft peer frames refused (over the limit, undecodable, bad hello)"
     );
+    describe_gauge!(
+        "roster_zab_peer_connected",
+        "1 while the link to a member on its quorum or election port is up"
+    );
+    describe_counter!(
+        "roster_zab_peer_connects_total",
+        "Links to a member established (dialled or accepted), by port"
+    );
     describe_counter!(
         "roster_zab_syncs_total",
         "Followers synchronised, by kind (diff, trunc, snap)"

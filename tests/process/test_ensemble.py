@@ -5,6 +5,7 @@ refuses writes, then rejoins within seconds of the heal."""
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -134,6 +135,18 @@ def test_leader_kill9_under_load(cluster):
     print(f"failover in {failover:.2f}s; {len(acked)} acknowledged writes on every member")
 
 
+def linked(c, i, peer):
+    """Member i's `roster_zab_peer_connected` for `peer`, by port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{c.nodes[i].http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = {}
+    for m in re.finditer(r'^roster_zab_peer_connected\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("peer") == str(peer):
+            found[labels["port"]] = int(float(m.group(2)))
+    return found
+
+
 @pytest.mark.parametrize("who", ["follower", "leader"])
 def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factory, firewall, who):
     """A member cut off by iptables — a follower, or the leader — stops serving writes (it
@@ -170,11 +183,17 @@ def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factor
     if who == "follower":
         assert c.leader(majority) == leader
     load.wait_more(100, what="writes on the majority side")
+    # The majority's links to it are down (aborted, not left open in retransmission backoff).
+    keeper = majority[0]
+    wait_until(lambda: linked(c, keeper, lone) == {"election": 0, "quorum": 0}, 15,
+               f"member {keeper} to report its links to member {lone} down")
 
     heal()
     healed = time.monotonic()
     wait_until(lambda: (c.ready(lone) or {}).get("ready") is True, 60, "the member ready again")
     rejoin = time.monotonic() - healed
+    wait_until(lambda: linked(c, keeper, lone) == {"election": 1, "quorum": 1}, 10,
+               f"member {keeper} to report its links to member {lone} up")
     # Links whose packets the partition dropped are aborted (TCP_USER_TIMEOUT) and re-dialled
     # with a bounded connect; before, a dial into the partition sat in the kernel's SYN retries
     # and the member rejoined only at the next one, tens of seconds after the heal.
