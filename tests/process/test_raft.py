@@ -277,6 +277,56 @@ def test_admin_on_zab_answers_501(roster):
     assert body["details"]["backend"] == "zab"
 
 
+class CutOff:
+    """A 3-member cluster `c` under load on two members while the third — a follower, or the
+    leader (`who`) — is cut off by iptables: `isolate()` cuts it and checks that it refuses
+    writes and reports not ready while the majority keeps (or, electing a new leader within 5 s,
+    resumes) committing."""
+
+    def __init__(self, c, cut, who):
+        self.c, self.cut, self.who = c, cut, who
+        self.leader = c.wait_leader()
+        self.lone = self.leader if who == "leader" else next(i for i in c.nodes if i != self.leader)
+        self.majority = [i for i in c.nodes if i != self.lone]
+        self.client = KazooClient(hosts=c.zk(self.lone), timeout=30)
+        self.client.start(timeout=20)
+        self.client.ensure_path("/part")
+        self.load = Load(c.hosts(self.majority))
+        self.load.wait_more(100)
+
+    def isolate(self):
+        c, lone = self.c, self.lone
+        self.cut(raft_host(lone))
+        t_cut = time.monotonic()
+        if self.who == "leader":
+            new_leader = c.wait_leader(self.majority, timeout=20)
+            failover = time.monotonic() - t_cut
+            print(f"new leader {new_leader} ready {failover:.2f} s after the cut")
+            assert failover < 5, f"the majority took {failover:.1f} s to elect a new leader"
+        refused = 0
+        for k in range(3):
+            try:
+                self.client.create_async(f"/part/minority-{k}").get(timeout=8)
+            except Exception:
+                refused += 1
+        assert refused == 3, "a member cut off from the quorum acknowledged a write"
+        # It no longer reports ready (so clients move away), and the majority keeps committing.
+        wait_until(lambda: (c.ready(lone) or {}).get("ready") is False, 10, "the cut-off member not ready")
+        if self.who == "follower":
+            assert c.leader(self.majority) == self.leader
+        self.load.wait_more(100, what="writes on the majority side")
+
+    def finish(self):
+        """Stop the load and check every member holds every acknowledged write."""
+        self.load.wait_more(50, what="writes after healing")
+        acked = self.load.stop()
+        self.client.stop()
+        self.client.close()
+        for i in self.c.nodes:
+            assert_has_all(self.c, i, acked)
+        return acked
+
+
 @pytest.mark.parametrize("who", ["follower", "leader"])
 def test_raft_minority_member_refuses_writes(roster_factory, firewall, who):
     """A member cut off by iptables — a follower, or the leader — refuses writes and reports not
@@ -287,34 +337,9 @@ def test_raft_minority_member_refuses_writes(roster_factory, firewall, who):
     # defaults: with FAST's 20 entries under this load the leader purges what the member needs
     # faster than it installs each snapshot, so it catches up only by snapshots, one a second.
     c = RaftNodes(roster_factory, 3, flags=FAST[:-2] + ["--raft-log-retained", "100000"]).start()
-    leader = c.wait_leader()
-    lone = leader if who == "leader" else next(i for i in c.nodes if i != leader)
-    majority = [i for i in c.nodes if i != lone]
-    client = KazooClient(hosts=c.zk(lone), timeout=30)
-    client.start(timeout=20)
-    client.ensure_path("/part")
-    load = Load(c.hosts(majority))
-    load.wait_more(100)
-
-    cut(raft_host(lone))
-    t_cut = time.monotonic()
-    if who == "leader":
-        new_leader = c.wait_leader(majority, timeout=20)
-        failover = time.monotonic() - t_cut
-        print(f"new leader {new_leader} ready {failover:.2f} s after the cut")
-        assert failover < 5, f"the majority took {failover:.1f} s to elect a new leader"
-    refused = 0
-    for k in range(3):
-        try:
-            client.create_async(f"/part/minority-{k}").get(timeout=8)
-        except Exception:
-            refused += 1
-    assert refused == 3, "a member cut off from the quorum acknowledged a write"
-    # It no longer reports ready (so clients move away), and the majority keeps committing.
-    wait_until(lambda: (c.ready(lone) or {}).get("ready") is False, 10, "the cut-off member not ready")
-    if who == "follower":
-        assert c.leader(majority) == leader
-    load.wait_more(100, what="writes on the majority side")
+    run = CutOff(c, cut, who)
+    lone = run.lone
+    run.isolate()
 
     heal()
     healed = time.monotonic()
@@ -336,9 +361,4 @@ def test_raft_minority_member_refuses_writes(roster_factory, firewall, who):
     assert not lost, "the session through the healed member expired"
     fresh.stop()
     fresh.close()
-    load.wait_more(50, what="writes after healing")
-    acked = load.stop()
-    client.stop()
-    client.close()
-    for i in c.nodes:
-        assert_has_all(c, i, acked)
+    run.finish()
