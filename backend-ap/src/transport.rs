@@ -194,9 +194,9 @@ where
             continue;
         };
         if let Err(e) =
-            roster_core::net::guard_peer_link(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
+            roster_core::net::configure_peer_link(&s, roster_core::net::PEER_UNACKED_TIMEOUT)
         {
-            tracing::warn!(%peer, error = %e, "cannot set TCP_USER_TIMEOUT on a peer link");
+            tracing::warn!(%peer, error = %e, "cannot set up a peer link's options");
         }
         let deliver = deliver.clone();
         let transport = transport.clone();

@@ -2,12 +2,12 @@
 //! commit, outputs out) and TCP links to every other member — one on the election port and one on
 //! the quorum port per pair, dialled by the member with the larger id, as ZooKeeper does for
 //! elections. A broken quorum link is reported to the peer, which re-synchronises (followers) or
-//! drops the follower (leader): nothing is silently lost between members (election
-//! notifications are re-sent every tick while looking, so their links' losses are not). Links are dialled from the
-//! member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data (or keepalive
-//! probes, when idle) stays unacknowledged for `PEER_UNACKED_TIMEOUT` — or the `syncLimit`, if
-//! longer — is aborted and re-dialled (`roster_core::net`), so a member is linked again as soon
-//! as a partition heals, not at TCP's next retransmission.
+//! drops the follower (leader): nothing is silently lost between members (election notifications
+//! are re-sent every tick while looking, so their links' losses are not reported). Links are
+//! dialled from the member's own address within `PEER_CONNECT_TIMEOUT`, and one whose sent data
+//! (or keepalive probes, when idle) stays unacknowledged for `PEER_UNACKED_TIMEOUT` — or the
+//! `syncLimit`, if longer — is aborted and re-dialled (`roster_core::net`), so a member is linked
+//! again as soon as a partition heals, not at TCP's next retransmission.
 
 use crate::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
 use bytes::{BufMut, BytesMut};
@@ -358,10 +358,10 @@ async fn read_frame(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Serve one established link until it breaks, then report it lost (a quorum link). A newer link to the same
-/// member and port replaces this one in `links`: the newer one reports this one lost before it
-/// reads anything (so the peer sees the loss before what comes over the new link), and this one
-/// ends without reporting, its writer gone with its sender, which closes it.
+/// Serve one established link until it breaks, then report it lost (a quorum link). A newer
+/// link to the same member and port replaces this one in `links`: the newer one reports this one
+/// lost before it reads anything (so the peer sees the loss before what comes over the new
+/// link), and this one ends without reporting, its writer gone with its sender, which closes it.
 async fn serve_link(
     stream: TcpStream,
     me: Sid,
@@ -430,21 +430,17 @@ async fn serve_link(
         }
     }
     writer.abort();
-    let current = {
-        let mut l = links.lock();
-        let current = l
-            .get(&(other, port))
-            .is_some_and(|t| mine.upgrade().is_some_and(|m| m.same_channel(t)));
-        if current {
-            l.remove(&(other, port));
-        }
-        current
-    };
-    if current {
+    // Still the current link (not replaced by a newer one): take it out and report the loss.
+    let mut l = links.lock();
+    if l.get(&(other, port))
+        .is_some_and(|t| mine.upgrade().is_some_and(|m| m.same_channel(t)))
+    {
+        l.remove(&(other, port));
+        drop(l);
         link_gauge(other, port).set(0.0);
-    }
-    if current && reports {
-        let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
+        if reports {
+            let _ = cmds.send(Cmd::Input(Input::Disconnected(other)));
+        }
     }
 }
 
@@ -531,9 +527,8 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let _ = s.set_nodelay(true);
-        if let Err(e) = roster_core::net::guard_peer_link(&s, unacked_timeout(&cfg)) {
-            tracing::warn!(sid = me, %peer, error = %e, "cannot set the timeouts of a member link");
+        if let Err(e) = roster_core::net::configure_peer_link(&s, unacked_timeout(&cfg)) {
+            tracing::warn!(sid = me, %peer, error = %e, "cannot set up a member link's options");
         }
         let links = links.clone();
         let cmds = cmds.clone();

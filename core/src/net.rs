@@ -10,15 +10,16 @@ use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long data sent on a member-to-member link may stay unacknowledged by the peer's kernel
-/// before the link is aborted ([`guard_peer_link`]).
+/// before the link is aborted ([`configure_peer_link`]).
 pub const PEER_UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a member-to-member link may sit idle before its kernel probes the peer, and the
-/// pause between probes ([`guard_peer_link`]).
+/// pause between probes ([`configure_peer_link`]).
 pub const PEER_KEEPALIVE: Duration = Duration::from_secs(1);
 
-/// Make a partition break a member-to-member link promptly, whether it carries data or not, so
-/// that it is re-dialled and works as soon as the network does.
+/// Set up a member-to-member link, dialled or accepted: `TCP_NODELAY` (member messages are small
+/// and wait for their answers), and what makes a partition break the link promptly, whether it
+/// carries data or not, so that it is re-dialled and works as soon as the network does:
 ///
 /// - Data sent on it that stays unacknowledged for `unacked` aborts it (Linux
 ///   `TCP_USER_TIMEOUT`). Without that, a link whose packets the partition dropped stays open
@@ -33,7 +34,11 @@ pub const PEER_KEEPALIVE: Duration = Duration::from_secs(1);
 ///   abort it the same way. Without that, an idle link — a ZAB leader's election link, which
 ///   it never writes to — outlived a partition in which its peer had dropped its own end, and
 ///   the peer, which may not dial (the larger id dials), could not reach it again.
-pub fn guard_peer_link(stream: &tokio::net::TcpStream, unacked: Duration) -> std::io::Result<()> {
+pub fn configure_peer_link(
+    stream: &tokio::net::TcpStream,
+    unacked: Duration,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let sock = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new().with_time(PEER_KEEPALIVE);
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -48,8 +53,7 @@ pub fn guard_peer_link(stream: &tokio::net::TcpStream, unacked: Duration) -> std
 
 /// Dial a member-to-member link to `target`: from `source` when given (the member's own address,
 /// so firewall rules and peers' logs tell members apart even when they share a host), within
-/// `connect_timeout` (name lookup included), with `TCP_NODELAY` set and [`guard_peer_link`]
-/// applied.
+/// `connect_timeout` (name lookup included), set up by [`configure_peer_link`].
 pub async fn dial_peer(
     target: impl ToSocketAddrs,
     source: Option<IpAddr>,
@@ -82,8 +86,7 @@ pub async fn dial_peer(
     let s = tokio::time::timeout(connect_timeout, dial)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    s.set_nodelay(true)?;
-    guard_peer_link(&s, unacked_timeout)?;
+    configure_peer_link(&s, unacked_timeout)?;
     Ok(s)
 }
 

@@ -5,7 +5,6 @@ refuses writes, then rejoins within seconds of the heal."""
 
 import json
 import os
-import re
 import subprocess
 import threading
 import time
@@ -136,14 +135,8 @@ def test_leader_kill9_under_load(cluster):
 
 def linked(c, i, peer):
     """Member i's `roster_zab_peer_connected` for `peer`, by port."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{c.nodes[i].http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    found = {}
-    for m in re.finditer(r'^roster_zab_peer_connected\{([^}]*)\} (\S+)$', text, re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if labels.get("peer") == str(peer):
-            found[labels["port"]] = int(float(m.group(2)))
-    return found
+    return {port: c.metric(i, "roster_zab_peer_connected", peer=peer, port=port)
+            for port in ("election", "quorum")}
 
 
 @pytest.mark.parametrize("who", ["follower", "leader"])
@@ -156,11 +149,12 @@ def test_zab_member_cut_off_refuses_writes_and_rejoins_when_healed(roster_factor
     c = RaftNodes(roster_factory, 3, flags=["--tick-ms", "200"], backend="zab").start()
     run = CutOff(c, cut, who)
     lone, majority = run.lone, run.majority
+    keeper = majority[0]
+    assert linked(c, keeper, lone) == {"election": 1, "quorum": 1}
     # A cut-off leader is replaced once the followers stop hearing it (sync_limit: 5 ticks of
     # 200 ms) and elect one of them.
     run.isolate()
     # The majority's links to it are down (aborted, not left open in retransmission backoff).
-    keeper = majority[0]
     wait_until(lambda: linked(c, keeper, lone) == {"election": 0, "quorum": 0}, 15,
                f"member {keeper} to report its links to member {lone} down")
 

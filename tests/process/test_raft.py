@@ -95,11 +95,14 @@ class RaftNodes:
         wait_until(lambda: self.leader(among) is not None, timeout, f"one leader among {among}")
         return self.leader(among)
 
-    def metric(self, i, name):
+    def metric(self, i, name, **labels):
+        """Member i's value of `name` (the first series carrying `labels`); 0 if absent."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.nodes[i].http_port}/metrics", timeout=5) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
+                series, _, value = line.rpartition(" ")
+                if series == name or series.startswith(name + "{"):
+                    if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                        return float(value)
         return 0.0
 
 

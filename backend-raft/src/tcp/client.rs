@@ -168,6 +168,7 @@ impl TcpTransport {
                 to.id, to.addr
             )));
         }
+        // Bounded by `connect_timeout` inside; the hello then goes into an empty send buffer.
         let dial = async {
             let mut s = roster_core::net::dial_peer(
                 &*to.addr,
@@ -181,14 +182,7 @@ impl TcpTransport {
             s.write_all(&hello).await?;
             Ok::<_, std::io::Error>(s)
         };
-        let res = match tokio::time::timeout(self.cfg.connect_timeout, dial).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            )),
-        };
-        match res {
+        match dial.await {
             Ok(s) => {
                 let c = Conn::start(s, to.id, self.cfg.max_frame);
                 st.conn = Some(c.clone());

@@ -41,7 +41,7 @@ pub struct TcpConfig {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// A link whose sent data stays unacknowledged this long is aborted and re-dialled
-    /// ([`roster_core::net::guard_peer_link`]).
+    /// ([`roster_core::net::configure_peer_link`]).
     pub unacked_timeout: Duration,
     /// Source address of dialled links (the member's own address, so firewall rules, and
     /// peers' logs, can tell members apart even when they share a host). None: the OS picks.
@@ -52,7 +52,7 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             max_frame: 512 << 20,
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout: roster_core::net::PEER_CONNECT_TIMEOUT,
             request_timeout: Duration::from_secs(15),
             long_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_millis(50),

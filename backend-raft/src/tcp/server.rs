@@ -28,9 +28,8 @@ pub fn serve(listener: TcpListener, node: Weak<RaftBackend>, cfg: TcpConfig) -> 
             if node.strong_count() == 0 {
                 return;
             }
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = roster_core::net::guard_peer_link(&stream, cfg.unacked_timeout) {
-                tracing::warn!(%from, error = %e, "raft port: cannot set TCP_USER_TIMEOUT");
+            if let Err(e) = roster_core::net::configure_peer_link(&stream, cfg.unacked_timeout) {
+                tracing::warn!(%from, error = %e, "raft port: cannot set up a peer link's options");
             }
             tokio::spawn(serve_conn(stream, from, node.clone(), cfg.max_frame));
         }

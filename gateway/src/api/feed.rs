@@ -70,7 +70,7 @@ struct Scoped {
 #[derive(Default)]
 struct Scopes {
     subs: FastMap<u64, Scoped>,
-    by_prefix: FastMap<Box<str>, SmallVec<[u64; 2]>>,
+    by_prefix: ByPrefix,
     next_id: u64,
     /// Forget the subscribers that went away once there are this many: a scan (one lock per
     /// subscriber) after every quarter's growth, so a subscription costs O(1) amortised and at
@@ -100,34 +100,14 @@ impl Scopes {
         let id = self.next_id;
         self.next_id += 1;
         let prefixes = outermost(prefixes);
-        self.index(id, &prefixes);
+        index(&mut self.by_prefix, id, &prefixes);
         self.subs.insert(id, Scoped { prefixes, tx });
         id
     }
 
-    fn index(&mut self, id: u64, prefixes: &[String]) {
-        for p in prefixes {
-            self.by_prefix
-                .entry(p.as_str().into())
-                .or_default()
-                .push(id);
-        }
-    }
-
-    fn unindex(&mut self, id: u64, prefixes: &[String]) {
-        for p in prefixes {
-            if let Some(ids) = self.by_prefix.get_mut(p.as_str()) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    self.by_prefix.remove(p.as_str());
-                }
-            }
-        }
-    }
-
     fn remove(&mut self, id: u64) {
         if let Some(s) = self.subs.remove(&id) {
-            self.unindex(id, &s.prefixes);
+            unindex(&mut self.by_prefix, id, &s.prefixes);
         }
     }
 
@@ -136,10 +116,9 @@ impl Scopes {
         let Some(s) = self.subs.get_mut(&id) else {
             return;
         };
-        let old = std::mem::replace(&mut s.prefixes, outermost(prefixes));
-        let new = s.prefixes.clone();
-        self.unindex(id, &old);
-        self.index(id, &new);
+        unindex(&mut self.by_prefix, id, &s.prefixes);
+        s.prefixes = outermost(prefixes);
+        index(&mut self.by_prefix, id, &s.prefixes);
     }
 
     /// Send `change` to the subscribers under one of whose prefixes it falls; forget those
@@ -166,6 +145,25 @@ impl Scopes {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.subs.len()
+    }
+}
+
+type ByPrefix = FastMap<Box<str>, SmallVec<[u64; 2]>>;
+
+fn index(by_prefix: &mut ByPrefix, id: u64, prefixes: &[String]) {
+    for p in prefixes {
+        by_prefix.entry(p.as_str().into()).or_default().push(id);
+    }
+}
+
+fn unindex(by_prefix: &mut ByPrefix, id: u64, prefixes: &[String]) {
+    for p in prefixes {
+        if let Some(ids) = by_prefix.get_mut(p.as_str()) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                by_prefix.remove(p.as_str());
+            }
+        }
     }
 }
 

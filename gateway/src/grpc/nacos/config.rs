@@ -240,23 +240,7 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Api;
-    use crate::grpc::nacos::payload;
-    use crate::nacos::auth::NacosAuth;
-    use roster_core::backend::Backend;
-
-    fn nacos() -> Arc<Nacos> {
-        let backend: Arc<dyn Backend> = roster_zab::Standalone::open(
-            Arc::new(roster_core::storage::MemEngine::default()),
-            roster_zab::ZabConfig::default(),
-        )
-        .expect("standalone node");
-        Nacos::new(
-            Api::new(backend, 1, 10),
-            Arc::new(NacosAuth::disabled()),
-            20_000,
-        )
-    }
+    use crate::grpc::nacos::{payload, test_nacos};
 
     async fn listen(nacos: &Nacos, conn: &Arc<Conn>, data_ids: &[&str], on: bool) -> RpcResult {
         let contexts: Vec<_> = data_ids
@@ -277,7 +261,7 @@ mod tests {
     /// woken by an item it no longer listens to.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_publish_wakes_only_the_connections_listening_to_it() {
-        let nacos = nacos();
+        let nacos = test_nacos();
         let a = nacos.conns.check("127.0.0.1:4000".parse().unwrap());
         let b = nacos.conns.check("127.0.0.1:4001".parse().unwrap());
         listen(&nacos, &a, &["app.yaml", "db.yaml"], true)

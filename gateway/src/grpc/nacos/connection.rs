@@ -58,10 +58,8 @@ pub struct Conn {
     pub subscriptions: Mutex<HashMap<String, Subscribed>>,
     pub listeners: Mutex<HashMap<String, Listened>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    naming_watch: AtomicBool,
-    config_watch: AtomicBool,
-    /// What the naming and config watchers follow: the subscribed services and the listened
-    /// config items, so a change elsewhere does not wake this connection.
+    /// What the naming and config watchers follow, once started: the subscribed services and
+    /// the listened config items, so a change elsewhere does not wake this connection.
     naming_scope: Mutex<Option<Scope>>,
     config_scope: Mutex<Option<Scope>>,
     next_push: AtomicU64,
@@ -87,8 +85,6 @@ impl Conn {
             subscriptions: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
-            naming_watch: AtomicBool::new(false),
-            config_watch: AtomicBool::new(false),
             naming_scope: Mutex::new(None),
             config_scope: Mutex::new(None),
             next_push: AtomicU64::new(1),
@@ -170,14 +166,18 @@ impl Conn {
     /// The watcher's task is given the [`Scope`] of its feed subscription, which
     /// [`Conn::follow`] then narrows to the keys the client asks for.
     pub fn start_once(&self, which: Watch, f: impl FnOnce() -> (JoinHandle<()>, Scope)) {
-        let (flag, scope) = match which {
-            Watch::Naming => (&self.naming_watch, &self.naming_scope),
-            Watch::Config => (&self.config_watch, &self.config_scope),
-        };
-        if !flag.swap(true, Ordering::SeqCst) {
+        let mut scope = self.scope(which).lock();
+        if scope.is_none() {
             let (task, s) = f();
-            *scope.lock() = Some(s);
+            *scope = Some(s);
             self.tasks.lock().push(task);
+        }
+    }
+
+    fn scope(&self, which: Watch) -> &Mutex<Option<Scope>> {
+        match which {
+            Watch::Naming => &self.naming_scope,
+            Watch::Config => &self.config_scope,
         }
     }
 
@@ -185,11 +185,7 @@ impl Conn {
     /// recording a new key and before reading the key's state for the answer, so that a change
     /// in between is pushed rather than lost.
     pub fn follow(&self, which: Watch, paths: Vec<String>) {
-        let scope = match which {
-            Watch::Naming => &self.naming_scope,
-            Watch::Config => &self.config_scope,
-        };
-        if let Some(s) = scope.lock().as_ref() {
+        if let Some(s) = self.scope(which).lock().as_ref() {
             s.set(paths);
         }
     }

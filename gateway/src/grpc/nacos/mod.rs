@@ -425,3 +425,18 @@ pub fn routes(routes: &mut tonic::service::RoutesBuilder, nacos: Arc<Nacos>, max
                 .max_decoding_message_size(max_message),
         );
 }
+
+/// The Nacos services over a standalone in-memory node, auth off, for the handlers' tests.
+#[cfg(test)]
+pub(crate) fn test_nacos() -> Arc<Nacos> {
+    let backend: Arc<dyn roster_core::backend::Backend> = roster_zab::Standalone::open(
+        Arc::new(roster_core::storage::MemEngine::default()),
+        roster_zab::ZabConfig::default(),
+    )
+    .expect("standalone node");
+    Nacos::new(
+        Api::new(backend, 1, 10),
+        Arc::new(NacosAuth::disabled()),
+        20_000,
+    )
+}

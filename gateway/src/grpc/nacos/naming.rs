@@ -346,9 +346,7 @@ fn start_watch(nacos: &Nacos, conn: &Arc<Conn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::nacos::payload;
-    use crate::nacos::auth::NacosAuth;
-    use roster_core::backend::Backend;
+    use crate::grpc::nacos::{payload, test_nacos};
 
     async fn subscribe(nacos: &Nacos, conn: &Arc<Conn>, service: &str, on: bool) {
         let body = json!({"namespace": "public", "serviceName": service,
@@ -363,16 +361,7 @@ mod tests {
     /// subscribing connection; an unsubscribed service no longer wakes it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_registration_wakes_only_the_connections_subscribed_to_it() {
-        let backend: Arc<dyn Backend> = roster_zab::Standalone::open(
-            Arc::new(roster_core::storage::MemEngine::default()),
-            roster_zab::ZabConfig::default(),
-        )
-        .expect("standalone node");
-        let nacos = Nacos::new(
-            Api::new(backend, 1, 10),
-            Arc::new(NacosAuth::disabled()),
-            20_000,
-        );
+        let nacos = test_nacos();
         let a = nacos.conns.check("127.0.0.1:4000".parse().unwrap());
         let b = nacos.conns.check("127.0.0.1:4001".parse().unwrap());
         subscribe(&nacos, &a, "orders", true).await;
