@@ -71,7 +71,8 @@ def children(c, path):
 def test_kazoo_supported_operations_and_capability_errors(ap):
     c1, c2, c3 = ap.client(1), ap.client(2), ap.client(3)
     c1.create("/app", b"v1")
-    wait_until(lambda: c2.exists("/app") is not None, 5, "the create to reach member 2")
+    # Gossip reaches each member on its own: wait for both before reading either.
+    wait_until(lambda: all(c.exists("/app") for c in (c2, c3)), 5, "the create to reach members 2 and 3")
     # A watch on member 3 fires for a write on member 2.
     fired = threading.Event()
     assert c3.get("/app", watch=lambda e: fired.set())[0] == b"v1"
@@ -132,7 +133,7 @@ def test_partition_both_sides_accept_then_converge(ap):
     per_side = 1500
     c1, c2, c3 = ap.client(1), ap.client(2), ap.client(3)
     c1.ensure_path("/reg")
-    wait_until(lambda: c3.exists("/reg") is not None, 5, "/reg everywhere")
+    wait_until(lambda: all(c.exists("/reg") for c in (c2, c3)), 5, "/reg everywhere")
     # Registered before the cut, known everywhere: a third through each member.
     pre = 300
     for i, c in ((1, c1), (2, c2), (3, c3)):
