@@ -161,7 +161,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median figures per workload and system, and their ratios.
 pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
     type Figure = (&'static str, bool, fn(&RunRecord) -> f64);
-    let figures: [Figure; 9] = [
+    let figures: [Figure; 10] = [
         ("throughput ops/s", true, main_rate),
         ("p50 ms", false, |r| {
             r.result.main_op().map_or(f64::NAN, |o| o.p50_ms)
@@ -180,6 +180,12 @@ pub fn summarize(runs: &[RunRecord]) -> Vec<CompareRow> {
         }),
         ("server RSS peak MiB", false, |r| {
             r.result.server.as_ref().map_or(f64::NAN, |s| s.rss_peak_mb)
+        }),
+        ("server anon RSS peak MiB", false, |r| {
+            r.result
+                .server
+                .as_ref()
+                .map_or(f64::NAN, |s| s.anon_peak_mb)
         }),
         ("server CPU %", false, |r| {
             r.result.server.as_ref().map_or(f64::NAN, |s| s.cpu_percent)

@@ -292,7 +292,7 @@ impl Report {
         let _ = writeln!(s, "## Runs\n");
         let _ = writeln!(
             s,
-            "| system | round | workload | mode | op | ok | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server RSS peak MiB | server CPU % |"
+            "| system | round | workload | mode | op | ok | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server RSS (anon) peak MiB | server CPU % |"
         );
         let _ = writeln!(
             s,
@@ -305,7 +305,7 @@ impl Report {
                 .as_ref()
                 .map_or(("—".into(), "—".into()), |v| {
                     (
-                        format!("{:.1}", v.rss_peak_mb),
+                        format!("{:.1} ({:.1})", v.rss_peak_mb, v.anon_peak_mb),
                         format!("{:.0}", v.cpu_percent),
                     )
                 });

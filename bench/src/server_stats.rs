@@ -19,6 +19,11 @@ pub struct ServerStats {
     pub rss_start_mb: f64,
     pub rss_peak_mb: f64,
     pub rss_end_mb: f64,
+    /// Peak of the anonymous part of RSS (`RssAnon`: heap, stacks, allocator arenas — what the
+    /// process itself holds, without the pages of its binary and libraries it maps from the
+    /// page cache). 0 in reports from before it was sampled.
+    #[serde(default)]
+    pub anon_peak_mb: f64,
     /// Average CPU over the run, in percent of one core (200 = two cores busy).
     pub cpu_percent: f64,
 }
@@ -72,15 +77,28 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
 
 /// Resident set size in MiB, from /proc/<pid>/status.
 pub fn rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// Anonymous resident memory in MiB (`RssAnon`), from /proc/<pid>/status.
+pub fn anon_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "RssAnon:")
+}
+
+/// A `kB` field of /proc/<pid>/status, in MiB.
+fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
+    parse_kb(&status, field).map(|kb| kb / 1024.0)
+}
+
+fn parse_kb(status: &str, field: &str) -> Option<f64> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+        .ok()
 }
 
 /// utime + stime in seconds, from /proc/<pid>/stat.
@@ -120,6 +138,7 @@ struct SamplerState {
     rss_start: f64,
     rss_peak: f64,
     rss_last: f64,
+    anon_peak: f64,
 }
 
 impl Sampler {
@@ -142,6 +161,11 @@ impl Sampler {
                 s.samples += 1;
                 s.rss_peak = s.rss_peak.max(rss);
                 s.rss_last = rss;
+                drop(s);
+                if let Some(anon) = sum_of(&sampled, anon_mb) {
+                    let mut s = st.lock();
+                    s.anon_peak = s.anon_peak.max(anon);
+                }
             }
         });
         Sampler {
@@ -156,6 +180,7 @@ impl Sampler {
         self.handle.abort();
         let cpu_end = sum_of(&self.pids, cpu_seconds);
         let rss_now = sum_of(&self.pids, rss_mb);
+        let anon_now = sum_of(&self.pids, anon_mb).unwrap_or(0.0);
         let s = self.state.lock();
         let wall = started.elapsed().as_secs_f64().max(1e-9);
         let rss_last = rss_now.unwrap_or(s.rss_last);
@@ -166,6 +191,7 @@ impl Sampler {
             rss_start_mb: s.rss_start,
             rss_peak_mb: s.rss_peak.max(rss_last),
             rss_end_mb: rss_last,
+            anon_peak_mb: s.anon_peak.max(anon_now),
             cpu_percent: match (cpu_at_start, cpu_end) {
                 (Some(a), Some(b)) => 100.0 * (b - a) / wall,
                 _ => 0.0,
@@ -208,7 +234,22 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert_eq!(pid_listening_on(port), Some(std::process::id()));
-        assert!(rss_mb(std::process::id()).unwrap() > 0.0);
+        let (rss, anon) = (
+            rss_mb(std::process::id()).unwrap(),
+            anon_mb(std::process::id()).unwrap(),
+        );
+        assert!(
+            rss > 0.0 && anon > 0.0 && anon <= rss,
+            "rss {rss} anon {anon}"
+        );
         assert!(cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn reads_kb_fields_of_proc_status() {
+        let status = "VmPeak:\t  20000 kB\nVmRSS:\t   8192 kB\nRssAnon:\t    2048 kB\n";
+        assert_eq!(parse_kb(status, "VmRSS:"), Some(8192.0));
+        assert_eq!(parse_kb(status, "RssAnon:"), Some(2048.0));
+        assert_eq!(parse_kb(status, "RssFile:"), None);
     }
 }

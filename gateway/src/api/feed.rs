@@ -270,7 +270,10 @@ impl Feed {
         let (live, _) = broadcast::channel(4096);
         let feed = Arc::new(Feed {
             ring: Mutex::new(Ring {
-                changes: VecDeque::with_capacity(capacity.min(1 << 16)),
+                // All of it up front: pages are resident only once written, and a ring that
+                // grows doubles past its capacity (131 072 slots for 100 000, 4 MiB) and copies
+                // itself on the way.
+                changes: VecDeque::with_capacity(capacity.max(1)),
                 floor: t.last_zxid(),
                 capacity: capacity.max(1),
                 scoped: Scopes::default(),
