@@ -1,13 +1,15 @@
 //! Members joined by the real TCP transport (`roster_raft::tcp`) on loopback: forwarding,
-//! restart from the store, a wiped member catching up by snapshot, zxids across leader changes,
-//! and the frame limit.
+//! restart from the store, a wiped member catching up by snapshot (whole, and in pieces when it
+//! is larger than a frame), zxids across leader changes, and the frame limit.
 
 mod common;
 
 use common::{create, env, init_tracing, retry, wait_for};
 use roster_core::CreateMode;
+use roster_core::acl::Acl;
 use roster_core::backend::Backend;
 use roster_core::storage::{Engine, MemEngine};
+use roster_core::txn::{Request, WriteOp};
 use roster_raft::network::{Forward, Peer, Transport, TransportError};
 use roster_raft::{ForwardError, RaftBackend, RaftConfig, TcpConfig, TcpTransport, tcp};
 use std::collections::BTreeMap;
@@ -24,6 +26,7 @@ struct Member {
 struct TcpCluster {
     addrs: BTreeMap<u64, String>,
     members: BTreeMap<u64, Member>,
+    tcp: TcpConfig,
 }
 
 fn cfg(id: u64, addr: &str) -> RaftConfig {
@@ -35,6 +38,10 @@ fn cfg(id: u64, addr: &str) -> RaftConfig {
 
 impl TcpCluster {
     async fn start(n: u64) -> TcpCluster {
+        TcpCluster::start_with(n, TcpConfig::default()).await
+    }
+
+    async fn start_with(n: u64, tcp: TcpConfig) -> TcpCluster {
         init_tracing();
         let mut addrs = BTreeMap::new();
         let mut listeners = BTreeMap::new();
@@ -46,6 +53,7 @@ impl TcpCluster {
         let mut c = TcpCluster {
             addrs,
             members: BTreeMap::new(),
+            tcp,
         };
         for (id, l) in listeners {
             c.open_on(id, Arc::new(MemEngine::default()), l).await;
@@ -57,11 +65,11 @@ impl TcpCluster {
 
     async fn open_on(&mut self, id: u64, engine: Arc<MemEngine>, l: TcpListener) {
         let dyn_engine: Arc<dyn Engine> = engine.clone();
-        let transport = TcpTransport::new(id, TcpConfig::default());
+        let transport = TcpTransport::new(id, self.tcp.clone());
         let node = RaftBackend::open(cfg(id, &self.addrs[&id]), dyn_engine, transport)
             .await
             .unwrap();
-        let server = tcp::serve(l, Arc::downgrade(&node), TcpConfig::default());
+        let server = tcp::serve(l, Arc::downgrade(&node), self.tcp.clone());
         self.members.insert(
             id,
             Member {
@@ -167,6 +175,50 @@ async fn writes_forward_over_tcp_and_a_wiped_member_catches_up_by_snapshot() {
     let t = c.node(other).tree();
     assert!(t.read().get("/w99").is_some());
     assert!(t.read().get("/k0").is_some());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_larger_than_a_frame_reaches_a_wiped_member_in_pieces() {
+    // Frames of at most 64 KiB, snapshots in 16 KiB pieces; the state below is ~300 KiB, so
+    // the snapshot cannot travel as one frame.
+    let small = TcpConfig {
+        max_frame: 64 << 10,
+        snapshot_chunk: 16 << 10,
+        ..TcpConfig::default()
+    };
+    let mut c = TcpCluster::start_with(3, small).await;
+    let leader = c.wait_leader(10).await;
+    let wiped = (1..=3).find(|i| *i != leader).unwrap();
+    let _ = c.stop(wiped).await;
+    let value = vec![7u8; 1000];
+    for i in 0..300 {
+        let n = c.node(leader);
+        let path = format!("/big/n{i:03}");
+        if i == 0 {
+            c.write(leader, "/big").await;
+        }
+        retry(20, &path, || {
+            n.submit(env(
+                0,
+                Request::Op(WriteOp::Create {
+                    path: path.clone(),
+                    data: value.clone(),
+                    acl: Acl::open_unsafe(),
+                    mode: CreateMode::Persistent,
+                    ttl: 0,
+                }),
+            ))
+        })
+        .await;
+    }
+    // Snapshots every 40 entries and the log purged behind them: only a snapshot can bring an
+    // empty member up to date.
+    c.open(wiped, Arc::new(MemEngine::default())).await;
+    c.wait_converged(30).await;
+    let t = c.node(wiped).tree();
+    let node = t.read().get("/big/n299").map(|n| n.data.len());
+    assert_eq!(node, Some(1000), "the last write reached the wiped member");
     c.shutdown().await;
 }
 

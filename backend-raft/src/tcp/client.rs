@@ -328,16 +328,56 @@ impl Transport for TcpTransport {
         vote: Vote,
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError> {
-        let req = WireRequest::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot,
-        };
-        match self.call(to, req, self.cfg.long_timeout).await? {
-            WireResponse::Snapshot(r) => Ok(r),
-            WireResponse::Error(e) => Err(remote(e)),
-            r => Err(unexpected("snapshot", &r)),
+        let chunk = self.cfg.snapshot_chunk.max(1);
+        let data = snapshot.snapshot;
+        if data.len() <= chunk {
+            let req = WireRequest::Snapshot {
+                vote,
+                meta: snapshot.meta,
+                data,
+            };
+            return match self.call(to, req, self.cfg.long_timeout).await? {
+                WireResponse::Snapshot(r) => Ok(r),
+                WireResponse::Error(e) => Err(remote(e)),
+                r => Err(unexpected("snapshot", &r)),
+            };
         }
+        let total = data.len() as u64;
+        let started = Instant::now();
+        let mut offset = 0usize;
+        for part in data.chunks(chunk) {
+            let last = offset + part.len() == data.len();
+            let req = WireRequest::SnapshotChunk {
+                vote,
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                total,
+                data: part.to_vec(),
+            };
+            // A piece is a plain request; the last one also waits for the install.
+            let timeout = if last {
+                self.cfg.long_timeout
+            } else {
+                self.cfg.request_timeout
+            };
+            match self.call(to, req, timeout).await? {
+                WireResponse::SnapshotPart if !last => {}
+                WireResponse::Snapshot(r) if last => {
+                    tracing::info!(
+                        peer = to.id,
+                        bytes = total,
+                        pieces = data.len().div_ceil(chunk),
+                        ms = started.elapsed().as_millis() as u64,
+                        "snapshot sent in pieces"
+                    );
+                    return Ok(r);
+                }
+                WireResponse::Error(e) => return Err(remote(e)),
+                r => return Err(unexpected("snapshot piece", &r)),
+            }
+            offset += part.len();
+        }
+        unreachable!("the last piece returns")
     }
 
     async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError> {

@@ -4,7 +4,7 @@ use super::wire::{WireError, WireRequest, WireResponse};
 use super::{HELLO, MAX_IN_FLIGHT, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::backend::RaftBackend;
 use crate::network::{ForwardReply, TransportError};
-use crate::types::Snapshot;
+use crate::types::{Snapshot, SnapshotMeta};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -64,6 +64,9 @@ async fn serve_conn(
     let (out, rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(write_frames(wr, rx));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // The snapshot this peer is sending in pieces, if any; lost with the link (the sender then
+    // starts over on the next).
+    let partial = Partial::default();
     loop {
         let (id, body) = match read_frame(&mut rd, max_frame).await {
             Ok(f) => f,
@@ -99,8 +102,9 @@ async fn serve_conn(
             break;
         };
         let out = out.clone();
+        let partial = partial.clone();
         tokio::spawn(async move {
-            let resp = handle(&n, req).await;
+            let resp = handle(&n, req, &partial, peer).await;
             drop(n);
             let body = match postcard::to_stdvec(&resp) {
                 Ok(b) if b.len() <= max_frame => b,
@@ -125,9 +129,109 @@ async fn serve_conn(
     let _ = writer.await;
 }
 
-async fn handle(n: &RaftBackend, req: WireRequest) -> WireResponse {
+/// A snapshot arriving in pieces on one link.
+struct Incoming {
+    meta: SnapshotMeta,
+    total: u64,
+    data: Vec<u8>,
+}
+
+type Partial = Arc<parking_lot::Mutex<Option<Incoming>>>;
+
+/// Add a piece to the link's partial snapshot: the whole snapshot once the last piece is in,
+/// None while more are due, an error (and the partial snapshot dropped) for a piece that does
+/// not continue it.
+fn add_piece(
+    partial: &Partial,
+    meta: &SnapshotMeta,
+    offset: u64,
+    total: u64,
+    data: Vec<u8>,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut p = partial.lock();
+    let continues =
+        |i: &Incoming| i.meta == *meta && i.total == total && i.data.len() as u64 == offset;
+    let mut incoming = match p.take() {
+        _ if offset == 0 => {
+            let mut i = Incoming {
+                meta: meta.clone(),
+                total,
+                data,
+            };
+            // Reserved once (not doubled and copied as it grows); a size no allocation can
+            // meet is refused rather than aborting the process.
+            let rest = total.saturating_sub(i.data.len() as u64);
+            usize::try_from(rest)
+                .ok()
+                .and_then(|rest| i.data.try_reserve_exact(rest).ok())
+                .ok_or_else(|| {
+                    format!("snapshot up to {}: cannot hold {total} bytes", upto(meta))
+                })?;
+            i
+        }
+        Some(mut i) if continues(&i) => {
+            i.data.extend_from_slice(&data);
+            i
+        }
+        held => {
+            return Err(format!(
+                "snapshot up to {}: piece at {offset} of {total} does not continue {}",
+                upto(meta),
+                held.map_or("nothing".to_owned(), |i| format!(
+                    "the one up to {} at {} of {}",
+                    upto(&i.meta),
+                    i.data.len(),
+                    i.total
+                ))
+            ));
+        }
+    };
+    match (incoming.data.len() as u64).cmp(&total) {
+        std::cmp::Ordering::Less => {
+            *p = Some(incoming);
+            Ok(None)
+        }
+        std::cmp::Ordering::Equal => Ok(Some(std::mem::take(&mut incoming.data))),
+        std::cmp::Ordering::Greater => Err(format!(
+            "snapshot up to {}: pieces exceed its {total} bytes",
+            upto(meta)
+        )),
+    }
+}
+
+/// The last log entry a snapshot covers, for messages.
+fn upto(meta: &SnapshotMeta) -> String {
+    meta.last_log_id
+        .as_ref()
+        .map_or("the start".to_owned(), |l| l.to_string())
+}
+
+async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64) -> WireResponse {
     let err = |e: TransportError| WireResponse::Error(e.into());
     match req {
+        WireRequest::SnapshotChunk {
+            vote,
+            meta,
+            offset,
+            total,
+            data,
+        } => match add_piece(partial, &meta, offset, total, data) {
+            Ok(None) => WireResponse::SnapshotPart,
+            Ok(Some(data)) => n
+                .handle_install_snapshot(
+                    vote,
+                    Snapshot {
+                        meta,
+                        snapshot: data,
+                    },
+                )
+                .await
+                .map_or_else(err, WireResponse::Snapshot),
+            Err(e) => {
+                tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
+                WireResponse::Error(WireError::Remote(e))
+            }
+        },
         WireRequest::Append(r) => n
             .handle_append_entries(r)
             .await
@@ -157,5 +261,55 @@ async fn handle(n: &RaftBackend, req: WireRequest) -> WireResponse {
             Ok(ForwardReply::Admin) => WireResponse::Admin,
             Err(e) => WireResponse::Error(e.into()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::LogId;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new_term_index(1, index)),
+            ..SnapshotMeta::default()
+        }
+    }
+
+    #[test]
+    fn pieces_reassemble_in_order_and_anything_else_is_refused() {
+        let p = Partial::default();
+        let (m, other) = (meta(10), meta(20));
+        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
+        assert_eq!(add_piece(&p, &m, 2, 6, b"cd".to_vec()), Ok(None));
+        assert_eq!(
+            add_piece(&p, &m, 4, 6, b"ef".to_vec()),
+            Ok(Some(b"abcdef".to_vec()))
+        );
+        assert!(
+            p.lock().is_none(),
+            "nothing is held once the snapshot is whole"
+        );
+
+        // A gap, a repeated piece, another snapshot's piece: refused, and what was held dropped.
+        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
+        assert!(add_piece(&p, &m, 4, 6, b"ef".to_vec()).is_err());
+        assert!(
+            add_piece(&p, &m, 2, 6, b"cd".to_vec()).is_err(),
+            "dropped after a refusal"
+        );
+        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
+        assert!(add_piece(&p, &other, 2, 6, b"cd".to_vec()).is_err());
+        // A new first piece starts over, whatever was held.
+        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
+        assert_eq!(add_piece(&p, &other, 0, 4, b"wx".to_vec()), Ok(None));
+        assert_eq!(
+            add_piece(&p, &other, 2, 4, b"yz".to_vec()),
+            Ok(Some(b"wxyz".to_vec()))
+        );
+        // More bytes than announced, or a size no allocation can meet.
+        assert!(add_piece(&p, &m, 0, 2, b"abc".to_vec()).is_err());
+        assert!(add_piece(&p, &m, 0, u64::MAX, b"ab".to_vec()).is_err());
+        assert!(p.lock().is_none());
     }
 }

@@ -21,6 +21,19 @@ pub(crate) enum WireRequest {
         data: Vec<u8>,
     },
     Forward(WireForward),
+    /// A piece of a snapshot too large for one frame (over [`TcpConfig::snapshot_chunk`]):
+    /// pieces go in order, each answered (`SnapshotPart`) before the next is sent, so the
+    /// link carries appends and votes between them; the last is answered with the install's
+    /// `Snapshot` reply. (Last in the enum: the variants before keep their wire tags.)
+    ///
+    /// [`TcpConfig::snapshot_chunk`]: super::TcpConfig::snapshot_chunk
+    SnapshotChunk {
+        vote: Vote,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,11 +51,19 @@ pub(crate) enum WireResponse {
     Append(AppendEntriesResponse),
     Vote(VoteResponse),
     Snapshot(SnapshotResponse),
-    Applied { zxid: Zxid, outcome: Outcome },
+    Applied {
+        zxid: Zxid,
+        outcome: Outcome,
+    },
     Touched,
-    Barrier { zxid: Zxid, index: u64 },
+    Barrier {
+        zxid: Zxid,
+        index: u64,
+    },
     Admin,
     Error(WireError),
+    /// A snapshot piece was received (not the last).
+    SnapshotPart,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
