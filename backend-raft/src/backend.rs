@@ -24,6 +24,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Longest a snapshot may take to reach a member and be installed there; the TCP transport's
+/// `long_timeout` is the same.
+pub const SNAPSHOT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Settings of the Raft backend.
@@ -153,6 +157,11 @@ impl RaftBackend {
             // lack entries it replicated from its in-memory tail before they were synced, and
             // mint new entries (and zxids) at log ids and zxids its followers already hold.
             enable_leader_restore: Some(false),
+            // openraft's deadline for sending a whole snapshot, install included (its default,
+            // 200 ms, is for a snapshot of kilobytes: one of hundreds of megabytes was abandoned
+            // and started over every 200 ms, and the member never caught up). The TCP transport
+            // bounds each piece on its own and notices a dead link within seconds.
+            install_snapshot_timeout: SNAPSHOT_TRANSFER_TIMEOUT.as_millis() as u64,
             ..Default::default()
         }
         .validate()

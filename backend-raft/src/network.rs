@@ -233,6 +233,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 struct RouterState {
     nodes: HashMap<NodeId, Weak<RaftBackend>>,
     isolated: HashSet<NodeId>,
+    snapshot_delay: Duration,
 }
 
 /// An in-process network: members registered here reach each other by direct calls. Tests cut
@@ -274,6 +275,11 @@ impl Router {
 
     pub fn heal(&self, id: NodeId) {
         self.state.lock().isolated.remove(&id);
+    }
+
+    /// Make every snapshot transfer take at least `d` (a large snapshot, a slow link).
+    pub fn delay_snapshots(&self, d: Duration) {
+        self.state.lock().snapshot_delay = d;
     }
 
     fn target(&self, from: NodeId, to: NodeId) -> Result<Arc<RaftBackend>, TransportError> {
@@ -323,6 +329,8 @@ impl Transport for Endpoint {
         vote: Vote,
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError> {
+        let delay = self.router.state.lock().snapshot_delay;
+        tokio::time::sleep(delay).await;
         let n = self.router.target(self.from, to.id)?;
         n.handle_install_snapshot(vote, snapshot).await
     }

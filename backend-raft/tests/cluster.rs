@@ -225,6 +225,29 @@ async fn a_member_with_an_empty_engine_catches_up_by_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_that_takes_seconds_to_send_still_installs() {
+    // A snapshot of some hundreds of megabytes takes seconds to send and to install; openraft's
+    // own default deadline for the whole transfer is 200 ms, after which it gives up and starts
+    // over, so such a member would never catch up.
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader(10).await;
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    c.stop(victim).await;
+    for i in 0..120 {
+        c.node(leader)
+            .submit(env(0, create(&format!("/s{i}"), CreateMode::Persistent)))
+            .await
+            .unwrap();
+    }
+    c.router
+        .delay_snapshots(std::time::Duration::from_millis(1500));
+    let n = c.open(victim, Arc::new(MemEngine::default())).await;
+    c.wait_converged(20).await;
+    assert!(n.tree().read().get("/s119").is_some());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_requests_change_nothing_and_answer_with_their_code() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader(10).await;

@@ -206,6 +206,14 @@ def test_raft_member_with_wiped_data_dir_catches_up(roster_factory):
     leader = c.wait_leader()
     victim = next(i for i in c.nodes if i != leader)
     survivors = [i for i in c.nodes if i != victim]
+    # Over 4 MiB of state, so the snapshot the member needs travels in pieces (docs/raft.md).
+    big = KazooClient(hosts=c.hosts(survivors), timeout=10)
+    big.start(timeout=20)
+    big.ensure_path("/big")
+    for k in range(6):
+        big.create(f"/big/b{k}", bytes([k]) * 900_000)
+    big.stop()
+    big.close()
     load = Load(c.hosts(survivors))
     load.wait_more(400)  # several snapshots (every 100 txns) and the log purged behind them
     node = c.nodes[victim]
@@ -218,6 +226,14 @@ def test_raft_member_with_wiped_data_dir_catches_up(roster_factory):
     assert_has_all(c, victim, acked)
     # It came back by snapshot (its log was gone and the leader's purged), as a follower.
     assert c.metric(victim, "roster_raft_snapshots_installed_total") >= 1
+    assert any("snapshot sent in pieces" in c.nodes[i].log() for i in survivors)
+    v = KazooClient(hosts=c.zk(victim), timeout=10)
+    v.start(timeout=20)
+    try:
+        assert v.get("/big/b5")[0] == bytes([5]) * 900_000
+    finally:
+        v.stop()
+        v.close()
     assert (c.ready(victim) or {}).get("role") == "follower"
     assert c.wait_leader() in survivors
     for i in survivors:

@@ -65,7 +65,7 @@ impl Default for TcpConfig {
             snapshot_chunk: SNAPSHOT_CHUNK,
             connect_timeout: roster_core::net::PEER_CONNECT_TIMEOUT,
             request_timeout: Duration::from_secs(15),
-            long_timeout: Duration::from_secs(120),
+            long_timeout: crate::backend::SNAPSHOT_TRANSFER_TIMEOUT,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             unacked_timeout: roster_core::net::PEER_UNACKED_TIMEOUT,
