@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Longest a snapshot may take to reach a member and be installed there; the TCP transport's
 /// `long_timeout` is the same.
 pub const SNAPSHOT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
-use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Settings of the Raft backend.
 #[derive(Debug, Clone)]
