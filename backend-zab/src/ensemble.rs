@@ -38,8 +38,14 @@ pub struct EnsembleConfig {
     pub members: HashMap<Sid, MemberAddr>,
 }
 
-/// Largest message between members (a snapshot can be big).
+/// Largest frame between members. A larger message (a SNAP of a tree whose snapshot is over
+/// 1 GiB) goes as several frames, each but the last with [`MORE`] set in its length word; a
+/// message that fits is one frame, as it always was.
 const MAX_PEER_FRAME: usize = 1 << 30;
+/// Set in a frame's length word when the message continues in the next frame.
+const MORE: u32 = 1 << 31;
+/// Largest message reassembled from frames.
+const MAX_PEER_MESSAGE: usize = 64 << 30;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Port {
@@ -340,20 +346,41 @@ fn dispatch(
     }
 }
 
+/// Append `m` to `buf` as frames of at most `max_frame` bytes (see [`MAX_PEER_FRAME`]).
+fn encode(m: &Msg, buf: &mut BytesMut, max_frame: usize) {
+    let body = postcard::to_stdvec(m).expect("messages serialize");
+    let mut pieces = body.chunks(max_frame).peekable();
+    while let Some(piece) = pieces.next() {
+        let more = if pieces.peek().is_some() { MORE } else { 0 };
+        buf.put_u32(piece.len() as u32 | more);
+        buf.extend_from_slice(piece);
+    }
+}
+
+/// Read one message: one frame, or the frames of a message larger than `max_frame`.
 async fn read_frame(
     s: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
+    max_frame: usize,
 ) -> std::io::Result<Msg> {
-    let len = s.read_u32().await? as usize;
-    if len > MAX_PEER_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "peer frame too large",
-        ));
-    }
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     buf.clear();
-    buf.resize(len, 0);
-    s.read_exact(&mut buf[..]).await?;
+    loop {
+        let word = s.read_u32().await?;
+        let len = (word & !MORE) as usize;
+        if len > max_frame {
+            return Err(invalid("peer frame too large"));
+        }
+        if buf.len() + len > MAX_PEER_MESSAGE {
+            return Err(invalid("peer message too large"));
+        }
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        s.read_exact(&mut buf[start..]).await?;
+        if word & MORE == 0 {
+            break;
+        }
+    }
     postcard::from_bytes(&buf[..])
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
@@ -390,18 +417,10 @@ async fn serve_link(
         let mut buf = BytesMut::with_capacity(64 * 1024);
         while let Some(m) = rx.recv().await {
             let mut n = 0;
-            let push = |m: &Msg, buf: &mut BytesMut| {
-                let start = buf.len();
-                buf.put_u32(0);
-                let body = postcard::to_stdvec(m).expect("messages serialize");
-                buf.extend_from_slice(&body);
-                let len = (buf.len() - start - 4) as u32;
-                buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-            };
-            push(&m, &mut buf);
+            encode(&m, &mut buf, MAX_PEER_FRAME);
             while n < 1024 {
                 match rx.try_recv() {
-                    Ok(m) => push(&m, &mut buf),
+                    Ok(m) => encode(&m, &mut buf, MAX_PEER_FRAME),
                     Err(_) => break,
                 }
                 n += 1;
@@ -414,7 +433,7 @@ async fn serve_link(
     });
     let mut buf = BytesMut::new();
     loop {
-        match read_frame(&mut rd, &mut buf).await {
+        match read_frame(&mut rd, &mut buf, MAX_PEER_FRAME).await {
             Ok(msg) => {
                 if cmds
                     .send(Cmd::Input(Input::Message { from: other, msg }))
@@ -606,5 +625,62 @@ impl Backend for Ensemble {
             synced_observers: s.followers.map(|f| f.1),
             elections: s.elections,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length words of the frames in `bytes`: (length, more).
+    fn frames(bytes: &[u8]) -> Vec<(usize, bool)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let word = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+            let len = (word & !MORE) as usize;
+            out.push((len, word & MORE != 0));
+            at += 4 + len;
+        }
+        assert_eq!(at, bytes.len(), "frames end where the bytes do");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_a_frame_goes_in_several_and_comes_back_whole() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let snap = Msg::Snap {
+            zxid: 0x3_0000_0009,
+            data: data.clone(),
+        };
+        let mut out = BytesMut::new();
+        encode(&snap, &mut out, 1024);
+        encode(&Msg::UpToDate, &mut out, 1024);
+        let f = frames(&out);
+        assert!(f.len() >= 11, "{} frames", f.len());
+        assert!(f.iter().all(|(len, _)| *len <= 1024));
+        // Every frame of the snapshot but its last says more follows; the small message after
+        // it is one frame, flagged as nothing, exactly as before.
+        let last_of_snap = f.iter().position(|(_, more)| !more).unwrap();
+        assert_eq!(last_of_snap, f.len() - 2);
+        assert!(!f[f.len() - 1].1);
+
+        let mut rd = &out[..];
+        let mut buf = BytesMut::new();
+        match read_frame(&mut rd, &mut buf, 1024).await.unwrap() {
+            Msg::Snap { zxid, data: got } => {
+                assert_eq!(zxid, 0x3_0000_0009);
+                assert_eq!(got, data);
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(matches!(
+            read_frame(&mut rd, &mut buf, 1024).await.unwrap(),
+            Msg::UpToDate
+        ));
+        // A frame over the reader's limit is refused, not read.
+        let mut rd = &out[..];
+        let err = read_frame(&mut rd, &mut buf, 100).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 }
