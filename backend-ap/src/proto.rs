@@ -9,6 +9,43 @@ use serde::{Deserialize, Serialize};
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Most registers in one `Persist` message.
 pub const CHUNK: usize = 1024;
+/// Most bytes of paths and values in one `Persist` message, far under [`MAX_FRAME`]: counted
+/// alone, 1 024 registers of 100 KB configs made a 100 MB frame that the receiver refused — and
+/// the repair that sent it was refused again every round, so those registers never converged.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// What a register costs in a message besides its path and data (stamp, ACL, tags), roughly.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// `entries` in runs for `Persist` messages: at most [`CHUNK`] registers and [`CHUNK_BYTES`]
+/// each (a single larger register travels alone; values are bounded far below [`MAX_FRAME`]).
+pub fn persist_chunks(entries: &[(String, PEntry)]) -> impl Iterator<Item = &[(String, PEntry)]> {
+    chunks_within(entries, CHUNK, CHUNK_BYTES)
+}
+
+fn chunks_within(
+    entries: &[(String, PEntry)],
+    max_n: usize,
+    max_bytes: usize,
+) -> impl Iterator<Item = &[(String, PEntry)]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        for (path, e) in rest {
+            let size = path.len() + e.value.as_ref().map_or(0, |v| v.data.len()) + ENTRY_OVERHEAD;
+            if n > 0 && (n == max_n || bytes + size > max_bytes) {
+                break;
+            }
+            n += 1;
+            bytes += size;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
 
 /// One message between members. The sender is known from the connection's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +107,52 @@ pub fn decode(body: &[u8]) -> Result<Msg, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hlc::{Hlc, Stamp};
+    use crate::model::Value;
+
+    fn register(i: usize, bytes: usize) -> (String, PEntry) {
+        (
+            format!("/config/c{i:04}"),
+            PEntry {
+                stamp: Stamp {
+                    hlc: Hlc {
+                        wall: 1,
+                        logical: 0,
+                    },
+                    origin: 1,
+                },
+                value: Some(Value {
+                    data: vec![b'x'; bytes],
+                    acl: roster_core::acl::intern(&roster_core::acl::Acl::open_unsafe()),
+                }),
+            },
+        )
+    }
+
+    #[test]
+    fn persist_runs_stay_under_the_byte_budget_and_the_count() {
+        // 1 024 configs of 100 KB: by count alone one 100 MB message, over the frame limit.
+        let big: Vec<_> = (0..1024).map(|i| register(i, 100_000)).collect();
+        let runs: Vec<_> = persist_chunks(&big).collect();
+        assert!(runs.len() >= 25, "{} runs", runs.len());
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 1024);
+        for run in &runs {
+            let frame = encode(&Msg::Persist {
+                entries: run.to_vec(),
+                repair: true,
+            });
+            assert!(frame.len() <= CHUNK_BYTES, "a run of {} bytes", frame.len());
+        }
+        // Small registers still go 1 024 to a message.
+        let small: Vec<_> = (0..3000).map(|i| register(i, 10)).collect();
+        let sizes: Vec<_> = persist_chunks(&small).map(|r| r.len()).collect();
+        assert_eq!(sizes, vec![1024, 1024, 952]);
+        // One register over the budget travels alone rather than not at all.
+        let huge = vec![register(0, 10), register(1, 50), register(2, 10)];
+        let sizes: Vec<_> = chunks_within(&huge, 1024, 100).map(|r| r.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert_eq!(persist_chunks(&[]).count(), 0);
+    }
 
     #[test]
     fn round_trip_and_garbage() {

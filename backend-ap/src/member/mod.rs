@@ -7,7 +7,7 @@
 use crate::expiry::{Decision, Expiry, ExpiryConfig};
 use crate::hlc::{Clock, Hlc, MemberId, Stamp};
 use crate::model::{DeltaResult, OwnerOp, OwnerState, PEntry, Replica};
-use crate::proto::{CHUNK, Msg};
+use crate::proto::{Msg, persist_chunks};
 use roster_core::SessionId;
 use roster_core::backend::BackendError;
 use roster_core::txn::Outcome;
@@ -296,7 +296,7 @@ impl Member {
             }
             Msg::WantBuckets(bs) => {
                 let entries = self.model.entries_in(&bs);
-                for chunk in entries.chunks(CHUNK) {
+                for chunk in persist_chunks(&entries) {
                     self.acts.send.push((
                         from,
                         Msg::Persist {
@@ -421,7 +421,7 @@ impl Member {
         }
         if !self.fresh.is_empty() {
             let fresh = std::mem::take(&mut self.fresh);
-            for chunk in fresh.chunks(CHUNK) {
+            for chunk in persist_chunks(&fresh) {
                 for &p in &peers {
                     self.acts.send.push((
                         p,
