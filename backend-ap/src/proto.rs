@@ -10,8 +10,9 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Most registers in one `Persist` message.
 pub const CHUNK: usize = 1024;
 /// Most bytes of paths and values in one `Persist` message, far under [`MAX_FRAME`]: counted
-/// alone, 1 024 registers of 100 KB configs would make a 100 MB frame that the receiver refuses — and
-/// the repair that sent it would be refused again every round, so those registers would never converge.
+/// alone, 1 024 registers of 100 KB configs would make a 100 MB frame that the receiver
+/// refuses — and the repair that sent it would be refused again every round, so those
+/// registers would never converge.
 pub const CHUNK_BYTES: usize = 4 << 20;
 /// What a register costs in a message besides its path and data (stamp, ACL, tags), roughly.
 const ENTRY_OVERHEAD: usize = 64;
