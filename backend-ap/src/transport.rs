@@ -92,8 +92,19 @@ impl Transport {
         self.send_frame(to, frame)
     }
 
-    /// Queue an encoded frame (shared between peers).
+    /// Queue an encoded frame (shared between peers). A frame over [`MAX_FRAME`] is not sent:
+    /// the peer would refuse it by closing the link, losing what is queued behind it.
     pub fn send_frame(&self, to: MemberId, frame: Arc<Vec<u8>>) -> bool {
+        if frame.len() > MAX_FRAME + 4 {
+            tracing::error!(
+                peer = to,
+                bytes = frame.len() - 4,
+                max = MAX_FRAME,
+                "message over the frame limit; not sent"
+            );
+            metrics::counter!("roster_ap_frames_dropped_total").increment(1);
+            return false;
+        }
         let links = self.links.lock();
         let Some(l) = links.get(&to) else {
             return false;
@@ -253,4 +264,19 @@ where
 /// A boxed future, without pulling in a futures crate for one alias.
 pub mod futures_lite {
     pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_not_queued() {
+        let t = Transport::new(1, 1, "127.0.0.1:0".parse().unwrap());
+        // A peer nobody answers for: frames queue for it while it is dialled.
+        t.add(2, "127.0.0.1:9".parse().unwrap());
+        assert!(t.send_frame(2, Arc::new(vec![0; 100])));
+        assert!(t.send_frame(2, Arc::new(vec![0; MAX_FRAME + 4])));
+        assert!(!t.send_frame(2, Arc::new(vec![0; MAX_FRAME + 5])));
+    }
 }
