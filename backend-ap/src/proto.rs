@@ -2,7 +2,8 @@
 //! length, then the postcard-encoded message. Frames are bounded; big answers are chunked.
 
 use crate::hlc::MemberId;
-use crate::model::{OwnerOp, OwnerState, OwnerSummary, PEntry};
+use crate::model::{Eph, OwnerOp, OwnerState, OwnerSummary, PEntry, SessionInfo};
+use roster_core::SessionId;
 use serde::{Deserialize, Serialize};
 
 /// Largest frame accepted (bytes).
@@ -28,25 +29,84 @@ fn chunks_within(
     max_n: usize,
     max_bytes: usize,
 ) -> impl Iterator<Item = &[(String, PEntry)]> {
-    let mut rest = entries;
+    runs(entries, max_n, max_bytes, |(path, e)| {
+        path.len() + e.value.as_ref().map_or(0, |v| v.data.len()) + ENTRY_OVERHEAD
+    })
+}
+
+/// `items` in runs of at most `max_n` items and `max_bytes` by `size` (an item larger than that
+/// makes a run of its own).
+fn runs<T>(
+    items: &[T],
+    max_n: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
         let (mut n, mut bytes) = (0, 0);
-        for (path, e) in rest {
-            let size = path.len() + e.value.as_ref().map_or(0, |v| v.data.len()) + ENTRY_OVERHEAD;
-            if n > 0 && (n == max_n || bytes + size > max_bytes) {
+        for item in rest {
+            let s = size(item);
+            if n > 0 && (n == max_n || bytes + s > max_bytes) {
                 break;
             }
             n += 1;
-            bytes += size;
+            bytes += s;
         }
         let (run, tail) = rest.split_at(n);
         rest = tail;
         Some(run)
     })
 }
+
+/// The answer to `PullOwner`: the owner's state as one `OwnerSnapshot` when it fits in
+/// [`CHUNK_BYTES`], as it always went, else as `OwnerPart`s of about that size — as one
+/// message, the state of an owner holding ~100 000 instances would be over the frame limit and
+/// could never be pulled.
+pub fn owner_messages(st: OwnerState) -> Vec<Msg> {
+    owner_messages_within(st, CHUNK_BYTES)
+}
+
+fn owner_messages_within(st: OwnerState, max_bytes: usize) -> Vec<Msg> {
+    let eph_size = |(p, e): &(String, Eph)| p.len() + e.value.data.len() + ENTRY_OVERHEAD;
+    let session_size = |_: &(SessionId, SessionInfo)| SESSION_SIZE;
+    let bytes: usize = st.sessions.len() * SESSION_SIZE
+        + st.ephemerals
+            .iter()
+            .map(|(p, e)| p.len() + e.value.data.len() + ENTRY_OVERHEAD)
+            .sum::<usize>();
+    if bytes <= max_bytes {
+        return vec![Msg::OwnerSnapshot(st)];
+    }
+    let (incarnation, version) = (st.incarnation, st.version);
+    let sessions: Vec<_> = st.sessions.into_iter().collect();
+    let ephemerals: Vec<_> = st.ephemerals.into_iter().collect();
+    let mut parts: Vec<(Vec<_>, Vec<_>)> = runs(&sessions, usize::MAX, max_bytes, session_size)
+        .map(|r| (r.to_vec(), Vec::new()))
+        .collect();
+    parts.extend(
+        runs(&ephemerals, usize::MAX, max_bytes, eph_size).map(|r| (Vec::new(), r.to_vec())),
+    );
+    let count = parts.len() as u32;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sessions, ephemerals))| Msg::OwnerPart {
+            incarnation,
+            version,
+            index: i as u32,
+            count,
+            sessions,
+            ephemerals,
+        })
+        .collect()
+}
+
+/// What a session costs in an owner's state message, roughly (id, timeout, tags).
+const SESSION_SIZE: usize = 16;
 
 /// One message between members. The sender is known from the connection's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +137,18 @@ pub enum Msg {
     OwnerSnapshot(OwnerState),
     /// Send me your registers in these digest buckets.
     WantBuckets(Vec<u16>),
+    /// Part `index` of `count` of an owner's state too large for one message (see
+    /// [`owner_messages`]), every part of the same `(incarnation, version)`; the receiver
+    /// installs the state once every part has arrived, in order. (Last in the enum: the
+    /// variants before it keep their wire tags.)
+    OwnerPart {
+        incarnation: u64,
+        version: u64,
+        index: u32,
+        count: u32,
+        sessions: Vec<(SessionId, SessionInfo)>,
+        ephemerals: Vec<(String, Eph)>,
+    },
 }
 
 /// Encode a frame.
@@ -153,6 +225,65 @@ mod tests {
         let sizes: Vec<_> = chunks_within(&huge, 1024, 100).map(|r| r.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert_eq!(persist_chunks(&[]).count(), 0);
+    }
+
+    #[test]
+    fn owner_state_goes_whole_when_small_and_in_parts_under_the_budget_when_large() {
+        let eph = |i: u64, bytes: usize| {
+            (
+                format!("/svc/i{i:05}"),
+                Eph {
+                    stamp: Stamp {
+                        hlc: Hlc {
+                            wall: 1,
+                            logical: 0,
+                        },
+                        origin: 2,
+                    },
+                    session: i as i64,
+                    value: Value {
+                        data: vec![b'x'; bytes],
+                        acl: roster_core::acl::intern(&roster_core::acl::Acl::open_unsafe()),
+                    },
+                },
+            )
+        };
+        let state = |n: u64, bytes: usize| OwnerState {
+            incarnation: 1,
+            version: n,
+            sessions: (0..n as i64)
+                .map(|s| (s, SessionInfo { timeout_ms: 10 }))
+                .collect(),
+            ephemerals: (0..n).map(|i| eph(i, bytes)).collect(),
+        };
+        let small = state(10, 100);
+        let msgs = owner_messages_within(small.clone(), 64 << 10);
+        assert!(matches!(&msgs[..], [Msg::OwnerSnapshot(st)] if *st == small));
+
+        let msgs = owner_messages_within(state(1000, 1000), 64 << 10);
+        assert!(msgs.len() >= 16, "{} parts", msgs.len());
+        let (mut sessions, mut ephemerals) = (0, 0);
+        for (i, m) in msgs.iter().enumerate() {
+            let Msg::OwnerPart {
+                index,
+                count,
+                sessions: s,
+                ephemerals: e,
+                ..
+            } = m
+            else {
+                panic!("{m:?}");
+            };
+            assert_eq!((*index as usize, *count as usize), (i, msgs.len()));
+            assert!(
+                encode(m).len() <= (64 << 10) + 1024,
+                "part {i}: {} bytes",
+                encode(m).len()
+            );
+            sessions += s.len();
+            ephemerals += e.len();
+        }
+        assert_eq!((sessions, ephemerals), (1000, 1000));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::expiry::{Decision, Expiry, ExpiryConfig};
 use crate::hlc::{Clock, Hlc, MemberId, Stamp};
 use crate::model::{DeltaResult, OwnerOp, OwnerState, PEntry, Replica};
-use crate::proto::{Msg, persist_chunks};
+use crate::proto::{Msg, owner_messages, persist_chunks};
 use roster_core::SessionId;
 use roster_core::backend::BackendError;
 use roster_core::txn::Outcome;
@@ -111,6 +111,8 @@ pub struct Member {
     delta_from: Option<u64>,
     own_ops: Vec<OwnerOp>,
     fresh: Vec<(String, PEntry)>,
+    /// Owner states arriving in parts: what has come so far, and the next part's index.
+    pulling: BTreeMap<MemberId, (OwnerState, u32)>,
     acts: Actions,
     pub stats: Stats,
 }
@@ -146,6 +148,7 @@ impl Member {
             delta_from: None,
             own_ops: Vec::new(),
             fresh: Vec::new(),
+            pulling: BTreeMap::new(),
             acts: Actions::default(),
             stats: Stats::default(),
             cfg,
@@ -282,17 +285,53 @@ impl Member {
                         incarnation: self.incarnation,
                         ..OwnerState::default()
                     });
-                self.acts.send.push((from, Msg::OwnerSnapshot(st)));
-            }
-            Msg::OwnerSnapshot(st) => {
-                for e in st.ephemerals.values() {
-                    self.clock.observe(e.stamp.hlc);
+                for m in owner_messages(st) {
+                    self.acts.send.push((from, m));
                 }
-                let changed = self.model.install_owner(from, st);
-                self.stats.pulls += 1;
-                self.stats.repairs += changed.len() as u64;
-                self.acts.events.push(Event::Pulled { owner: from });
-                self.acts.changed.extend(changed);
+            }
+            Msg::OwnerSnapshot(st) => self.install_pulled(from, st),
+            Msg::OwnerPart {
+                incarnation,
+                version,
+                index,
+                count,
+                sessions,
+                ephemerals,
+            } => {
+                if index == 0 {
+                    let st = OwnerState {
+                        incarnation,
+                        version,
+                        ..OwnerState::default()
+                    };
+                    self.pulling.insert(from, (st, 0));
+                }
+                match self.pulling.get_mut(&from) {
+                    Some((st, next))
+                        if (st.incarnation, st.version) == (incarnation, version)
+                            && *next == index =>
+                    {
+                        st.sessions.extend(sessions);
+                        st.ephemerals.extend(ephemerals);
+                        *next += 1;
+                        if *next == count
+                            && let Some((st, _)) = self.pulling.remove(&from)
+                        {
+                            self.install_pulled(from, st);
+                        }
+                    }
+                    // A part missing (dropped from a full queue) or of another pull: what came
+                    // is incomplete and never installed; the next anti-entropy round pulls again.
+                    _ => {
+                        self.pulling.remove(&from);
+                        tracing::debug!(
+                            owner = from,
+                            index,
+                            count,
+                            "owner state part out of sequence; dropped (pulled again later)"
+                        );
+                    }
+                }
             }
             Msg::WantBuckets(bs) => {
                 let entries = self.model.entries_in(&bs);
@@ -307,6 +346,18 @@ impl Member {
                 }
             }
         }
+    }
+
+    /// Install an owner's state pulled from it (whole, or its parts reassembled).
+    fn install_pulled(&mut self, from: MemberId, st: OwnerState) {
+        for e in st.ephemerals.values() {
+            self.clock.observe(e.stamp.hlc);
+        }
+        let changed = self.model.install_owner(from, st);
+        self.stats.pulls += 1;
+        self.stats.repairs += changed.len() as u64;
+        self.acts.events.push(Event::Pulled { owner: from });
+        self.acts.changed.extend(changed);
     }
 
     /// The failure detector says `m` is alive.
@@ -434,5 +485,89 @@ impl Member {
             }
         }
         std::mem::take(&mut self.acts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expiry::ExpiryConfig;
+    use crate::model::{Eph, SessionInfo, Value};
+
+    fn member(id: MemberId) -> Member {
+        let cfg = MemberConfig {
+            id,
+            expiry: ExpiryConfig {
+                grace_ms: 1000,
+                max_share: 0.5,
+            },
+            tombstone_ttl_ms: 3_600_000,
+            anti_entropy_ms: 300,
+        };
+        Member::new(cfg, 1, Hlc::default(), [], 7)
+    }
+
+    /// Owner 2's state: 3 000 instances of 4 KB, 12 MB in all.
+    fn big_state() -> OwnerState {
+        let mut st = OwnerState {
+            incarnation: 3,
+            version: 3000,
+            ..OwnerState::default()
+        };
+        for i in 0..3000u64 {
+            let session = (2 << 56) | i as i64;
+            st.sessions
+                .insert(session, SessionInfo { timeout_ms: 30_000 });
+            st.ephemerals.insert(
+                format!("/services/web/i{i:05}"),
+                Eph {
+                    stamp: Stamp {
+                        hlc: Hlc {
+                            wall: 1_000 + i,
+                            logical: 0,
+                        },
+                        origin: 2,
+                    },
+                    session,
+                    value: Value {
+                        data: vec![b'm'; 4096],
+                        acl: roster_core::acl::intern(&roster_core::acl::Acl::open_unsafe()),
+                    },
+                },
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn a_large_owner_state_is_pulled_in_parts_and_installed_whole() {
+        let st = big_state();
+        let parts = owner_messages(st.clone());
+        assert!(parts.len() >= 3, "{} messages", parts.len());
+        let mut b = member(1);
+        for (i, m) in parts.iter().cloned().enumerate() {
+            assert!(b.model().owner(2).is_none(), "installed before part {i}");
+            b.peer(2, m, 5_000);
+        }
+        assert_eq!(b.model().owner(2), Some(&st));
+        assert_eq!(
+            b.flush().changed.len(),
+            3000,
+            "every instance became visible"
+        );
+
+        // A part lost on the way (a full queue drops frames): nothing is installed.
+        let mut c = member(1);
+        for (i, m) in parts.iter().cloned().enumerate() {
+            if i != 1 {
+                c.peer(2, m, 5_000);
+            }
+        }
+        assert!(c.model().owner(2).is_none());
+        // The next pull, whole, installs it.
+        for m in parts {
+            c.peer(2, m, 6_000);
+        }
+        assert_eq!(c.model().owner(2), Some(&st));
     }
 }
