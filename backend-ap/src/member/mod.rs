@@ -379,6 +379,8 @@ impl Member {
     pub fn member_down(&mut self, m: MemberId, now: u64) {
         if m != self.cfg.id {
             self.expiry.down(m, now);
+            // Its state's remaining parts are not coming.
+            self.pulling.remove(&m);
         }
     }
 
