@@ -29,38 +29,33 @@ fn chunks_within(
     max_n: usize,
     max_bytes: usize,
 ) -> impl Iterator<Item = &[(String, PEntry)]> {
-    runs(entries, max_n, max_bytes, |(path, e)| {
-        path.len() + e.value.as_ref().map_or(0, |v| v.data.len()) + ENTRY_OVERHEAD
-    })
-}
-
-/// `items` in runs of at most `max_n` items and `max_bytes` by `size` (an item larger than that
-/// makes a run of its own).
-fn runs<T>(
-    items: &[T],
-    max_n: usize,
-    max_bytes: usize,
-    size: impl Fn(&T) -> usize,
-) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
+    let mut rest = entries;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
         let (mut n, mut bytes) = (0, 0);
-        for item in rest {
-            let s = size(item);
-            if n > 0 && (n == max_n || bytes + s > max_bytes) {
+        for (path, e) in rest {
+            let size = entry_size(path, e.value.as_ref().map_or(0, |v| v.data.len()));
+            if n > 0 && (n == max_n || bytes + size > max_bytes) {
                 break;
             }
             n += 1;
-            bytes += s;
+            bytes += size;
         }
         let (run, tail) = rest.split_at(n);
         rest = tail;
         Some(run)
     })
 }
+
+/// What a register or an ephemeral node costs in a message, roughly.
+fn entry_size(path: &str, data: usize) -> usize {
+    path.len() + data + ENTRY_OVERHEAD
+}
+
+/// What a session costs in an owner's state message, roughly (id, timeout, tags).
+const SESSION_SIZE: usize = 16;
 
 /// The answer to `PullOwner`: the owner's state as one `OwnerSnapshot` when it fits in
 /// [`CHUNK_BYTES`], as it always went, else as `OwnerPart`s of about that size — as one
@@ -71,25 +66,41 @@ pub fn owner_messages(st: OwnerState) -> Vec<Msg> {
 }
 
 fn owner_messages_within(st: OwnerState, max_bytes: usize) -> Vec<Msg> {
-    let eph_size = |(p, e): &(String, Eph)| p.len() + e.value.data.len() + ENTRY_OVERHEAD;
-    let session_size = |_: &(SessionId, SessionInfo)| SESSION_SIZE;
-    let bytes: usize = st.sessions.len() * SESSION_SIZE
+    let bytes = st.sessions.len() * SESSION_SIZE
         + st.ephemerals
             .iter()
-            .map(|(p, e)| p.len() + e.value.data.len() + ENTRY_OVERHEAD)
+            .map(|(p, e)| entry_size(p, e.value.data.len()))
             .sum::<usize>();
     if bytes <= max_bytes {
         return vec![Msg::OwnerSnapshot(st)];
     }
-    let (incarnation, version) = (st.incarnation, st.version);
-    let sessions: Vec<_> = st.sessions.into_iter().collect();
-    let ephemerals: Vec<_> = st.ephemerals.into_iter().collect();
-    let mut parts: Vec<(Vec<_>, Vec<_>)> = runs(&sessions, usize::MAX, max_bytes, session_size)
-        .map(|r| (r.to_vec(), Vec::new()))
-        .collect();
-    parts.extend(
-        runs(&ephemerals, usize::MAX, max_bytes, eph_size).map(|r| (Vec::new(), r.to_vec())),
-    );
+    let OwnerState {
+        incarnation,
+        version,
+        sessions,
+        ephemerals,
+    } = st;
+    // Sessions, then ephemeral nodes, moved into parts of about `max_bytes` each.
+    let mut parts: Vec<(Vec<_>, Vec<_>)> = vec![Default::default()];
+    let mut filled = 0;
+    // Whether an item of `size` starts a new part (it would overflow one that holds something).
+    let mut starts_part = |size: usize| {
+        let new = filled > 0 && filled + size > max_bytes;
+        filled = if new { size } else { filled + size };
+        new
+    };
+    for s in sessions {
+        if starts_part(SESSION_SIZE) {
+            parts.push(Default::default());
+        }
+        parts.last_mut().expect("a part").0.push(s);
+    }
+    for (path, e) in ephemerals {
+        if starts_part(entry_size(&path, e.value.data.len())) {
+            parts.push(Default::default());
+        }
+        parts.last_mut().expect("a part").1.push((path, e));
+    }
     let count = parts.len() as u32;
     parts
         .into_iter()
@@ -104,9 +115,6 @@ fn owner_messages_within(st: OwnerState, max_bytes: usize) -> Vec<Msg> {
         })
         .collect()
 }
-
-/// What a session costs in an owner's state message, roughly (id, timeout, tags).
-const SESSION_SIZE: usize = 16;
 
 /// One message between members. The sender is known from the connection's `Hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
