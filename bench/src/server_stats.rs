@@ -75,20 +75,22 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
     None
 }
 
-/// Resident set size in MiB, from /proc/<pid>/status.
-pub fn rss_mb(pid: u32) -> Option<f64> {
-    status_mb(pid, "VmRSS:")
-}
-
-/// Anonymous resident memory in MiB (`RssAnon`), from /proc/<pid>/status.
-pub fn anon_mb(pid: u32) -> Option<f64> {
-    status_mb(pid, "RssAnon:")
-}
-
-/// A `kB` field of /proc/<pid>/status, in MiB.
-fn status_mb(pid: u32, field: &str) -> Option<f64> {
+/// Resident set size (VmRSS) and its anonymous part (RssAnon) in MiB, from one read of
+/// /proc/<pid>/status.
+pub fn rss_and_anon_mb(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_kb(&status, field).map(|kb| kb / 1024.0)
+    let mb = |field| parse_kb(&status, field).map(|kb| kb / 1024.0);
+    Some((mb("VmRSS:")?, mb("RssAnon:")?))
+}
+
+/// [`rss_and_anon_mb`] summed over `pids`; None when no pid answers.
+fn memory_mb(pids: &[u32]) -> Option<(f64, f64)> {
+    pids.iter()
+        .filter_map(|&p| rss_and_anon_mb(p))
+        .fold(None, |acc, (r, a)| {
+            let (r0, a0) = acc.unwrap_or((0.0, 0.0));
+            Some((r0 + r, a0 + a))
+        })
 }
 
 fn parse_kb(status: &str, field: &str) -> Option<f64> {
@@ -151,7 +153,7 @@ impl Sampler {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let Some(rss) = sum_of(&sampled, rss_mb) else {
+                let Some((rss, anon)) = memory_mb(&sampled) else {
                     continue;
                 };
                 let mut s = st.lock();
@@ -161,11 +163,7 @@ impl Sampler {
                 s.samples += 1;
                 s.rss_peak = s.rss_peak.max(rss);
                 s.rss_last = rss;
-                drop(s);
-                if let Some(anon) = sum_of(&sampled, anon_mb) {
-                    let mut s = st.lock();
-                    s.anon_peak = s.anon_peak.max(anon);
-                }
+                s.anon_peak = s.anon_peak.max(anon);
             }
         });
         Sampler {
@@ -179,11 +177,10 @@ impl Sampler {
     pub fn finish(self, cpu_at_start: Option<f64>, started: Instant) -> ServerStats {
         self.handle.abort();
         let cpu_end = sum_of(&self.pids, cpu_seconds);
-        let rss_now = sum_of(&self.pids, rss_mb);
-        let anon_now = sum_of(&self.pids, anon_mb).unwrap_or(0.0);
+        let now = memory_mb(&self.pids);
         let s = self.state.lock();
         let wall = started.elapsed().as_secs_f64().max(1e-9);
-        let rss_last = rss_now.unwrap_or(s.rss_last);
+        let rss_last = now.map_or(s.rss_last, |(rss, _)| rss);
         ServerStats {
             pid: self.pids.first().copied().unwrap_or(0),
             pids: self.pids.clone(),
@@ -191,7 +188,7 @@ impl Sampler {
             rss_start_mb: s.rss_start,
             rss_peak_mb: s.rss_peak.max(rss_last),
             rss_end_mb: rss_last,
-            anon_peak_mb: s.anon_peak.max(anon_now),
+            anon_peak_mb: s.anon_peak.max(now.map_or(0.0, |(_, anon)| anon)),
             cpu_percent: match (cpu_at_start, cpu_end) {
                 (Some(a), Some(b)) => 100.0 * (b - a) / wall,
                 _ => 0.0,
@@ -234,10 +231,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert_eq!(pid_listening_on(port), Some(std::process::id()));
-        let (rss, anon) = (
-            rss_mb(std::process::id()).unwrap(),
-            anon_mb(std::process::id()).unwrap(),
-        );
+        let (rss, anon) = rss_and_anon_mb(std::process::id()).unwrap();
         assert!(
             rss > 0.0 && anon > 0.0 && anon <= rss,
             "rss {rss} anon {anon}"

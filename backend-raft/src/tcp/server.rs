@@ -4,7 +4,7 @@ use super::wire::{WireError, WireRequest, WireResponse};
 use super::{HELLO, MAX_IN_FLIGHT, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::backend::RaftBackend;
 use crate::network::{ForwardReply, TransportError};
-use crate::types::{Snapshot, SnapshotMeta};
+use crate::types::{Snapshot, SnapshotMeta, Vote};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -206,6 +206,17 @@ fn upto(meta: &SnapshotMeta) -> String {
         .map_or("the start".to_owned(), |l| l.to_string())
 }
 
+/// Install a snapshot that arrived whole (one frame, or its pieces joined).
+async fn install(n: &RaftBackend, vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> WireResponse {
+    let snapshot = Snapshot {
+        meta,
+        snapshot: data,
+    };
+    n.handle_install_snapshot(vote, snapshot)
+        .await
+        .map_or_else(|e| WireResponse::Error(e.into()), WireResponse::Snapshot)
+}
+
 async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64) -> WireResponse {
     let err = |e: TransportError| WireResponse::Error(e.into());
     match req {
@@ -217,16 +228,7 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
             data,
         } => match add_piece(partial, &meta, offset, total, data) {
             Ok(None) => WireResponse::SnapshotPart,
-            Ok(Some(data)) => n
-                .handle_install_snapshot(
-                    vote,
-                    Snapshot {
-                        meta,
-                        snapshot: data,
-                    },
-                )
-                .await
-                .map_or_else(err, WireResponse::Snapshot),
+            Ok(Some(data)) => install(n, vote, meta, data).await,
             Err(e) => {
                 tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
                 WireResponse::Error(WireError::Remote(e))
@@ -241,16 +243,7 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
             .handle_pre_vote(r)
             .await
             .map_or_else(err, WireResponse::Vote),
-        WireRequest::Snapshot { vote, meta, data } => n
-            .handle_install_snapshot(
-                vote,
-                Snapshot {
-                    meta,
-                    snapshot: data,
-                },
-            )
-            .await
-            .map_or_else(err, WireResponse::Snapshot),
+        WireRequest::Snapshot { vote, meta, data } => install(n, vote, meta, data).await,
         WireRequest::Forward(f) => match n.handle_forward(f.into()).await {
             Ok(ForwardReply::Applied(a)) => WireResponse::Applied {
                 zxid: a.zxid,

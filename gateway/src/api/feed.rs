@@ -268,14 +268,15 @@ impl Feed {
         let tree = backend.tree();
         let t = tree.read();
         let (live, _) = broadcast::channel(4096);
+        let capacity = capacity.max(1);
         let feed = Arc::new(Feed {
             ring: Mutex::new(Ring {
                 // All of it up front: pages are resident only once written, and a ring that
                 // grows doubles past its capacity (131 072 slots for 100 000, 4 MiB) and copies
                 // itself on the way.
-                changes: VecDeque::with_capacity(capacity.max(1)),
+                changes: VecDeque::with_capacity(capacity),
                 floor: t.last_zxid(),
-                capacity: capacity.max(1),
+                capacity,
                 scoped: Scopes::default(),
             }),
             live,
