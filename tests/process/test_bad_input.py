@@ -117,3 +117,62 @@ def test_silent_client_is_disconnected_after_the_handshake_timeout(roster_factor
     assert closed_within(s, 5), "a connection that never sends its handshake must be closed"
     assert time.monotonic() - t0 >= 0.9
     s.close()
+
+
+def ustring(s):
+    b = s.encode()
+    return struct.pack(">i", len(b)) + b
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_client_that_stops_reading_is_closed_without_buffering_its_replies(roster_factory):
+    # Roster only: it needs the server's memory. A client pipelines 20 000 reads of a 64 KiB node
+    # and never reads a reply (1.25 GiB of answers). The server must stop reading it rather than
+    # hold its replies, keep serving everyone else, and close it once its session expires.
+    r = roster_factory().start()
+    c = KazooClient(hosts=r.hosts, timeout=10)
+    c.start(timeout=10)
+    c.create("/slow", b"x" * 65536)
+    c.stop()
+    c.close()
+    before = rss_mib(r.proc.pid)
+    s = socket.create_connection(("127.0.0.1", r.port), timeout=10)
+    s.sendall(frame(connect_body(timeout=4000)))
+    read_frame(s)
+    s.settimeout(0.5)
+    sent = 0
+    try:
+        while sent < 20000:
+            s.sendall(frame(struct.pack(">ii", sent + 1, 4) + ustring("/slow") + b"\0"))
+            sent += 1
+    except socket.timeout:
+        pass  # the server stopped reading: as it should
+    still_serves(r)
+    # The session (4 s) expires while nothing is read from it; the server then closes it.
+    time.sleep(9)
+    grown = rss_mib(r.proc.pid) - before
+    assert grown < 200, f"the server buffered {grown:.0f} MiB for a client that does not read"
+    still_serves(r)
+    assert closed_within(s, 10), "a client that never reads must be closed once its session expires"
+    s.close()
+    assert "session expired" in r.log()
+
+
+def test_top_level_check_gets_unimplemented_and_the_connection_closes(roster_factory):
+    # Roster only: Apache ZooKeeper 3.8.0 (Debian) predates ZOOKEEPER-2623 and answers a
+    # top-level check differently; 3.8.4+ answer UNIMPLEMENTED (-6) and close, as Roster does.
+    r = roster_factory().start()
+    s = session(r)
+    s.sendall(frame(struct.pack(">ii", 7, 13) + ustring("/") + struct.pack(">i", -1)))
+    xid, _zxid, err = struct.unpack(">iqi", read_frame(s)[:16])
+    assert (xid, err) == (7, -6)
+    assert closed_within(s, 5)
+    s.close()
+    still_serves(r)

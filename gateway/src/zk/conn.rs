@@ -3,6 +3,10 @@
 //! connection, so replies leave in request order and a client always reads its own writes. Watch
 //! events are queued by the tree as it applies a change, so they reach the client before the reply
 //! to any later read.
+//!
+//! One task serves the connection and writes its socket itself: it encodes every reply and event
+//! into one buffer and writes that once nothing else is ready, so a burst of replies leaves in one
+//! write and no reply waits for another task to be scheduled.
 
 use super::ZkServer;
 use super::frame::four_letter_word;
@@ -11,6 +15,7 @@ use super::registry::ConnStats;
 use super::requests::{Pending, Step};
 use crate::zk::fourlw;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use roster_core::acl::{AuthInfo, Id};
 use roster_core::txn::{Envelope, Outcome, Request};
@@ -22,24 +27,23 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
-
-/// What the writer task sends, in order.
-pub enum Out {
-    Frame(BytesMut),
-    Event(WatchedEvent),
-    /// Flush and close the socket.
-    Close,
-}
 
 /// Most frames queued for one client before it is considered stuck and disconnected: a client
 /// that stops reading must not make the server buffer without bound.
 pub const MAX_QUEUED_FRAMES: u64 = 100_000;
 
-/// Queue a frame for the writer, or disconnect a client that does not read.
-pub fn enqueue(out: &mpsc::UnboundedSender<Out>, conn: &ConnStats, m: Out) {
+/// How long a closing connection may take to write what it still holds for the client (the
+/// reply to `closeSession`, an `AUTH_FAILED`): a client that does not read is not waited for.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// Requests and replies handled in one turn before the task writes what it has and lets others run.
+const BURST: usize = 16;
+
+/// Queue a watch event for a connection, or disconnect a client that does not read.
+pub fn enqueue(out: &mpsc::UnboundedSender<WatchedEvent>, conn: &ConnStats, event: WatchedEvent) {
     if conn.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_FRAMES {
         if conn.queued.load(Ordering::Relaxed) == MAX_QUEUED_FRAMES + 1 {
             tracing::warn!(conn = conn.id, peer = %conn.peer, "client does not read its replies and events; disconnecting");
@@ -48,15 +52,15 @@ pub fn enqueue(out: &mpsc::UnboundedSender<Out>, conn: &ConnStats, m: Out) {
         conn.kill.notify_one();
         return;
     }
-    let _ = out.send(m);
+    let _ = out.send(event);
 }
 
-/// Delivers watch events into a connection's outbound queue.
-struct ConnSink(mpsc::UnboundedSender<Out>, Arc<ConnStats>);
+/// Delivers watch events into a connection's queue (from whichever thread applies a change).
+struct ConnSink(mpsc::UnboundedSender<WatchedEvent>, Arc<ConnStats>);
 
 impl WatchSink for ConnSink {
     fn notify(&self, event: WatchedEvent) {
-        enqueue(&self.0, &self.1, Out::Event(event));
+        enqueue(&self.0, &self.1, event);
     }
 }
 
@@ -84,7 +88,7 @@ async fn run(
     peer: SocketAddr,
     conn: &Arc<ConnStats>,
 ) -> Result<(), String> {
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.into_split();
     let hs_timeout = Duration::from_millis(server.cfg.handshake_timeout_ms);
     let mut first = [0u8; 4];
     match tokio::time::timeout(hs_timeout, rd.read_exact(&mut first)).await {
@@ -94,8 +98,7 @@ async fn run(
     }
     if let Some(cmd) = four_letter_word(first) {
         let text = fourlw::answer(server, cmd);
-        let mut wr = wr;
-        let _ = wr.write_all(text.as_bytes()).await;
+        let _ = tokio::time::timeout(hs_timeout, wr.write_all(text.as_bytes())).await;
         let _ = wr.shutdown().await;
         return Ok(());
     }
@@ -113,62 +116,9 @@ async fn run(
     };
     let req =
         proto::decode_connect_request(&frame).map_err(|e| format!("bad connect request: {e}"))?;
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<Out>();
-    let writer = tokio::spawn(writer(wr, out_rx, conn.clone(), server.clone()));
-    let result = session_loop(server, conn, peer, req, frames, out_tx).await;
-    let _ = writer.await;
+    let result = session_loop(server, conn, peer, req, frames, &mut wr).await;
+    let _ = tokio::time::timeout(CLOSE_FLUSH, wr.shutdown()).await;
     result
-}
-
-async fn writer(
-    mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    conn: Arc<ConnStats>,
-    server: Arc<ZkServer>,
-) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    loop {
-        let Some(first) = rx.recv().await else { break };
-        let mut close = false;
-        let mut n = 0u64;
-        let mut push = |m: Out, buf: &mut BytesMut, close: &mut bool| match m {
-            Out::Frame(f) => {
-                buf.extend_from_slice(&f);
-                n += 1;
-            }
-            Out::Event(e) => {
-                proto::encode_watch_event(buf, e.zxid, e.kind as i32, 3, &e.path);
-                n += 1;
-            }
-            Out::Close => *close = true,
-        };
-        push(first, &mut buf, &mut close);
-        while !close && buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(m) => push(m, &mut buf, &mut close),
-                Err(_) => break,
-            }
-        }
-        if !buf.is_empty() {
-            if let Err(e) = wr.write_all(&buf).await {
-                tracing::debug!(conn = conn.id, error = %e, "write failed");
-                conn.kill.notify_one();
-                break;
-            }
-            buf.clear();
-        }
-        conn.sent.fetch_add(n, Ordering::Relaxed);
-        conn.queued.fetch_sub(n, Ordering::Relaxed);
-        server
-            .registry
-            .stats
-            .packets_sent
-            .fetch_add(n, Ordering::Relaxed);
-        if close {
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
 }
 
 /// The per-connection state after the handshake.
@@ -177,22 +127,96 @@ pub struct Session {
     pub conn: Arc<ConnStats>,
     pub id: SessionId,
     pub auth: Arc<AuthInfo>,
-    pub out: mpsc::UnboundedSender<Out>,
+    /// Watch events the tree queued for this connection, not yet in `wbuf`.
+    events: mpsc::UnboundedReceiver<WatchedEvent>,
+    /// Replies and events encoded and not yet written, in the order the client must see them.
+    wbuf: BytesMut,
+    /// Frames in `wbuf`.
+    frames: u64,
+    /// Close the connection once `wbuf` is written.
+    closing: bool,
 }
 
 impl Session {
     /// Queue a reply frame.
-    pub fn reply(&self, xid: i32, err: Code, body: Option<&proto::Response>) {
+    pub fn reply(&mut self, xid: i32, err: Code, body: Option<&proto::Response>) {
         let zxid = self.server.backend.tree().read().last_zxid();
         self.reply_at(xid, zxid, err, body);
     }
 
-    pub fn reply_at(&self, xid: i32, zxid: i64, err: Code, body: Option<&proto::Response>) {
-        let mut buf = BytesMut::with_capacity(64);
-        proto::encode_reply(&mut buf, xid, zxid, err, body);
+    /// Queue a reply frame after every event queued before it.
+    pub fn reply_at(&mut self, xid: i32, zxid: i64, err: Code, body: Option<&proto::Response>) {
+        self.take_events();
+        proto::encode_reply(&mut self.wbuf, xid, zxid, err, body);
+        self.count_frame();
         self.conn.last_zxid.store(zxid, Ordering::Relaxed);
-        enqueue(&self.out, &self.conn, Out::Frame(buf));
     }
+
+    /// Queue a watch event after every event queued before it.
+    pub fn event(&mut self, e: WatchedEvent) {
+        self.take_events();
+        proto::encode_watch_event(&mut self.wbuf, e.zxid, e.kind as i32, 3, &e.path);
+        self.count_frame();
+    }
+
+    /// Close the connection once what is queued is written.
+    pub fn close_after_reply(&mut self) {
+        self.closing = true;
+    }
+
+    fn count_frame(&mut self) {
+        self.frames += 1;
+        self.conn.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Move the events the tree queued into `wbuf` (they were counted as queued when sent).
+    fn take_events(&mut self) {
+        while let Ok(e) = self.events.try_recv() {
+            proto::encode_watch_event(&mut self.wbuf, e.zxid, e.kind as i32, 3, &e.path);
+            self.frames += 1;
+        }
+    }
+
+    /// Write `wbuf` to the socket; gives up when the server closes the connection meanwhile
+    /// (a client that stops reading stops being read, its session expires, and it is closed).
+    async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> Result<(), String> {
+        let mut off = 0;
+        while off < self.wbuf.len() {
+            match wr.try_write(&self.wbuf[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::select! {
+                        biased;
+                        _ = self.conn.kill.notified() => return Err(KILLED.into()),
+                        r = wr.writable() => r.map_err(|e| format!("write: {e}"))?,
+                    }
+                }
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        let n = std::mem::take(&mut self.frames);
+        self.conn.sent.fetch_add(n, Ordering::Relaxed);
+        self.conn.queued.fetch_sub(n, Ordering::Relaxed);
+        self.server
+            .registry
+            .stats
+            .packets_sent
+            .fetch_add(n, Ordering::Relaxed);
+        if self.wbuf.capacity() > 1 << 20 {
+            // One large reply does not make the connection hold a large buffer for good.
+            self.wbuf = BytesMut::new();
+        } else {
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+}
+
+const KILLED: &str = "closed by the server (session expired or moved, or the client does not read)";
+
+/// Write one frame during the handshake, before there is a session.
+async fn send_now(wr: &mut OwnedWriteHalf, buf: &[u8], within: Duration) {
+    let _ = tokio::time::timeout(within, wr.write_all(buf)).await;
 }
 
 async fn session_loop(
@@ -200,44 +224,30 @@ async fn session_loop(
     conn: &Arc<ConnStats>,
     peer: SocketAddr,
     req: ConnectRequest,
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
-    out: mpsc::UnboundedSender<Out>,
+    mut frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    wr: &mut OwnedWriteHalf,
 ) -> Result<(), String> {
     let backend = server.backend.clone();
     if !backend.status().ready {
         // As ZooKeeper does while it is not serving (e.g. during an election): the client tries
         // another member.
         tracing::debug!(conn = conn.id, %peer, "not serving yet; closing the connection");
-        let _ = out.send(Out::Close);
         return Err("not serving".into());
     }
     let last = backend.tree().read().last_zxid();
     if req.last_zxid_seen > last {
         tracing::warn!(conn = conn.id, %peer, client_zxid = format!("{:#x}", req.last_zxid_seen),
             our_zxid = format!("{last:#x}"), "refusing session: client has seen a newer zxid");
-        let _ = out.send(Out::Close);
         return Err("client ahead of server".into());
     }
     let timeout = (req.timeout.max(0) as u64).clamp(
         server.cfg.min_session_timeout(),
         server.cfg.max_session_timeout(),
     ) as i32;
+    let hs_timeout = Duration::from_millis(server.cfg.handshake_timeout_ms);
     let auth = Arc::new(AuthInfo {
         ids: vec![Id::new("ip", &peer.ip().to_string())],
     });
-    let refuse = |out: &mpsc::UnboundedSender<Out>| {
-        let mut buf = BytesMut::new();
-        let resp = ConnectResponse {
-            protocol_version: 0,
-            timeout: 0,
-            session_id: 0,
-            passwd: vec![0; 16],
-            read_only: req.read_only.map(|_| false),
-        };
-        proto::encode_connect_response(&mut buf, &resp);
-        enqueue(out, conn, Out::Frame(buf));
-        let _ = out.send(Out::Close);
-    };
     let (session, passwd) = if req.session_id == 0 {
         let env = Envelope {
             session: 0,
@@ -255,7 +265,6 @@ async fn session_loop(
             },
             Err(e) => {
                 tracing::warn!(conn = conn.id, %peer, error = %e, "cannot create session");
-                let _ = out.send(Out::Close);
                 return Err(e.to_string());
             }
         }
@@ -269,13 +278,33 @@ async fn session_loop(
         if !valid {
             tracing::info!(conn = conn.id, %peer, session = format!("{:#x}", req.session_id),
                 "reconnect with an expired or unknown session (or a wrong password)");
-            refuse(&out);
+            // ZooKeeper's answer to an expired session: a connect response with timeout 0.
+            let mut buf = BytesMut::new();
+            let resp = ConnectResponse {
+                protocol_version: 0,
+                timeout: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only: req.read_only.map(|_| false),
+            };
+            proto::encode_connect_response(&mut buf, &resp);
+            send_now(wr, &buf, hs_timeout).await;
             return Err("session expired".into());
         }
         let _ = backend.touch(&[req.session_id]).await;
         (req.session_id, req.passwd.clone())
     };
-    let mut buf = BytesMut::new();
+    let (events_tx, events) = mpsc::unbounded_channel::<WatchedEvent>();
+    let mut s = Session {
+        server: server.clone(),
+        conn: conn.clone(),
+        id: session,
+        auth,
+        events,
+        wbuf: BytesMut::with_capacity(4096),
+        frames: 0,
+        closing: false,
+    };
     let resp = ConnectResponse {
         protocol_version: 0,
         timeout,
@@ -283,8 +312,8 @@ async fn session_loop(
         passwd,
         read_only: req.read_only.map(|_| false),
     };
-    proto::encode_connect_response(&mut buf, &resp);
-    enqueue(&out, conn, Out::Frame(buf));
+    proto::encode_connect_response(&mut s.wbuf, &resp);
+    s.count_frame();
     conn.timeout_ms.store(timeout as i64, Ordering::Relaxed);
     server.registry.bind(session, conn);
     {
@@ -292,30 +321,34 @@ async fn session_loop(
         let t = tree.read();
         t.watches()
             .lock()
-            .register_sink(conn.id, Arc::new(ConnSink(out.clone(), conn.clone())));
+            .register_sink(conn.id, Arc::new(ConnSink(events_tx, conn.clone())));
     }
     tracing::debug!(conn = conn.id, %peer, session = format!("{session:#x}"), timeout, resumed = req.session_id != 0, "session established");
-    let mut s = Session {
-        server: server.clone(),
-        conn: conn.clone(),
-        id: session,
-        auth,
-        out,
-    };
-    let res = requests_loop(&mut s, &mut frames).await;
+    let res = requests_loop(&mut s, &mut frames, wr).await;
     backend
         .tree()
         .read()
         .watches()
         .lock()
         .remove_watcher(conn.id);
-    let _ = s.out.send(Out::Close);
+    // Whatever ended it, what the client was already sent an answer to goes out, within bounds.
+    if !s.wbuf.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_FLUSH, s.flush(wr)).await;
+    }
     res
+}
+
+/// What woke the connection.
+enum Wake {
+    Step(Step),
+    Event(WatchedEvent),
+    Frame(Option<Result<BytesMut, std::io::Error>>),
 }
 
 async fn requests_loop(
     s: &mut Session,
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    wr: &mut OwnedWriteHalf,
 ) -> Result<(), String> {
     let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let limit = s.server.cfg.max_outstanding_per_connection.max(1);
@@ -324,46 +357,94 @@ async fn requests_loop(
     let touch_every = std::time::Duration::from_millis((s.server.cfg.tick_ms / 4).max(1));
     let mut last_touch = Instant::now() - touch_every;
     loop {
-        tokio::select! {
+        if !s.wbuf.is_empty() {
+            s.flush(wr).await?;
+        }
+        let mut wake = tokio::select! {
             biased;
-            _ = conn.kill.notified() => return Err("closed by the server (session expired or moved)".into()),
-            Some(step) = inflight.next(), if !inflight.is_empty() => {
-                conn.outstanding.store(inflight.len() as u64, Ordering::Relaxed);
-                if let Step::Close = super::requests::finish(s, step) {
-                    return Ok(());
-                }
-            }
-            frame = frames.next(), if inflight.len() < limit => {
-                let frame: Bytes = match frame {
-                    None => return Err("client closed the connection".into()),
-                    Some(Err(e)) => {
-                        tracing::warn!(conn = conn.id, peer = %conn.peer, error = %e, "bad frame; closing the connection");
-                        metrics::counter!("roster_zk_bad_frames_total").increment(1);
-                        return Err(format!("bad frame: {e}"));
+            _ = conn.kill.notified() => return Err(KILLED.into()),
+            Some(step) = inflight.next(), if !inflight.is_empty() => Wake::Step(step),
+            Some(e) = s.events.recv() => Wake::Event(e),
+            frame = frames.next(), if inflight.len() < limit => Wake::Frame(frame),
+        };
+        // Handle what woke us and then whatever else is ready without waiting (up to a burst),
+        // so the replies of a pipelined batch leave in one write.
+        let mut handled = 0;
+        loop {
+            match wake {
+                Wake::Step(step) => {
+                    if let Step::Close = super::requests::finish(s, step) {
+                        s.close_after_reply();
                     }
-                    Some(Ok(f)) => f.freeze(),
-                };
-                conn.received.fetch_add(1, Ordering::Relaxed);
-                s.server.registry.stats.packets_received.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                if started.duration_since(last_touch) >= touch_every {
-                    last_touch = started;
-                    let _ = s.server.backend.touch(&[s.id]).await;
+                    conn.outstanding
+                        .store(inflight.len() as u64, Ordering::Relaxed);
                 }
-                match proto::decode_request(&frame) {
-                    Ok((hdr, req)) => {
-                        tracing::trace!(conn = conn.id, xid = hdr.xid, op = hdr.op, "request");
-                        if let Some(p) = super::requests::start(s, hdr.xid, hdr.op, req, started, inflight.is_empty()) {
-                            inflight.push_back(p);
+                Wake::Event(e) => s.event(e),
+                Wake::Frame(frame) => {
+                    let frame: Bytes = match frame {
+                        None => return Err("client closed the connection".into()),
+                        Some(Err(e)) => {
+                            tracing::warn!(conn = conn.id, peer = %conn.peer, error = %e, "bad frame; closing the connection");
+                            metrics::counter!("roster_zk_bad_frames_total").increment(1);
+                            return Err(format!("bad frame: {e}"));
+                        }
+                        Some(Ok(f)) => f.freeze(),
+                    };
+                    conn.received.fetch_add(1, Ordering::Relaxed);
+                    s.server
+                        .registry
+                        .stats
+                        .packets_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
+                    if started.duration_since(last_touch) >= touch_every {
+                        last_touch = started;
+                        let _ = s.server.backend.touch(&[s.id]).await;
+                    }
+                    match proto::decode_request(&frame) {
+                        Ok((hdr, req)) => {
+                            tracing::trace!(conn = conn.id, xid = hdr.xid, op = hdr.op, "request");
+                            if let Some(p) = super::requests::start(
+                                s,
+                                hdr.xid,
+                                hdr.op,
+                                req,
+                                started,
+                                inflight.is_empty(),
+                            ) {
+                                inflight.push_back(p);
+                            }
+                        }
+                        Err(e) => {
+                            if let Step::Close = super::requests::decode_failure(s, e) {
+                                s.close_after_reply();
+                                return Err("undecodable request".into());
+                            }
                         }
                     }
-                    Err(e) => {
-                        if let Step::Close = super::requests::decode_failure(s, e) {
-                            return Err("undecodable request".into());
-                        }
-                    }
                 }
             }
+            if s.closing {
+                return Ok(());
+            }
+            handled += 1;
+            if handled == BURST {
+                break;
+            }
+            // Polled without a waker that matters: the select above polls both again, with the
+            // task's own, before the task sleeps.
+            wake = if let Some(Some(step)) = (!inflight.is_empty())
+                .then(|| inflight.next().now_or_never())
+                .flatten()
+            {
+                Wake::Step(step)
+            } else if inflight.len() < limit
+                && let Some(frame) = frames.next().now_or_never()
+            {
+                Wake::Frame(frame)
+            } else {
+                break;
+            };
         }
     }
 }

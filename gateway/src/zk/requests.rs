@@ -2,7 +2,7 @@
 //! Writes become `Pending` futures resolved in order; reads run under the tree's read lock, so a
 //! watch registered by a read is atomic with the state it read.
 
-use super::conn::{Out, Session};
+use super::conn::Session;
 use super::proto::{
     self, AddWatchMode, CreateKind, MultiOp, MultiResult, ReadOp, Request as Zk,
     RequestDecodeError, Response, SetWatches2,
@@ -446,11 +446,15 @@ pub fn finish(s: &mut Session, step: Step) -> Step {
             }
             Err(e) => backend_failed(s, xid, op, started, e),
         },
+        Step::Fatal { xid, code } => {
+            s.reply(xid, code, None);
+            Step::Close
+        }
         other => other,
     }
 }
 
-fn backend_failed(s: &Session, xid: i32, op: i32, started: Instant, e: BackendError) -> Step {
+fn backend_failed(s: &mut Session, xid: i32, op: i32, started: Instant, e: BackendError) -> Step {
     if let BackendError::Unsupported { .. } = e {
         // The backend cannot honour this by design (e.g. a sequential create on AP): answer
         // UNIMPLEMENTED (-6), which kazoo and Curator raise to the caller without retrying, and
@@ -466,7 +470,7 @@ fn backend_failed(s: &Session, xid: i32, op: i32, started: Instant, e: BackendEr
     Step::Close
 }
 
-fn write_reply(s: &Session, xid: i32, kinds: &[WriteKind], applied: Applied) -> Code {
+fn write_reply(s: &mut Session, xid: i32, kinds: &[WriteKind], applied: Applied) -> Code {
     let one = |kind: WriteKind, r: OpResult| -> Response {
         match (kind, r) {
             (WriteKind::Create(CreateKind::Create), OpResult::Created { path, .. }) => {
@@ -551,8 +555,7 @@ fn auth_packet(s: &mut Session, xid: i32, scheme: &str, auth: &[u8]) {
             "authentication failed; closing the connection"
         );
         s.reply_at(xid, zxid, Code::AuthFailed, None);
-        let _ = s.out.send(Out::Close);
-        s.conn.kill.notify_one();
+        s.close_after_reply();
     }
 }
 
@@ -591,7 +594,7 @@ fn visible_acl(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, Code> {
 }
 
 /// Run a read (or a watch-management request) against the local tree and reply.
-fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
+fn read_now(s: &mut Session, xid: i32, op: i32, req: Zk, started: Instant) {
     let tree = s.server.backend.tree();
     let t = tree.read();
     let zxid = t.last_zxid();
@@ -789,7 +792,7 @@ fn read_now(s: &Session, xid: i32, op: i32, req: Zk, started: Instant) {
 }
 
 /// Re-register watches after a reconnect, firing at once those whose change the client missed.
-fn set_watches(s: &Session, t: &Tree, w: SetWatches2) {
+fn set_watches(s: &mut Session, t: &Tree, w: SetWatches2) {
     let me = s.conn.id;
     let rel = w.relative_zxid;
     tracing::debug!(
@@ -833,14 +836,10 @@ fn set_watches(s: &Session, t: &Tree, w: SetWatches2) {
     }
     drop(wm);
     for (kind, path) in fire {
-        super::conn::enqueue(
-            &s.out,
-            &s.conn,
-            Out::Event(WatchedEvent {
-                kind,
-                path: path.into(),
-                zxid: t.last_zxid(),
-            }),
-        );
+        s.event(WatchedEvent {
+            kind,
+            path: path.into(),
+            zxid: t.last_zxid(),
+        });
     }
 }
