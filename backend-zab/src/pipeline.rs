@@ -1,11 +1,12 @@
-//! The request pipeline of one ZooKeeper server: **prep** (a task: check the request against the
-//! tree plus outstanding changes, assign the zxid, build the txn) → **sync** (a thread: group
-//! commit — every txn queued while the previous fsync ran goes into the next batch, one fsync per
-//! batch) → **final** (after the fsync: apply to the tree, fire watches, publish, reply). Final
-//! runs on a thread of its own when `final_thread` is set, so one batch is applied and answered
-//! while the next is being fsynced, or else on the sync thread after each fsync (fewer
-//! hand-offs: better with few cores). Failed requests travel the same path unlogged, so replies
-//! keep submission order.
+//! The request pipeline of one ZooKeeper server: **prep** (run by the submitting task itself,
+//! under a lock: check the request against the tree plus outstanding changes, assign the zxid,
+//! build the txn, hand it on — no task of its own, so a request costs no extra wake-up) →
+//! **sync** (a thread: group commit — every txn queued while the previous fsync ran goes into the
+//! next batch, one fsync per batch) → **final** (after the fsync: apply to the tree, fire
+//! watches, publish, reply). Final runs on a thread of its own when `final_thread` is set, so one
+//! batch is applied and answered while the next is being fsynced, or else on the sync thread
+//! after each fsync (fewer hand-offs: better with few cores). Failed requests travel the same
+//! path unlogged, so replies keep submission order.
 
 use crate::snapshotter::{SnapshotPolicy, Snapshotter};
 use crate::txnlog::TxnLog;
@@ -18,16 +19,9 @@ use roster_core::{SessionId, Zxid};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 pub type Reply = oneshot::Sender<Result<Applied, BackendError>>;
-
-/// What the prep stage receives.
-pub enum Msg {
-    Request(Envelope, Reply),
-    /// Resolves once everything submitted before it is applied.
-    Barrier(oneshot::Sender<Zxid>),
-}
 
 /// What prep hands to sync/final.
 enum Item {
@@ -72,15 +66,9 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Start prep (a tokio task), sync (a thread) and final (on the sync thread, or its own with
-/// `final_thread`). Returns the prep queue.
-pub fn start(
-    shared: Arc<Shared>,
-    log: TxnLog,
-    cfg: PipelineConfig,
-    queue_depth: usize,
-) -> mpsc::Sender<Msg> {
-    let (tx, rx) = mpsc::channel::<Msg>(queue_depth);
+/// Start sync (a thread) and final (on the sync thread, or its own with `final_thread`). Returns
+/// the prep stage, through which requests enter.
+pub fn start(shared: Arc<Shared>, log: TxnLog, cfg: PipelineConfig, queue_depth: usize) -> Prep {
     let (sync_tx, sync_rx) = mpsc::unbounded_channel::<Item>();
     let last = shared.tree.read().last_zxid();
     let mut next_zxid: Zxid = ((cfg.epoch as i64) << 32) | 1;
@@ -89,14 +77,17 @@ pub fn start(
     }
     let session_base =
         (((wall_ms() as u64) << 24) >> 8) as i64 | ((cfg.server_id as i64 & 0xff) << 56);
-    let prep_state = PrepStage {
+    let room = Arc::new(Semaphore::new(queue_depth.max(1)));
+    let prep = Prep {
         shared: shared.clone(),
-        out: sync_tx,
-        next_zxid,
-        next_session: session_base,
-        opts: cfg.prep.clone(),
+        room: room.clone(),
+        state: Mutex::new(PrepState {
+            out: sync_tx,
+            next_zxid,
+            next_session: session_base,
+            opts: cfg.prep.clone(),
+        }),
     };
-    tokio::spawn(prep_state.run(rx));
     let snapshotter = Snapshotter::new(
         log.clone(),
         cfg.snapshots_retained,
@@ -109,91 +100,108 @@ pub fn start(
         log,
         cfg,
         snapshotter,
+        room,
     };
     std::thread::Builder::new()
         .name("zab-sync".into())
         .spawn(move || sync.run(sync_rx))
         .expect("spawn sync thread");
-    tx
+    prep
 }
 
-struct PrepStage {
+/// The prep stage: requests enter here, on the submitter's task.
+pub struct Prep {
     shared: Arc<Shared>,
+    /// One permit per request between prep and its reply (`queue_depth`): submitters wait
+    /// beyond that. The final stage gives them back.
+    room: Arc<Semaphore>,
+    /// Held while a request is prepared and handed to sync, so the sync queue is in zxid order.
+    state: Mutex<PrepState>,
+}
+
+struct PrepState {
     out: mpsc::UnboundedSender<Item>,
     next_zxid: Zxid,
     next_session: SessionId,
     opts: PrepOptions,
 }
 
-impl PrepStage {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        // Both buffers live as long as the stage: a batch allocates neither.
-        let mut buf = Vec::with_capacity(256);
-        let mut items = Vec::with_capacity(256);
-        while rx.recv_many(&mut buf, 256).await > 0 {
-            self.prep_batch(&mut buf, &mut items);
-            for item in items.drain(..) {
-                if self.out.send(item).is_err() {
-                    return;
-                }
-            }
-        }
+impl Prep {
+    /// Prepare `env`, hand it to sync and wait for its reply (after its fsync and apply).
+    pub async fn submit(&self, env: Envelope) -> Result<Applied, BackendError> {
+        self.room
+            .acquire()
+            .await
+            .map_err(|_| BackendError::ShuttingDown)?
+            .forget();
+        let (tx, rx) = oneshot::channel();
+        self.prep(env, tx);
+        rx.await.map_err(|_| BackendError::ShuttingDown)?
     }
 
-    /// Prepare `msgs` (drained) into `items` (appended to).
-    fn prep_batch(&mut self, msgs: &mut Vec<Msg>, items: &mut Vec<Item>) {
-        let failed = self.shared.failed.load(Ordering::Acquire);
+    /// Resolves once everything submitted before it is applied.
+    pub async fn barrier(&self) -> Result<Zxid, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.state.lock().out.send(Item::Barrier(tx)).is_ok();
+        if !sent {
+            return Err(BackendError::ShuttingDown);
+        }
+        rx.await.map_err(|_| BackendError::ShuttingDown)
+    }
+
+    fn prep(&self, env: Envelope, reply: Reply) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.room.add_permits(1);
+            let _ = reply.send(Err(BackendError::Storage(
+                "the transaction log failed".into(),
+            )));
+            return;
+        }
+        let mut st = self.state.lock();
         let tree = self.shared.tree.read();
-        let mut outstanding = self.shared.outstanding.lock();
-        for msg in msgs.drain(..) {
-            let (env, reply) = match msg {
-                Msg::Barrier(r) => {
-                    items.push(Item::Barrier(r));
-                    continue;
+        let time = wall_ms();
+        let zxid = st.next_zxid;
+        let op = match &env.request {
+            Request::CreateSession { timeout_ms } => {
+                let mut id = st.next_session;
+                while tree.sessions().contains_key(&id) || id == 0 {
+                    id += 1;
                 }
-                Msg::Request(env, reply) => (env, reply),
-            };
-            if failed {
-                let _ = reply.send(Err(BackendError::Storage(
-                    "the transaction log failed".into(),
-                )));
-                continue;
+                st.next_session = id + 1;
+                let passwd: [u8; 16] = rand::random();
+                Ok((
+                    id,
+                    TxnOp::CreateSession {
+                        timeout_ms: *timeout_ms,
+                        passwd: passwd.to_vec(),
+                    },
+                ))
             }
-            let time = wall_ms();
-            let zxid = self.next_zxid;
-            let op = match &env.request {
-                Request::CreateSession { timeout_ms } => {
-                    let mut id = self.next_session;
-                    while tree.sessions().contains_key(&id) || id == 0 {
-                        id += 1;
-                    }
-                    self.next_session = id + 1;
-                    let passwd: [u8; 16] = rand::random();
-                    Ok((
-                        id,
-                        TxnOp::CreateSession {
-                            timeout_ms: *timeout_ms,
-                            passwd: passwd.to_vec(),
-                        },
-                    ))
-                }
-                _ => outstanding
-                    .prepare(&tree, &env, zxid, time, &self.opts)
-                    .map(|op| (env.session, op)),
-            };
-            match op {
-                Ok((session, op)) => {
-                    self.next_zxid += 1;
-                    let txn = Arc::new(Txn {
-                        zxid,
-                        time,
-                        session,
-                        op,
-                    });
-                    items.push(Item::Txn(txn, Some(reply), Instant::now()));
-                }
-                Err(outcome) => items.push(Item::Failed(outcome, Some(reply))),
+            _ => self
+                .shared
+                .outstanding
+                .lock()
+                .prepare(&tree, &env, zxid, time, &st.opts)
+                .map(|op| (env.session, op)),
+        };
+        drop(tree);
+        let item = match op {
+            Ok((session, op)) => {
+                st.next_zxid += 1;
+                let txn = Arc::new(Txn {
+                    zxid,
+                    time,
+                    session,
+                    op,
+                });
+                Item::Txn(txn, Some(reply), Instant::now())
             }
+            Err(outcome) => Item::Failed(outcome, Some(reply)),
+        };
+        if let Err(mpsc::error::SendError(item)) = st.out.send(item) {
+            // The sync thread is gone (shutting down): the reply is dropped with the item.
+            drop(item);
+            self.room.add_permits(1);
         }
     }
 }
@@ -203,6 +211,7 @@ struct SyncStage {
     log: TxnLog,
     cfg: PipelineConfig,
     snapshotter: Snapshotter,
+    room: Arc<Semaphore>,
 }
 
 /// A batch the sync thread has written (or failed to write), on its way to the final thread.
@@ -224,6 +233,7 @@ impl SyncStage {
         let fin = FinalStage {
             shared: self.shared.clone(),
             snapshotter: self.snapshotter,
+            room: self.room.clone(),
             commit_seconds: metrics::histogram!("roster_backend_commit_seconds"),
             replies: Vec::new(),
         };
@@ -305,6 +315,8 @@ impl SyncStage {
 struct FinalStage {
     shared: Arc<Shared>,
     snapshotter: Snapshotter,
+    /// Where each answered request's permit goes back.
+    room: Arc<Semaphore>,
     /// Looked up once: `histogram!` searches the registry on every call.
     commit_seconds: metrics::Histogram,
     /// The replies of the batch being finished; empty between batches, kept for its capacity.
@@ -320,6 +332,11 @@ impl FinalStage {
 
     /// Apply and answer `items` (drained), a batch holding `txns` txns.
     fn finish(&mut self, items: &mut Vec<Item>, txns: usize, ok: bool) {
+        // Each request (not a barrier) holds one permit of the prep queue until answered.
+        let requests = items
+            .iter()
+            .filter(|i| !matches!(i, Item::Barrier(_)))
+            .count();
         // `ok` is the batch's own fate: batches written before a log failure were handed over
         // earlier and are applied normally even if the flag is set by the time they get here.
         if !ok {
@@ -335,6 +352,7 @@ impl FinalStage {
                     _ => {}
                 }
             }
+            self.room.add_permits(requests);
             return;
         }
         // Final: apply in order under the write lock, then reply (replies never wait on I/O).
@@ -391,6 +409,7 @@ impl FinalStage {
             }
         }
         self.replies = replies;
+        self.room.add_permits(requests);
         let since = self
             .shared
             .txns_since_snapshot

@@ -2,7 +2,7 @@
 //! session expiry and the container manager. The ensemble (issue: ZAB ensemble) reuses the same
 //! pipeline with a quorum in the sync stage.
 
-use crate::pipeline::{self, Msg, PipelineConfig, Shared};
+use crate::pipeline::{self, PipelineConfig, Prep, Shared};
 use crate::snapshotter::SnapshotPolicy;
 use crate::txnlog::TxnLog;
 use parking_lot::{Mutex, RwLock};
@@ -16,7 +16,7 @@ use roster_core::{SessionId, Zxid};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 /// Settings of the ZAB backend.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub enum OpenError {
 /// The standalone ZAB backend.
 pub struct Standalone {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Msg>,
+    prep: Prep,
     cfg: ZabConfig,
     epoch: u32,
     closed: AtomicBool,
@@ -142,7 +142,7 @@ impl Standalone {
             started,
             txns_since_snapshot: AtomicU64::new(replayed),
         });
-        let queue = pipeline::start(
+        let prep = pipeline::start(
             shared.clone(),
             log,
             PipelineConfig {
@@ -160,7 +160,7 @@ impl Standalone {
         );
         let me = Arc::new(Standalone {
             shared,
-            queue,
+            prep,
             cfg,
             epoch,
             closed: AtomicBool::new(false),
@@ -243,12 +243,7 @@ impl Standalone {
 #[async_trait::async_trait]
 impl Backend for Standalone {
     async fn submit(&self, req: Envelope) -> Result<Applied, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Msg::Request(req, tx))
-            .await
-            .map_err(|_| BackendError::ShuttingDown)?;
-        rx.await.map_err(|_| BackendError::ShuttingDown)?
+        self.prep.submit(req).await
     }
 
     fn tree(&self) -> TreeView {
@@ -256,12 +251,7 @@ impl Backend for Standalone {
     }
 
     async fn barrier(&self) -> Result<Zxid, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Msg::Barrier(tx))
-            .await
-            .map_err(|_| BackendError::ShuttingDown)?;
-        rx.await.map_err(|_| BackendError::ShuttingDown)
+        self.prep.barrier().await
     }
 
     fn applied(&self) -> broadcast::Receiver<Arc<Txn>> {

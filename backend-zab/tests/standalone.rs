@@ -389,3 +389,43 @@ async fn a_snapshot_waits_for_the_log_to_grow_as_large_as_the_last_one() {
         "due after 10 × snapshot_every transactions whatever the log's size"
     );
 }
+
+/// Prep runs on the submitting task and admits at most `queue_depth` requests between prep and
+/// reply: far more concurrent submitters than that (writes that succeed, writes that fail, and
+/// barriers among them) all get their answers, in zxid order per outcome, so every admission is
+/// given back when its request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_submitters_than_the_queue_depth_all_get_answers() {
+    let b = Standalone::open(
+        Arc::new(MemEngine::default()),
+        ZabConfig {
+            queue_depth: 4,
+            ..cfg()
+        },
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every fourth one creates a node that already exists: a failed request.
+            let path = format!("/q{}", if i % 4 == 3 { i - 1 } else { i });
+            let a = b.submit(env(0, create(&path, CreateMode::Persistent))).await;
+            let z = b.barrier().await.unwrap();
+            (a.unwrap(), z)
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (a, barrier) = tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .expect("every submitter is answered")
+            .unwrap();
+        assert!(barrier >= a.zxid);
+        if matches!(a.outcome, Outcome::Op(OpResult::Created { .. })) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 300);
+    assert_eq!(b.tree().read().node_count(), 300 + 4);
+}
