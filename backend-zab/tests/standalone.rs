@@ -410,7 +410,9 @@ async fn more_submitters_than_the_queue_depth_all_get_answers() {
         tasks.push(tokio::spawn(async move {
             // Every fourth one creates a node that already exists: a failed request.
             let path = format!("/q{}", if i % 4 == 3 { i - 1 } else { i });
-            let a = b.submit(env(0, create(&path, CreateMode::Persistent))).await;
+            let a = b
+                .submit(env(0, create(&path, CreateMode::Persistent)))
+                .await;
             let z = b.barrier().await.unwrap();
             (a.unwrap(), z)
         }));
