@@ -178,6 +178,10 @@ fn describe() {
         "ZooKeeper frames rejected (too large or truncated)"
     );
     describe_counter!(
+        "roster_zk_slow_clients_total",
+        "ZooKeeper connections closed because watch events piled up for a client that did not read them"
+    );
+    describe_counter!(
         "roster_zk_bad_requests_total",
         "ZooKeeper requests that could not be decoded"
     );
