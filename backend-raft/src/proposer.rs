@@ -17,8 +17,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use openraft::{ReadPolicy, ServerState};
 use roster_core::backend::BackendError;
-use roster_core::tree::prep::PrepOptions;
-use roster_core::txn::{Applied, Envelope, Request, Txn, TxnOp};
+use roster_core::tree::prep::{PrepOptions, create_session};
+use roster_core::txn::{Applied, Envelope, Request, Txn};
 use roster_core::{SessionId, Zxid};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -301,21 +301,12 @@ impl Proposer {
                     let time = wall_ms();
                     let zxid = lead.next_zxid;
                     let prepared = match &env.request {
-                        Request::CreateSession { timeout_ms } => {
-                            let mut id = self.next_session;
-                            while id == 0 || tree.sessions().contains_key(&id) {
-                                id = id.wrapping_add(1);
-                            }
-                            self.next_session = id.wrapping_add(1);
-                            let passwd: [u8; 16] = rand::random();
-                            Ok((
-                                id,
-                                TxnOp::CreateSession {
-                                    timeout_ms: *timeout_ms,
-                                    passwd: passwd.to_vec(),
-                                },
-                            ))
-                        }
+                        Request::CreateSession { timeout_ms } => Ok(create_session(
+                            &tree,
+                            &mut self.next_session,
+                            *timeout_ms,
+                            rand::random(),
+                        )),
                         _ => outstanding
                             .prepare(&tree, &env, zxid, time, &self.cfg.prep)
                             .map(|op| (env.session, op)),

@@ -13,7 +13,7 @@ use crate::txnlog::TxnLog;
 use parking_lot::Mutex;
 use roster_core::backend::{BackendError, TreeView};
 use roster_core::session::SessionTracker;
-use roster_core::tree::prep::{Outstanding, PrepOptions};
+use roster_core::tree::prep::{Outstanding, PrepOptions, create_session};
 use roster_core::txn::{Applied, Envelope, Outcome, Request, Txn, TxnOp};
 use roster_core::{SessionId, Zxid};
 use std::sync::Arc;
@@ -162,21 +162,12 @@ impl Prep {
         let time = wall_ms();
         let zxid = st.next_zxid;
         let op = match &env.request {
-            Request::CreateSession { timeout_ms } => {
-                let mut id = st.next_session;
-                while tree.sessions().contains_key(&id) || id == 0 {
-                    id += 1;
-                }
-                st.next_session = id + 1;
-                let passwd: [u8; 16] = rand::random();
-                Ok((
-                    id,
-                    TxnOp::CreateSession {
-                        timeout_ms: *timeout_ms,
-                        passwd: passwd.to_vec(),
-                    },
-                ))
-            }
+            Request::CreateSession { timeout_ms } => Ok(create_session(
+                &tree,
+                &mut st.next_session,
+                *timeout_ms,
+                rand::random(),
+            )),
             _ => self
                 .shared
                 .outstanding

@@ -5,7 +5,8 @@ use super::msg::{Msg, Sid};
 use super::peer::*;
 use roster_core::backend::BackendError;
 use roster_core::storage::StorageError;
-use roster_core::txn::{Applied, Envelope, Request, Txn, TxnOp};
+use roster_core::tree::prep::create_session;
+use roster_core::txn::{Applied, Envelope, Request, Txn};
 use roster_core::{SessionId, Zxid};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -381,22 +382,12 @@ impl Peer {
                 let zxid = Self::next_zxid(l);
                 let time = wall_ms();
                 let op = match &env.request {
-                    Request::CreateSession { timeout_ms } => {
-                        let tree = self.tree.read();
-                        let mut id = l.next_session;
-                        while id == 0 || tree.sessions().contains_key(&id) {
-                            id += 1;
-                        }
-                        l.next_session = id + 1;
-                        let passwd: [u8; 16] = rand::random();
-                        Ok((
-                            id,
-                            TxnOp::CreateSession {
-                                timeout_ms: *timeout_ms,
-                                passwd: passwd.to_vec(),
-                            },
-                        ))
-                    }
+                    Request::CreateSession { timeout_ms } => Ok(create_session(
+                        &self.tree.read(),
+                        &mut l.next_session,
+                        *timeout_ms,
+                        rand::random(),
+                    )),
                     _ => {
                         let tree = self.tree.read();
                         self.outstanding

@@ -75,6 +75,29 @@ fn require(acl: &[Acl], perm: i32, auth: &AuthInfo) -> Result<(), Code> {
     }
 }
 
+/// A new session's id and the transaction that creates it: the first id from `*next` that is
+/// neither 0 nor held by a live session; `*next` moves past it. `passwd` is the session's
+/// password (random, chosen by the caller, so the transaction itself is deterministic).
+pub fn create_session(
+    tree: &Tree,
+    next: &mut SessionId,
+    timeout_ms: i32,
+    passwd: [u8; 16],
+) -> (SessionId, TxnOp) {
+    let mut id = *next;
+    while id == 0 || tree.sessions().contains_key(&id) {
+        id = id.wrapping_add(1);
+    }
+    *next = id.wrapping_add(1);
+    (
+        id,
+        TxnOp::CreateSession {
+            timeout_ms,
+            passwd: passwd.to_vec(),
+        },
+    )
+}
+
 impl Outstanding {
     /// Number of prepared, unapplied changes.
     pub fn len(&self) -> usize {
@@ -419,4 +442,37 @@ fn prep_delete_container(
     let parent = s.existing(path::parent(p))?;
     record_delete(s, p, parent, zxid);
     Ok(TxnOp::Delete { path: p.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::Txn;
+
+    #[test]
+    fn new_session_ids_skip_zero_and_live_sessions() {
+        let mut tree = Tree::new();
+        tree.apply(&Txn {
+            zxid: 1,
+            time: 0,
+            session: 5,
+            op: TxnOp::CreateSession {
+                timeout_ms: 4000,
+                passwd: vec![0; 16],
+            },
+        });
+        let mut next = 4;
+        let (id, op) = create_session(&tree, &mut next, 6000, [7; 16]);
+        assert_eq!((id, next), (4, 5));
+        assert!(
+            matches!(op, TxnOp::CreateSession { timeout_ms: 6000, ref passwd } if passwd == &[7; 16])
+        );
+        // 5 is live: skipped.
+        assert_eq!(create_session(&tree, &mut next, 6000, [0; 16]).0, 6);
+        assert_eq!(next, 7);
+        // 0 is never an id, also when the counter wraps onto it.
+        let mut next = -1;
+        assert_eq!(create_session(&tree, &mut next, 6000, [0; 16]).0, -1);
+        assert_eq!(create_session(&tree, &mut next, 6000, [0; 16]).0, 1);
+    }
 }
