@@ -25,8 +25,8 @@ pub type Reply = oneshot::Sender<Result<Applied, BackendError>>;
 
 /// What prep hands to sync/final.
 enum Item {
-    Txn(Arc<Txn>, Option<Reply>, Instant),
-    Failed(Outcome, Option<Reply>),
+    Txn(Arc<Txn>, Reply, Instant),
+    Failed(Outcome, Reply),
     Barrier(oneshot::Sender<Zxid>),
 }
 
@@ -185,13 +185,12 @@ impl Prep {
                     session,
                     op,
                 });
-                Item::Txn(txn, Some(reply), Instant::now())
+                Item::Txn(txn, reply, Instant::now())
             }
-            Err(outcome) => Item::Failed(outcome, Some(reply)),
+            Err(outcome) => Item::Failed(outcome, reply),
         };
-        if let Err(mpsc::error::SendError(item)) = st.out.send(item) {
-            // The sync thread is gone (shutting down): the reply is dropped with the item.
-            drop(item);
+        if st.out.send(item).is_err() {
+            // The sync thread is gone (shutting down): the reply went with the item.
             self.room.add_permits(1);
         }
     }
@@ -311,7 +310,7 @@ struct FinalStage {
     /// Looked up once: `histogram!` searches the registry on every call.
     commit_seconds: metrics::Histogram,
     /// The replies of the batch being finished; empty between batches, kept for its capacity.
-    replies: Vec<(Option<Reply>, Result<Applied, BackendError>)>,
+    replies: Vec<(Reply, Result<Applied, BackendError>)>,
 }
 
 impl FinalStage {
@@ -323,27 +322,24 @@ impl FinalStage {
 
     /// Apply and answer `items` (drained), a batch holding `txns` txns.
     fn finish(&mut self, items: &mut Vec<Item>, txns: usize, ok: bool) {
-        // Each request (not a barrier) holds one permit of the prep queue until answered.
-        let requests = items
-            .iter()
-            .filter(|i| !matches!(i, Item::Barrier(_)))
-            .count();
         // `ok` is the batch's own fate: batches written before a log failure were handed over
         // earlier and are applied normally even if the flag is set by the time they get here.
         if !ok {
             self.shared.outstanding.lock().clear();
+            let mut answered = 0;
             for item in items.drain(..) {
                 match item {
-                    Item::Txn(_, Some(r), _) | Item::Failed(_, Some(r)) => {
+                    Item::Txn(_, r, _) | Item::Failed(_, r) => {
+                        answered += 1;
                         let _ = r.send(Err(BackendError::Storage(
                             "the transaction log failed".into(),
                         )));
                     }
                     Item::Barrier(r) => drop(r),
-                    _ => {}
                 }
             }
-            self.room.add_permits(requests);
+            // Each request (not a barrier) held one permit of the prep queue until answered.
+            self.room.add_permits(answered);
             return;
         }
         // Final: apply in order under the write lock, then reply (replies never wait on I/O).
@@ -394,13 +390,11 @@ impl FinalStage {
             }
         }
         metrics::counter!("roster_backend_txns_total").increment(txns as u64);
+        self.room.add_permits(replies.len());
         for (reply, res) in replies.drain(..) {
-            if let Some(r) = reply {
-                let _ = r.send(res);
-            }
+            let _ = reply.send(res);
         }
         self.replies = replies;
-        self.room.add_permits(requests);
         let since = self
             .shared
             .txns_since_snapshot
