@@ -33,7 +33,7 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Most frames queued for one client before it is considered stuck and disconnected: a client
 /// that stops reading must not make the server buffer without bound.
-pub const MAX_QUEUED_FRAMES: u64 = 100_000;
+const MAX_QUEUED_FRAMES: u64 = 100_000;
 
 /// How long a closing connection may take to write what it still holds for the client (the
 /// reply to `closeSession`, an `AUTH_FAILED`): a client that does not read is not waited for.
@@ -43,7 +43,7 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const BURST: usize = 16;
 
 /// Queue a watch event for a connection, or disconnect a client that does not read.
-pub fn enqueue(out: &mpsc::UnboundedSender<WatchedEvent>, conn: &ConnStats, event: WatchedEvent) {
+fn enqueue(out: &mpsc::UnboundedSender<WatchedEvent>, conn: &ConnStats, event: WatchedEvent) {
     if conn.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED_FRAMES {
         if conn.queued.load(Ordering::Relaxed) == MAX_QUEUED_FRAMES + 1 {
             tracing::warn!(conn = conn.id, peer = %conn.peer, "client does not read its replies and events; disconnecting");
@@ -155,7 +155,7 @@ impl Session {
     /// Queue a watch event after every event queued before it.
     pub fn event(&mut self, e: WatchedEvent) {
         self.take_events();
-        proto::encode_watch_event(&mut self.wbuf, e.zxid, e.kind as i32, 3, &e.path);
+        encode_event(&mut self.wbuf, &e);
         self.count_frame();
     }
 
@@ -172,7 +172,7 @@ impl Session {
     /// Move the events the tree queued into `wbuf` (they were counted as queued when sent).
     fn take_events(&mut self) {
         while let Ok(e) = self.events.try_recv() {
-            proto::encode_watch_event(&mut self.wbuf, e.zxid, e.kind as i32, 3, &e.path);
+            encode_event(&mut self.wbuf, &e);
             self.frames += 1;
         }
     }
@@ -212,12 +212,12 @@ impl Session {
     }
 }
 
-const KILLED: &str = "closed by the server (session expired or moved, or the client does not read)";
-
-/// Write one frame during the handshake, before there is a session.
-async fn send_now(wr: &mut OwnedWriteHalf, buf: &[u8], within: Duration) {
-    let _ = tokio::time::timeout(within, wr.write_all(buf)).await;
+/// A watch event as ZooKeeper sends it (state 3: SyncConnected).
+fn encode_event(buf: &mut BytesMut, e: &WatchedEvent) {
+    proto::encode_watch_event(buf, e.zxid, e.kind as i32, 3, &e.path);
 }
+
+const KILLED: &str = "closed by the server (session expired or moved, or the client does not read)";
 
 async fn session_loop(
     server: &Arc<ZkServer>,
@@ -288,7 +288,7 @@ async fn session_loop(
                 read_only: req.read_only.map(|_| false),
             };
             proto::encode_connect_response(&mut buf, &resp);
-            send_now(wr, &buf, hs_timeout).await;
+            let _ = tokio::time::timeout(hs_timeout, wr.write_all(&buf)).await;
             return Err("session expired".into());
         }
         let _ = backend.touch(&[req.session_id]).await;
