@@ -1,11 +1,13 @@
 //! roster-zab: the ZooKeeper Atomic Broadcast backend: the standalone server (a quorum of one:
 //! the prep → sync (group commit) → final request pipeline) and the ensemble member, the
-//! transaction log in the storage engine, snapshots as files beside it, recovery, session expiry
+//! transaction log and snapshots as files (in the storage engine for the simulations), the epochs in the engine, recovery, session expiry
 //! and the container manager. It knows nothing of wire protocols.
 
 pub mod ensemble;
 pub mod pipeline;
 pub mod quorum;
+
+mod segments;
 
 mod snapshotter;
 pub mod standalone;

@@ -184,6 +184,9 @@ impl Snapshotter {
         self.busy
             .log_mark
             .store(self.log.logged_bytes(), Ordering::Relaxed);
+        // The log written from here on goes to a new file, which the purge after the next
+        // snapshots can remove whole.
+        self.log.roll();
         if self.inline {
             self.write(view);
             return;

@@ -38,6 +38,8 @@ pub struct ZabConfig {
     pub queue_depth: usize,
     /// Where snapshots are written as files; `None` keeps them in the engine (in-memory tests).
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// Where the transaction log is written as files; `None` keeps it in the engine.
+    pub log_dir: Option<std::path::PathBuf>,
     /// Apply and answer on a thread of their own, overlapping the next batch's fsync, instead of
     /// on the sync thread after each fsync. Default: only with more than 2 CPUs — on 2, the
     /// extra hand-off per batch cost more than the overlap gained (docs/benchmarks.md).
@@ -61,6 +63,7 @@ impl Default for ZabConfig {
             max_batch: 1024,
             queue_depth: 16_384,
             snapshot_dir: None,
+            log_dir: None,
             final_thread: final_thread_default(),
         }
     }
@@ -97,7 +100,11 @@ impl Standalone {
     /// Recover state from `engine` and start serving. Must run inside a tokio runtime.
     pub fn open(engine: Arc<dyn Engine>, cfg: ZabConfig) -> Result<Arc<Standalone>, OpenError> {
         let t0 = Instant::now();
-        let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref())?;
+        let log = TxnLog::open(
+            engine,
+            cfg.snapshot_dir.as_deref(),
+            cfg.log_dir.as_deref(),
+        )?;
         let mut tree = match log.latest_snapshot()? {
             Some((zxid, bytes)) => {
                 let t = Tree::restore(&bytes)?;

@@ -1,10 +1,12 @@
-//! The transaction log and snapshots. The log is kept in the storage engine: `Log` holds one
-//! entry per zxid (big-endian key, so order is zxid order), `Meta` the epochs. Snapshots are
-//! files in a directory beside it ([`SnapshotFiles`]) when one is given, as on a server; without
-//! one (the in-memory engines of the simulations) they go to the engine's `Snapshot` space, keyed
-//! by the zxid they include. Snapshots an older version left in the engine are still read, and
-//! purged like the others.
+//! The transaction log and snapshots. On a server the log is a directory of segment files of
+//! its own ([`LogFiles`]) and snapshots are files in another ([`SnapshotFiles`]); without
+//! directories (the in-memory engines of the simulations) both live in the storage engine: `Log`
+//! holds one entry per zxid (big-endian key, so order is zxid order), `Snapshot` the snapshots
+//! keyed by the zxid they include. `Meta` holds the epochs in either case. A log that an older
+//! version kept in the engine is moved into the files when they are opened; snapshots it left in
+//! the engine are still read, and purged like the others.
 
+use crate::segments::{LogFiles, Staged};
 use roster_core::Zxid;
 use roster_core::snapfiles::SnapshotFiles;
 use roster_core::storage::{Engine, Space, StorageError, WriteBatch};
@@ -42,6 +44,8 @@ impl Extend<u8> for Append<'_> {
 pub struct TxnLog {
     engine: Arc<dyn Engine>,
     files: Option<Arc<SnapshotFiles>>,
+    /// The log's own files; `None`: the log is in the engine.
+    segments: Option<Arc<LogFiles>>,
     /// Bytes of log entries committed through this log since it was opened (all clones).
     logged: Arc<AtomicU64>,
 }
@@ -50,54 +54,144 @@ fn io_err(e: std::io::Error) -> StorageError {
     StorageError(format!("snapshot file: {e}"))
 }
 
+fn log_err(e: std::io::Error) -> StorageError {
+    StorageError(format!("transaction log: {e}"))
+}
+
+/// How many entries of an engine-kept log are moved into the files per synced write.
+const MOVE_BATCH: usize = 4096;
+
 impl TxnLog {
     /// Log and snapshots in `engine` alone.
     pub fn new(engine: Arc<dyn Engine>) -> TxnLog {
         TxnLog {
             engine,
             files: None,
+            segments: None,
             logged: Arc::default(),
         }
     }
 
-    /// Log in `engine`; snapshots as files in `snapshot_dir` when given, else in `engine` too.
+    /// Snapshots as files in `snapshot_dir` and the log as files in `log_dir` when given, else
+    /// each in `engine`.
     pub fn open(
         engine: Arc<dyn Engine>,
         snapshot_dir: Option<&Path>,
+        log_dir: Option<&Path>,
     ) -> Result<TxnLog, StorageError> {
-        let Some(dir) = snapshot_dir else {
-            return Ok(TxnLog::new(engine));
+        let files = match snapshot_dir {
+            Some(dir) => Some(Arc::new(SnapshotFiles::open(dir).map_err(|e| {
+                StorageError(format!("snapshot directory {}: {e}", dir.display()))
+            })?)),
+            None => None,
         };
-        let files = SnapshotFiles::open(dir)
-            .map_err(|e| StorageError(format!("snapshot directory {}: {e}", dir.display())))?;
-        Ok(TxnLog {
+        let segments = match log_dir {
+            Some(dir) => Some(Arc::new(LogFiles::open(dir).map_err(|e| {
+                StorageError(format!("transaction log directory {}: {e}", dir.display()))
+            })?)),
+            None => None,
+        };
+        let log = TxnLog {
             engine,
-            files: Some(Arc::new(files)),
+            files,
+            segments,
             logged: Arc::default(),
-        })
+        };
+        if let Some(seg) = &log.segments {
+            log.move_engine_log(seg)?;
+        }
+        Ok(log)
     }
 
-    /// A batch holding the log entries for `txns`, each encoded in place in the batch's one
-    /// buffer (which grows for the whole batch, not per entry).
-    pub fn stage(txns: &[Arc<Txn>]) -> WriteBatch {
-        let mut batch = WriteBatch::default();
+    /// Move a log an older version kept in the engine into the files: append what the files do
+    /// not have yet (synced), then delete it from the engine. A crash in between leaves both,
+    /// and the next open appends nothing twice.
+    fn move_engine_log(&self, seg: &LogFiles) -> Result<(), StorageError> {
+        let Some((last, _)) = self.engine.last(Space::Log)? else {
+            return Ok(());
+        };
+        let last = zxid_of(&last)?;
+        let have = seg.last().unwrap_or(0);
+        let mut moved = 0u64;
+        let mut staged = Staged::default();
+        let mut n = 0;
+        let mut failed = None;
+        self.engine
+            .scan(Space::Log, &key(have.saturating_add(1)), &mut |k, v| {
+                let z = match zxid_of(k) {
+                    Ok(z) => z,
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                };
+                staged.push(z, |b| b.extend_from_slice(v));
+                n += 1;
+                if n == MOVE_BATCH {
+                    if let Err(e) = seg.append(&staged) {
+                        failed = Some(log_err(e));
+                        return false;
+                    }
+                    moved += n as u64;
+                    n = 0;
+                    staged = Staged::default();
+                }
+                true
+            })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        seg.append(&staged).map_err(log_err)?;
+        moved += n as u64;
+        let mut b = WriteBatch::default();
+        b.delete_range(Space::Log, key(0), key(i64::MAX));
+        self.engine.write(b, true)?;
+        tracing::info!(
+            moved,
+            last_zxid = format!("{last:#x}"),
+            "moved the transaction log from the storage engine into log files"
+        );
+        Ok(())
+    }
+
+    /// The log records for `txns`, each encoded in place in one buffer (which grows for the
+    /// whole batch, not per entry).
+    pub fn stage(txns: &[Arc<Txn>]) -> Staged {
+        let mut staged = Staged::default();
         for t in txns {
-            batch.put_with(Space::Log, &key(t.zxid), |buf| {
+            staged.push(t.zxid, |buf| {
                 postcard::to_extend(&**t, Append(buf)).expect("txn serializes");
             });
         }
-        batch
+        staged
     }
 
-    /// Write a batch and fsync it.
-    pub fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let bytes = batch.bytes() as u64;
-        self.engine.write(batch, true)?;
+    /// Write staged records and sync them.
+    pub fn commit(&self, staged: Staged) -> Result<(), StorageError> {
+        let bytes = staged.bytes() as u64;
+        match &self.segments {
+            Some(seg) => seg.append(&staged).map_err(log_err)?,
+            None => {
+                let mut batch = WriteBatch::default();
+                for (z, payload) in staged.records() {
+                    batch.put(Space::Log, key(z), payload);
+                }
+                self.engine.write(batch, true)?;
+            }
+        }
         self.logged.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Bytes of log entries committed since the log was opened (keys and encoded txns).
+    /// Start a new log file with the next write (a snapshot is being taken), so that a purge
+    /// removes whole files. No-op for a log in the engine.
+    pub fn roll(&self) {
+        if let Some(seg) = &self.segments {
+            seg.roll();
+        }
+    }
+
+    /// Bytes of log records committed since the log was opened (headers and encoded txns).
     pub fn logged_bytes(&self) -> u64 {
         self.logged.load(Ordering::Relaxed)
     }
@@ -106,22 +200,33 @@ impl TxnLog {
     pub fn replay_after(&self, after: Zxid, f: &mut dyn FnMut(Txn)) -> Result<u64, StorageError> {
         let mut n = 0;
         let mut bad = None;
-        self.engine.scan(
-            Space::Log,
-            &key(after.saturating_add(1)),
-            &mut |k, v| match (zxid_of(k), postcard::from_bytes::<Txn>(v)) {
-                (Ok(z), Ok(t)) if z == t.zxid => {
-                    f(t);
-                    n += 1;
-                    true
-                }
-                _ => {
-                    bad = Some(format!("corrupt log entry at key {k:?}"));
-                    false
-                }
-            },
-        )?;
-        match bad {
+        let mut visit = |z: Zxid, v: &[u8]| match postcard::from_bytes::<Txn>(v) {
+            Ok(t) if z == t.zxid => {
+                f(t);
+                n += 1;
+                true
+            }
+            _ => {
+                bad = Some(format!("corrupt log entry at zxid {z:#x}"));
+                false
+            }
+        };
+        let mut bad_key = None;
+        match &self.segments {
+            Some(seg) => seg.scan_after(after, &mut visit).map_err(log_err)?,
+            None => self.engine.scan(
+                Space::Log,
+                &key(after.saturating_add(1)),
+                &mut |k, v| match zxid_of(k) {
+                    Ok(z) => visit(z, v),
+                    Err(e) => {
+                        bad_key = Some(e.0);
+                        false
+                    }
+                },
+            )?,
+        }
+        match bad.or(bad_key) {
             Some(e) => Err(StorageError(e)),
             None => Ok(n),
         }
@@ -129,6 +234,9 @@ impl TxnLog {
 
     /// Last logged zxid, if any.
     pub fn last_logged(&self) -> Result<Option<Zxid>, StorageError> {
+        if let Some(seg) = &self.segments {
+            return Ok(seg.last());
+        }
         self.engine
             .last(Space::Log)?
             .map(|(k, _)| zxid_of(&k))
@@ -201,6 +309,9 @@ impl TxnLog {
         b.delete_range(Space::Snapshot, key(0), key(oldest_kept));
         b.delete_range(Space::Log, key(0), key(oldest_kept.saturating_add(1)));
         self.engine.write(b, true)?;
+        if let Some(seg) = &self.segments {
+            seg.purge_through(oldest_kept).map_err(log_err)?;
+        }
         if let Some(f) = &self.files {
             f.remove_where(|z| z < oldest_kept).map_err(io_err)?;
         }
@@ -209,6 +320,9 @@ impl TxnLog {
 
     /// Drop every logged txn after `zxid` (ZAB TRUNC).
     pub fn truncate_after(&self, zxid: Zxid) -> Result<(), StorageError> {
+        if let Some(seg) = &self.segments {
+            seg.truncate_after(zxid).map_err(log_err)?;
+        }
         let mut b = WriteBatch::default();
         b.delete_range(Space::Log, key(zxid.saturating_add(1)), key(i64::MAX));
         b.delete_range(Space::Snapshot, key(zxid.saturating_add(1)), key(i64::MAX));
@@ -221,6 +335,9 @@ impl TxnLog {
 
     /// Drop the whole log and every snapshot (before installing a leader's snapshot).
     pub fn clear(&self) -> Result<(), StorageError> {
+        if let Some(seg) = &self.segments {
+            seg.clear().map_err(log_err)?;
+        }
         let mut b = WriteBatch::default();
         b.delete_range(Space::Log, key(0), key(i64::MAX));
         b.delete_range(Space::Snapshot, key(0), key(i64::MAX));
@@ -233,11 +350,17 @@ impl TxnLog {
 
     /// Is `zxid` in the log?
     pub fn contains(&self, zxid: Zxid) -> Result<bool, StorageError> {
+        if let Some(seg) = &self.segments {
+            return Ok(seg.floor(zxid).map_err(log_err)? == Some(zxid));
+        }
         Ok(self.engine.get(Space::Log, &key(zxid))?.is_some())
     }
 
     /// The largest logged zxid `<= zxid`, if the log reaches back that far.
     pub fn floor(&self, zxid: Zxid) -> Result<Option<Zxid>, StorageError> {
+        if let Some(seg) = &self.segments {
+            return seg.floor(zxid).map_err(log_err);
+        }
         let mut best = None;
         self.engine
             .scan(Space::Log, &key(0), &mut |k, _| match zxid_of(k) {
@@ -252,6 +375,9 @@ impl TxnLog {
 
     /// The first logged zxid.
     pub fn first_logged(&self) -> Result<Option<Zxid>, StorageError> {
+        if let Some(seg) = &self.segments {
+            return Ok(seg.first());
+        }
         let mut first = None;
         self.engine.scan(Space::Log, &key(0), &mut |k, _| {
             first = zxid_of(k).ok();

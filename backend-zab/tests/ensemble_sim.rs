@@ -69,6 +69,7 @@ impl Sim {
                 // Seeded schedules replay exactly only if snapshots land at the same step.
                 snapshot_inline: true,
                 snapshot_dir: None,
+                log_dir: None,
             };
             sim.cfgs.insert(id, cfg);
             sim.engines.insert(id, Arc::new(MemEngine::default()));

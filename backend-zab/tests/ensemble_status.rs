@@ -42,6 +42,7 @@ async fn status_never_deadlocks_against_a_writer() {
             broken_quorum: None,
             snapshot_inline: false,
             snapshot_dir: None,
+            log_dir: None,
         },
         members: HashMap::from([(
             1,

@@ -53,18 +53,27 @@ fn cfg() -> ZabConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_commit_in_order_and_survive_recovery() {
-    writes_commit_in_order_and_survive_recovery(false).await;
+    writes_commit_in_order_and_survive_recovery(false, false).await;
+}
+
+/// The same with the log and snapshots in files, as on a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_commit_in_order_and_survive_recovery_from_log_files() {
+    writes_commit_in_order_and_survive_recovery(false, true).await;
 }
 
 /// The same with the final stage on a thread of its own (the default with more than 2 CPUs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_commit_in_order_and_survive_recovery_with_a_final_thread() {
-    writes_commit_in_order_and_survive_recovery(true).await;
+    writes_commit_in_order_and_survive_recovery(true, false).await;
 }
 
-async fn writes_commit_in_order_and_survive_recovery(final_thread: bool) {
+async fn writes_commit_in_order_and_survive_recovery(final_thread: bool, files: bool) {
+    let dir = tempfile::tempdir().unwrap();
     let cfg = || ZabConfig {
         final_thread,
+        snapshot_dir: files.then(|| dir.path().join("snaps")),
+        log_dir: files.then(|| dir.path().join("log")),
         ..cfg()
     };
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
@@ -254,6 +263,7 @@ async fn snapshots_are_files_and_a_damaged_newest_one_falls_back_to_an_older() {
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
     let cfg = || ZabConfig {
         snapshot_dir: Some(snaps.clone()),
+        log_dir: Some(dir.path().join("log")),
         ..cfg()
     };
     let b = Standalone::open(engine.clone(), cfg()).unwrap();
@@ -328,6 +338,57 @@ async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
     drop(b2);
     let b3 = Standalone::open(engine, cfg).unwrap();
     assert_eq!(b3.tree().read().digest(), digest);
+}
+
+fn engine_log_entries(engine: &Arc<dyn Engine>) -> usize {
+    let mut n = 0;
+    engine
+        .scan(roster_core::storage::Space::Log, &[], &mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+    n
+}
+
+/// A data directory written when the log lived in the engine opens with log files: its log is
+/// moved into them (and out of the engine), nothing is lost, and writing goes on in the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_an_older_version_kept_in_the_engine_is_moved_into_log_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
+    let old = ZabConfig {
+        snapshot: SnapshotPolicy::count(1_000_000),
+        ..cfg()
+    };
+    let b = Standalone::open(engine.clone(), old.clone()).unwrap();
+    let s = new_session(&b, 60_000).await;
+    for i in 0..300 {
+        b.submit(env(s, create(&format!("/old{i}"), CreateMode::Persistent)))
+            .await
+            .unwrap();
+    }
+    let digest = b.tree().read().digest();
+    b.close();
+    drop(b);
+    assert!(engine_log_entries(&engine) >= 301);
+    let new = ZabConfig {
+        log_dir: Some(dir.path().join("log")),
+        ..old
+    };
+    let b2 = Standalone::open(engine.clone(), new.clone()).unwrap();
+    assert_eq!(b2.tree().read().digest(), digest, "the moved log replays");
+    assert_eq!(engine_log_entries(&engine), 0, "and is gone from the engine");
+    b2.submit(env(s, create("/new", CreateMode::Persistent)))
+        .await
+        .unwrap();
+    let digest = b2.tree().read().digest();
+    b2.close();
+    drop(b2);
+    assert_eq!(engine_log_entries(&engine), 0, "new writes go to the files");
+    let b3 = Standalone::open(engine, new).unwrap();
+    assert_eq!(b3.tree().read().digest(), digest);
+    assert!(b3.tree().read().node_count() > 300);
 }
 
 /// Create `{prefix}0..n` with `size` bytes of data each, one at a time.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Directory for the RocksDB store (txn log, epochs) and the snapshot files
-    /// (`zab-snapshots/`, `raft-snapshots/`).
+    /// Directory for the RocksDB store (epochs; the raft log) and, beside it, zab's log and
+    /// snapshot files (`zab-log/`, `zab-snapshots/`) or raft's snapshot (`raft-snapshots/`).
     pub data_dir: PathBuf,
     /// This server's id (the high byte of session ids).
     pub server_id: u64,

@@ -56,6 +56,8 @@ pub enum StartError {
 
 /// The zab backends' snapshot files, inside the data directory (beside RocksDB's own files).
 const SNAPSHOT_DIR: &str = "zab-snapshots";
+/// The zab backends' transaction log files, inside the data directory.
+const LOG_DIR: &str = "zab-log";
 /// Where a raft member keeps its snapshot, inside the data dir.
 const RAFT_SNAPSHOT_DIR: &str = "raft-snapshots";
 
@@ -81,6 +83,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         container_check_ms: cfg.container_check_ms,
         max_batch: cfg.max_batch,
         snapshot_dir: Some(cfg.data_dir.join(SNAPSHOT_DIR)),
+        log_dir: Some(cfg.data_dir.join(LOG_DIR)),
         ..ZabConfig::default()
     };
     let members = cfg
@@ -136,6 +139,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             broken_quorum: None,
             snapshot_inline: false,
             snapshot_dir: Some(cfg.data_dir.join(SNAPSHOT_DIR)),
+            log_dir: Some(cfg.data_dir.join(LOG_DIR)),
         };
         let addrs = members
             .iter()

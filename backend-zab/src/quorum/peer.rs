@@ -46,6 +46,8 @@ pub struct PeerConfig {
     pub snapshot_inline: bool,
     /// Where snapshots are written as files; `None` keeps them in the engine (the simulations).
     pub snapshot_dir: Option<std::path::PathBuf>,
+    /// Where the transaction log is written as files; `None` keeps it in the engine.
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 impl PeerConfig {
@@ -281,7 +283,11 @@ impl Peer {
         engine: Arc<dyn Engine>,
         now: u64,
     ) -> Result<Peer, crate::OpenError> {
-        let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref())?;
+        let log = TxnLog::open(
+            engine,
+            cfg.snapshot_dir.as_deref(),
+            cfg.log_dir.as_deref(),
+        )?;
         let tree = recover(&log)?;
         let last_logged = log.last_logged()?.unwrap_or(0).max(tree.last_zxid());
         let current_epoch = log.current_epoch()?;
