@@ -29,6 +29,13 @@ const PREFIX: &str = "log.";
 const HEADER: usize = 16;
 /// A segment is closed once it holds this much: the next batch starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// How far ahead of its records a segment is filled with zeros. A synced write that stays
+/// inside the file's length is a data-only fdatasync; one that grows the file also commits the
+/// file system's journal, which on ext4 (data=ordered) first waits for other files' dirty data —
+/// a snapshot being written, say. So the file is grown by this much at a time, in the write
+/// that needs it, and most batches land in zeros written before.
+const PAD_BYTES: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// Records encoded for one synced write, in the file format.
 #[derive(Default)]
@@ -42,7 +49,10 @@ impl Staged {
     /// Add the record for `zxid`, whose payload `encode` appends to the buffer it is given.
     /// Zxids must increase.
     pub fn push(&mut self, zxid: Zxid, encode: impl FnOnce(&mut Vec<u8>)) {
-        debug_assert!(self.first.is_none() || zxid > self.last, "zxids out of order");
+        debug_assert!(
+            self.first.is_none() || zxid > self.last,
+            "zxids out of order"
+        );
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; HEADER]);
         encode(&mut self.buf);
@@ -95,6 +105,8 @@ struct Tail {
     file: Option<File>,
     /// Bytes of the newest segment that hold synced records (readers stop here).
     end: u64,
+    /// The newest segment's length: records, then zeros.
+    padded: u64,
     last: Option<Zxid>,
     /// A write or sync failed: what is on disk is unknown, nothing more is written.
     failed: bool,
@@ -166,7 +178,10 @@ fn scan_file(
             return Ok((at, End::Bad(format!("record at {at} fails its CRC"))));
         }
         if prev.is_some_and(|p| zxid <= p) {
-            return Ok((at, End::Bad(format!("record at {at} goes back to zxid {zxid:#x}"))));
+            return Ok((
+                at,
+                End::Bad(format!("record at {at} goes back to zxid {zxid:#x}")),
+            ));
         }
         prev = Some(zxid);
         if !f(zxid, &payload) {
@@ -174,6 +189,16 @@ fn scan_file(
         }
         at += HEADER as u64 + len;
     }
+}
+
+/// Write zeros over `[from, to)` of `file`.
+fn write_zeros(file: &File, mut from: u64, to: u64) -> io::Result<()> {
+    while from < to {
+        let n = (to - from).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], from)?;
+        from += n as u64;
+    }
+    Ok(())
 }
 
 /// Read until `buf` is full or the end of the file; returns the bytes read.
@@ -226,6 +251,7 @@ impl LogFiles {
                 segments,
                 file: None,
                 end: 0,
+                padded: 0,
                 last: None,
                 failed: false,
             }),
@@ -241,6 +267,7 @@ impl LogFiles {
         let mut t = self.tail.lock();
         t.file = None;
         t.end = 0;
+        t.padded = 0;
         t.last = None;
         let mut removed = false;
         while let Some(seg) = t.segments.last() {
@@ -283,6 +310,7 @@ impl LogFiles {
             }
             t.file = Some(file);
             t.end = end;
+            t.padded = end;
             t.last = last;
             break;
         }
@@ -333,14 +361,21 @@ impl LogFiles {
             }
         }
         let file = t.file.as_ref().expect("a segment is open");
-        let res = file
-            .write_all_at(&staged.buf, t.end)
+        let need = t.end + staged.buf.len() as u64;
+        let padded = if need > t.padded {
+            need + PAD_BYTES
+        } else {
+            t.padded
+        };
+        let res = write_zeros(file, need.max(t.padded), padded)
+            .and_then(|()| file.write_all_at(&staged.buf, t.end))
             .and_then(|()| file.sync_data());
         if let Err(e) = res {
             t.failed = true;
             return Err(e);
         }
-        t.end += staged.buf.len() as u64;
+        t.padded = padded;
+        t.end = need;
         t.last = Some(staged.last);
         Ok(())
     }
@@ -352,12 +387,15 @@ impl LogFiles {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        let end = MAGIC.len() as u64;
         file.write_all_at(MAGIC, 0)?;
+        write_zeros(&file, end, end + PAD_BYTES)?;
         file.sync_data()?;
         sync_dir(&self.dir)?;
         t.segments.push(Segment { first, path });
         t.file = Some(file);
-        t.end = MAGIC.len() as u64;
+        t.end = end;
+        t.padded = end + PAD_BYTES;
         Ok(())
     }
 
@@ -368,8 +406,7 @@ impl LogFiles {
         let n = t.segments.len();
         let mut out = Vec::new();
         for (i, s) in t.segments.iter().enumerate() {
-            if t
-                .segments
+            if t.segments
                 .get(i + 1)
                 .is_some_and(|next| next.first <= after.saturating_add(1))
             {
@@ -444,14 +481,19 @@ impl LogFiles {
     /// Remove the segments holding only zxids ≤ `zxid` (never the newest).
     pub fn purge_through(&self, zxid: Zxid) -> io::Result<()> {
         let mut t = self.tail.lock();
-        let mut removed = false;
-        while t.segments.len() > 1 && t.segments[1].first <= zxid.saturating_add(1) {
-            let s = t.segments.remove(0);
-            fs::remove_file(&s.path)?;
-            removed = true;
-        }
+        let n = t
+            .segments
+            .windows(2)
+            .take_while(|w| w[1].first <= zxid.saturating_add(1))
+            .count();
+        let gone: Vec<Segment> = t.segments.drain(..n).collect();
         drop(t);
-        if removed {
+        // Unlinked without the lock: freeing a large file's blocks takes a while, and the
+        // writer must not wait for it.
+        for s in &gone {
+            fs::remove_file(&s.path)?;
+        }
+        if !gone.is_empty() {
             sync_dir(&self.dir)?;
         }
         Ok(())
@@ -467,6 +509,7 @@ impl LogFiles {
         let mut t = self.tail.lock();
         t.file = None;
         t.end = 0;
+        t.padded = 0;
         t.last = None;
         for s in t.segments.drain(..) {
             fs::remove_file(&s.path)?;
@@ -513,8 +556,19 @@ mod tests {
         let log = LogFiles::open(dir.path()).unwrap();
         assert_eq!(log.last(), None);
         log.append(&staged(1..=3)).unwrap();
+        let seg = dir.path().join(&segment_files(dir.path())[0]);
+        let len = fs::metadata(&seg).unwrap().len();
+        assert!(len >= PAD_BYTES, "zeros written ahead of the records");
         log.append(&staged(4..=5)).unwrap();
-        assert_eq!(all(&log, 2).iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            len,
+            "a batch inside the zeros does not grow the file"
+        );
+        assert_eq!(
+            all(&log, 2).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
         drop(log);
         let log = LogFiles::open(dir.path()).unwrap();
         assert_eq!((log.first(), log.last()), (Some(1), Some(5)));
@@ -531,15 +585,17 @@ mod tests {
         let log = LogFiles::open(dir.path()).unwrap();
         log.append(&staged(1..=3)).unwrap();
         drop(log);
+        // Reopening cuts the zeros written ahead: the file ends at its last record.
+        drop(LogFiles::open(dir.path()).unwrap());
         let seg = dir.path().join(&segment_files(dir.path())[0]);
         let good = fs::metadata(&seg).unwrap().len();
         // A write of records 4 and 5 that reached the disk only in part, in three ways.
         let next = staged(4..=5).buf;
         for torn in [
-            next[..10].to_vec(),                     // header cut short
-            next[..HEADER + 3].to_vec(),             // payload cut short
+            next[..10].to_vec(),         // header cut short
+            next[..HEADER + 3].to_vec(), // payload cut short
             {
-                let mut b = next.clone();            // whole, but a byte flipped
+                let mut b = next.clone(); // whole, but a byte flipped
                 b[HEADER + 1] ^= 0xff;
                 b
             },
@@ -549,7 +605,11 @@ mod tests {
             drop(f);
             let log = LogFiles::open(dir.path()).unwrap();
             assert_eq!(log.last(), Some(3));
-            assert_eq!(fs::metadata(&seg).unwrap().len(), good, "torn bytes cut off");
+            assert_eq!(
+                fs::metadata(&seg).unwrap().len(),
+                good,
+                "torn bytes cut off"
+            );
             assert_eq!(all(&log, 0).len(), 3);
         }
         // And a write after the cut is read back whole.
@@ -557,7 +617,10 @@ mod tests {
         log.append(&staged(4..=5)).unwrap();
         drop(log);
         let log = LogFiles::open(dir.path()).unwrap();
-        assert_eq!(all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
     }
 
     #[test]
@@ -570,8 +633,9 @@ mod tests {
         drop(log);
         let old = dir.path().join(&segment_files(dir.path())[0]);
         let mut bytes = fs::read(&old).unwrap();
-        let n = bytes.len();
-        bytes[n - 2] ^= 0xff;
+        // In the payload of the second record.
+        let second = MAGIC.len() + HEADER + "txn 1".len();
+        bytes[second + HEADER + 1] ^= 0xff;
         fs::write(&old, bytes).unwrap();
         let log = LogFiles::open(dir.path()).unwrap();
         let err = log.scan_after(0, &mut |_, _| true).unwrap_err();
@@ -601,7 +665,11 @@ mod tests {
     #[test]
     fn a_foreign_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("log.0000000000000001"), b"something else entirely").unwrap();
+        fs::write(
+            dir.path().join("log.0000000000000001"),
+            b"something else entirely",
+        )
+        .unwrap();
         let err = LogFiles::open(dir.path()).err().expect("refused");
         assert!(err.to_string().contains("not a log segment"), "{err}");
     }
@@ -657,7 +725,10 @@ mod tests {
         log.append(&staged([7])).unwrap();
         drop(log);
         let log = LogFiles::open(dir.path()).unwrap();
-        assert_eq!(all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 7]);
+        assert_eq!(
+            all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [1, 2, 3, 7]
+        );
         log.clear().unwrap();
         assert_eq!((log.first(), log.last()), (None, None));
         assert!(segment_files(dir.path()).is_empty());
@@ -706,6 +777,10 @@ mod tests {
             true
         })
         .unwrap();
-        assert_eq!(seen, [1, 2, 3, 4, 5, 6], "the end was fixed when the scan began");
+        assert_eq!(
+            seen,
+            [1, 2, 3, 4, 5, 6],
+            "the end was fixed when the scan began"
+        );
     }
 }

@@ -100,11 +100,7 @@ impl Standalone {
     /// Recover state from `engine` and start serving. Must run inside a tokio runtime.
     pub fn open(engine: Arc<dyn Engine>, cfg: ZabConfig) -> Result<Arc<Standalone>, OpenError> {
         let t0 = Instant::now();
-        let log = TxnLog::open(
-            engine,
-            cfg.snapshot_dir.as_deref(),
-            cfg.log_dir.as_deref(),
-        )?;
+        let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref(), cfg.log_dir.as_deref())?;
         let mut tree = match log.latest_snapshot()? {
             Some((zxid, bytes)) => {
                 let t = Tree::restore(&bytes)?;

@@ -214,17 +214,19 @@ impl TxnLog {
         let mut bad_key = None;
         match &self.segments {
             Some(seg) => seg.scan_after(after, &mut visit).map_err(log_err)?,
-            None => self.engine.scan(
-                Space::Log,
-                &key(after.saturating_add(1)),
-                &mut |k, v| match zxid_of(k) {
-                    Ok(z) => visit(z, v),
-                    Err(e) => {
-                        bad_key = Some(e.0);
-                        false
-                    }
-                },
-            )?,
+            None => self
+                .engine
+                .scan(
+                    Space::Log,
+                    &key(after.saturating_add(1)),
+                    &mut |k, v| match zxid_of(k) {
+                        Ok(z) => visit(z, v),
+                        Err(e) => {
+                            bad_key = Some(e.0);
+                            false
+                        }
+                    },
+                )?,
         }
         match bad.or(bad_key) {
             Some(e) => Err(StorageError(e)),

@@ -378,7 +378,11 @@ async fn a_log_an_older_version_kept_in_the_engine_is_moved_into_log_files() {
     };
     let b2 = Standalone::open(engine.clone(), new.clone()).unwrap();
     assert_eq!(b2.tree().read().digest(), digest, "the moved log replays");
-    assert_eq!(engine_log_entries(&engine), 0, "and is gone from the engine");
+    assert_eq!(
+        engine_log_entries(&engine),
+        0,
+        "and is gone from the engine"
+    );
     b2.submit(env(s, create("/new", CreateMode::Persistent)))
         .await
         .unwrap();
