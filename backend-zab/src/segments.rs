@@ -354,11 +354,10 @@ impl LogFiles {
             ));
         }
         let roll = self.roll.swap(false, Ordering::Relaxed);
-        if t.file.is_none() || t.end >= SEGMENT_BYTES || (roll && t.last.is_some()) {
-            if let Err(e) = self.start_segment(&mut t, first) {
-                t.failed = true;
-                return Err(e);
-            }
+        let new_segment = t.file.is_none() || t.end >= SEGMENT_BYTES || (roll && t.last.is_some());
+        if new_segment && let Err(e) = self.start_segment(&mut t, first) {
+            t.failed = true;
+            return Err(e);
         }
         let file = t.file.as_ref().expect("a segment is open");
         let need = t.end + staged.buf.len() as u64;
