@@ -32,6 +32,8 @@ pub struct Systems {
     pub zookeeper_ensemble: PathBuf,
     /// Which of "roster", "zookeeper" to run.
     pub only: Vec<String>,
+    /// Start standalone servers pinned to these CPUs (`taskset -c`).
+    pub server_cpus: Option<String>,
 }
 
 impl Systems {
@@ -66,12 +68,20 @@ impl Systems {
         Ok(match system {
             "roster" => match (&self.roster_addr, &self.roster_bin) {
                 (Some(a), _) => attached(a, self.roster_pid),
-                (None, Some(bin)) => Box::new(RosterStandalone::start(bin, dir)?),
+                (None, Some(bin)) => Box::new(RosterStandalone::start(
+                    bin,
+                    dir,
+                    self.server_cpus.as_deref(),
+                )?),
                 (None, None) => anyhow::bail!("give --roster-bin PATH or --roster ADDR"),
             },
             _ => match (&self.zookeeper_addr, &self.zookeeper_start) {
                 (Some(a), _) => attached(a, self.zookeeper_pid),
-                (None, Some(script)) => Box::new(ZooKeeperStandalone::start(script, dir)?),
+                (None, Some(script)) => Box::new(ZooKeeperStandalone::start(
+                    script,
+                    dir,
+                    self.server_cpus.as_deref(),
+                )?),
                 (None, None) => anyhow::bail!("give --zookeeper-start PATH or --zookeeper ADDR"),
             },
         })

@@ -217,6 +217,14 @@ struct CompareArgs {
     /// kill and partition last to the end, restart starts the member again at once.
     #[arg(long)]
     fault_duration: Option<f64>,
+    /// Start each standalone server pinned to these CPUs (`taskset -c LIST`, e.g. `1`): the
+    /// server is started that way, so a JVM sizes its heap and threads for them. With
+    /// --client-cpus, the load generator and the servers do not share cores.
+    #[arg(long, value_name = "LIST")]
+    server_cpus: Option<String>,
+    /// Pin this load generator to these CPUs (`taskset -c LIST` on all its threads, e.g. `0`).
+    #[arg(long, value_name = "LIST")]
+    client_cpus: Option<String>,
     /// Recovered = this long of consecutive healthy 100 ms buckets, ms.
     #[arg(long, default_value_t = 1000)]
     recovery_sustain_ms: u64,
@@ -483,6 +491,13 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         );
     }
     let params = args.load.params("")?;
+    anyhow::ensure!(
+        args.server_cpus.is_none() || args.ensemble <= 1,
+        "--server-cpus pins standalone servers only (not --ensemble members)"
+    );
+    if let Some(cpus) = &args.client_cpus {
+        deploy::pin_process(std::process::id(), cpus)?;
+    }
     std::fs::create_dir_all(&args.work_dir)?;
     eprintln!(
         "measuring the machine (fsync in {}, loopback)",
@@ -492,6 +507,14 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let mut describe = args.load.describe();
     describe.insert("rounds".into(), args.rounds.to_string());
     describe.insert("ensemble".into(), args.ensemble.to_string());
+    for (k, v) in [
+        ("server_cpus", &args.server_cpus),
+        ("client_cpus", &args.client_cpus),
+    ] {
+        if let Some(v) = v {
+            describe.insert(k.into(), v.clone());
+        }
+    }
     for s in &args.systems {
         anyhow::ensure!(
             s == "roster" || s == "zookeeper",
@@ -547,6 +570,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         roster_cluster: script_path(&args.roster_cluster)?,
         zookeeper_ensemble: script_path(&args.zookeeper_ensemble)?,
         only: args.systems.clone(),
+        server_cpus: args.server_cpus.clone(),
     };
     let outcome = compare::compare(
         &systems,

@@ -140,6 +140,34 @@ pub trait Deployment: Send {
 }
 
 /// A loopback port that was free a moment ago.
+/// A command for `program`, run under `taskset -c cpus` when `cpus` is given (it and every
+/// process it starts stay on those CPUs).
+pub fn pinned(program: &std::ffi::OsStr, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Pin every thread of process `pid` to `cpus` (`taskset -a -p -c`); threads it starts later
+/// inherit it.
+pub fn pin_process(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "taskset -a -p -c {cpus} {pid}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -201,5 +229,38 @@ impl Deployment for Attached {
     }
     fn stop(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(pid: u32) -> String {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn a_pinned_command_and_a_pinned_process_run_on_the_cpus_given() {
+        let mut child = pinned("sleep".as_ref(), Some("0"))
+            .arg("5")
+            .spawn()
+            .unwrap();
+        // taskset execs the program: the child's pid is the program's.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(allowed(child.id()), "0");
+        let mut other = Command::new("sleep").arg("5").spawn().unwrap();
+        pin_process(other.id(), "0").unwrap();
+        assert_eq!(allowed(other.id()), "0");
+        assert!(pin_process(other.id(), "not-a-cpu-list").is_err());
+        for c in [&mut child, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Deployment, four_letter, free_port};
+use super::{Deployment, four_letter, free_port, pinned};
 
 fn wait_imok(
     addr: &str,
@@ -38,13 +38,13 @@ pub struct RosterStandalone {
 }
 
 impl RosterStandalone {
-    /// Starts `bin` with data in `dir` (created), on free loopback ports.
-    pub fn start(bin: &Path, dir: &Path) -> anyhow::Result<RosterStandalone> {
+    /// Starts `bin` with data in `dir` (created), on free loopback ports, on `cpus` if given.
+    pub fn start(bin: &Path, dir: &Path, cpus: Option<&str>) -> anyhow::Result<RosterStandalone> {
         std::fs::create_dir_all(dir)?;
         let (zk_port, http_port) = (free_port()?, free_port()?);
         let addr = format!("127.0.0.1:{zk_port}");
         let log = std::fs::File::create(dir.join("roster.log"))?;
-        let child = Command::new(bin)
+        let child = pinned(bin.as_os_str(), cpus)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args([
@@ -127,11 +127,16 @@ pub struct ZooKeeperStandalone {
 }
 
 impl ZooKeeperStandalone {
-    /// Starts ZooKeeper with a fresh `dir` on a free loopback port.
-    pub fn start(start_script: &Path, dir: &Path) -> anyhow::Result<ZooKeeperStandalone> {
+    /// Starts ZooKeeper with a fresh `dir` on a free loopback port, on `cpus` if given (the
+    /// JVM the script starts inherits them).
+    pub fn start(
+        start_script: &Path,
+        dir: &Path,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<ZooKeeperStandalone> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
-        let out = Command::new("bash")
+        let out = pinned("bash".as_ref(), cpus)
             .arg(start_script)
             .arg(port.to_string())
             .arg(dir)
