@@ -112,6 +112,21 @@ struct Tail {
     failed: bool,
 }
 
+impl Tail {
+    /// Segment `i` opened for reading, with how far it may be read: the newest only as far as
+    /// its synced records. An open file stays readable while a purge unlinks it.
+    fn open(&self, i: usize) -> io::Result<(PathBuf, File, u64)> {
+        let s = &self.segments[i];
+        let file = File::open(&s.path)?;
+        let limit = if i + 1 == self.segments.len() {
+            self.end
+        } else {
+            file.metadata()?.len()
+        };
+        Ok((s.path.clone(), file, limit))
+    }
+}
+
 /// The log files of one member, in one directory.
 pub struct LogFiles {
     dir: PathBuf,
@@ -189,6 +204,20 @@ fn scan_file(
         }
         at += HEADER as u64 + len;
     }
+}
+
+/// The last record of a segment with zxid ≤ `zxid`, the offset after it, and how the scan
+/// ended.
+fn last_at_or_below(file: &File, limit: u64, zxid: Zxid) -> io::Result<(Option<Zxid>, u64, End)> {
+    let mut last = None;
+    let (end, how) = scan_file(file, limit, &mut |z, _| {
+        if z > zxid {
+            return false;
+        }
+        last = Some(z);
+        true
+    })?;
+    Ok((last, end, how))
 }
 
 /// Write zeros over `[from, to)` of `file`.
@@ -280,14 +309,7 @@ impl LogFiles {
             }
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let len = file.metadata()?.len();
-            let mut last = None;
-            let (end, how) = scan_file(&file, len, &mut |z, _| {
-                if z > after {
-                    return false;
-                }
-                last = Some(z);
-                true
-            })?;
+            let (last, end, how) = last_at_or_below(&file, len, after)?;
             if let End::Bad(why) = &how
                 && end >= MAGIC.len() as u64
             {
@@ -398,26 +420,18 @@ impl LogFiles {
         Ok(())
     }
 
-    /// The segments that may hold zxids > `after`, opened, with how far each may be read. Files
-    /// stay readable while a purge unlinks them.
+    /// The segments that may hold zxids > `after`, opened for reading (see [`Tail::open`]).
     fn readable_after(&self, after: Zxid) -> io::Result<Vec<(PathBuf, File, u64)>> {
         let t = self.tail.lock();
-        let n = t.segments.len();
         let mut out = Vec::new();
-        for (i, s) in t.segments.iter().enumerate() {
+        for i in 0..t.segments.len() {
             if t.segments
                 .get(i + 1)
                 .is_some_and(|next| next.first <= after.saturating_add(1))
             {
                 continue;
             }
-            let file = File::open(&s.path)?;
-            let limit = if i + 1 == n {
-                t.end
-            } else {
-                file.metadata()?.len()
-            };
-            out.push((s.path.clone(), file, limit));
+            out.push(t.open(i)?);
         }
         Ok(out)
     }
@@ -454,23 +468,9 @@ impl LogFiles {
             let Some(i) = t.segments.iter().rposition(|s| s.first <= zxid) else {
                 return Ok(None);
             };
-            let s = &t.segments[i];
-            let file = File::open(&s.path)?;
-            let limit = if i + 1 == t.segments.len() {
-                t.end
-            } else {
-                file.metadata()?.len()
-            };
-            (s.path.clone(), file, limit)
+            t.open(i)?
         };
-        let mut best = None;
-        let (_, how) = scan_file(&file, limit, &mut |z, _| {
-            if z > zxid {
-                return false;
-            }
-            best = Some(z);
-            true
-        })?;
+        let (best, _, how) = last_at_or_below(&file, limit, zxid)?;
         if let End::Bad(why) = how {
             return Err(damaged(&path, &why));
         }
