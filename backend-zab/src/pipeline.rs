@@ -9,7 +9,7 @@
 //! path unlogged, so replies keep submission order.
 
 use crate::snapshotter::{SnapshotPolicy, Snapshotter};
-use crate::txnlog::TxnLog;
+use crate::txnlog::{Staged, TxnLog};
 use parking_lot::Mutex;
 use roster_core::backend::{BackendError, TreeView};
 use roster_core::session::SessionTracker;
@@ -250,6 +250,7 @@ impl SyncStage {
         // own (it was a large allocation per batch, one glibc serves by sorting its free lists).
         let batch_capacity = self.cfg.max_batch.min(1024);
         let mut batch: Vec<Item> = Vec::with_capacity(batch_capacity);
+        let mut staged = Staged::default();
         loop {
             let Some(first) = rx.blocking_recv() else {
                 break;
@@ -267,9 +268,9 @@ impl SyncStage {
                 _ => None,
             }));
             if !txns.is_empty() && !self.shared.failed.load(Ordering::Acquire) {
-                let wb = TxnLog::stage(&txns);
+                TxnLog::stage(&mut staged, &txns);
                 let t0 = Instant::now();
-                let res = self.log.commit(wb);
+                let res = self.log.commit(&staged);
                 metrics::histogram!("roster_storage_fsync_seconds")
                     .record(t0.elapsed().as_secs_f64());
                 metrics::histogram!("roster_backend_commit_batch_txns").record(txns.len() as f64);

@@ -73,6 +73,13 @@ impl Staged {
         self.first.is_none()
     }
 
+    /// Empty it, keeping the buffer's capacity for the next batch.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.first = None;
+        self.last = 0;
+    }
+
     /// Encoded size in bytes (headers included).
     pub fn bytes(&self) -> usize {
         self.buf.len()

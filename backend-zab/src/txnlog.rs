@@ -6,7 +6,8 @@
 //! version kept in the engine is moved into the files when they are opened; snapshots it left in
 //! the engine are still read, and purged like the others.
 
-use crate::segments::{LogFiles, Staged};
+use crate::segments::LogFiles;
+pub use crate::segments::Staged;
 use roster_core::Zxid;
 use roster_core::snapfiles::SnapshotFiles;
 use roster_core::storage::{Engine, Space, StorageError, WriteBatch};
@@ -154,23 +155,24 @@ impl TxnLog {
         Ok(())
     }
 
-    /// The log records for `txns`, each encoded in place in one buffer (which grows for the
-    /// whole batch, not per entry).
-    pub fn stage(txns: &[Arc<Txn>]) -> Staged {
-        let mut staged = Staged::default();
+    /// Replace what `staged` holds with the log records for `txns`, each encoded in place in
+    /// its one buffer. The caller keeps `staged` from batch to batch: its buffer is allocated
+    /// once, not grown by reallocation for every batch (under `delete`, with the heap full of
+    /// freed nodes, those reallocations were ~7 % of the sync thread's time).
+    pub fn stage(staged: &mut Staged, txns: &[Arc<Txn>]) {
+        staged.clear();
         for t in txns {
             staged.push(t.zxid, |buf| {
                 postcard::to_extend(&**t, Append(buf)).expect("txn serializes");
             });
         }
-        staged
     }
 
     /// Write staged records and sync them.
-    pub fn commit(&self, staged: Staged) -> Result<(), StorageError> {
+    pub fn commit(&self, staged: &Staged) -> Result<(), StorageError> {
         let bytes = staged.bytes() as u64;
         match &self.segments {
-            Some(seg) => seg.append(&staged).map_err(log_err)?,
+            Some(seg) => seg.append(staged).map_err(log_err)?,
             None => {
                 let mut batch = WriteBatch::default();
                 for (z, payload) in staged.records() {

@@ -293,8 +293,8 @@ impl Peer {
                 acks.push(t.zxid);
             }
         }
-        let wb = TxnLog::stage(&txns);
-        if let Err(e) = self.log.commit(wb) {
+        TxnLog::stage(&mut self.staged, &txns);
+        if let Err(e) = self.log.commit(&self.staged) {
             return self.storage_failed(e, out);
         }
         if let Role_::Following(f) = &self.role

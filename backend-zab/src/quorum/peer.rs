@@ -8,7 +8,7 @@
 
 use super::msg::{Msg, PeerState, Sid, Vote};
 use crate::snapshotter::{SnapshotPolicy, Snapshotter};
-use crate::txnlog::TxnLog;
+use crate::txnlog::{Staged, TxnLog};
 use parking_lot::RwLock;
 use roster_core::backend::{BackendError, Role};
 use roster_core::session::SessionTracker;
@@ -230,6 +230,8 @@ pub struct Peer {
     pub(super) unapplied: BTreeMap<Zxid, Arc<Txn>>,
     /// Appends waiting for the next group commit.
     pub(super) to_log: Vec<Arc<Txn>>,
+    /// The log records of a group commit (its buffer reused from one to the next).
+    pub(super) staged: Staged,
     pub(super) applied_since_snapshot: u64,
     pub(super) snapshotter: Snapshotter,
     pub(super) elections: u64,
@@ -319,6 +321,7 @@ impl Peer {
             last_logged,
             unapplied: BTreeMap::new(),
             to_log: Vec::new(),
+            staged: Staged::default(),
             applied_since_snapshot: 0,
             snapshotter,
             elections: 0,
@@ -509,9 +512,9 @@ impl Peer {
             return;
         }
         let txns = std::mem::take(&mut self.to_log);
-        let wb = TxnLog::stage(&txns);
+        TxnLog::stage(&mut self.staged, &txns);
         let t0 = std::time::Instant::now();
-        if let Err(e) = self.log.commit(wb) {
+        if let Err(e) = self.log.commit(&self.staged) {
             self.storage_failed(e, out);
             return;
         }
