@@ -285,9 +285,19 @@ impl Peer {
         engine: Arc<dyn Engine>,
         now: u64,
     ) -> Result<Peer, crate::OpenError> {
+        let t0 = std::time::Instant::now();
         let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref(), cfg.log_dir.as_deref())?;
         let tree = recover(&log)?;
         let last_logged = log.last_logged()?.unwrap_or(0).max(tree.last_zxid());
+        tracing::info!(
+            sid = cfg.id,
+            last_zxid = format!("{:#x}", tree.last_zxid()),
+            last_logged = format!("{last_logged:#x}"),
+            nodes = tree.node_count(),
+            sessions = tree.sessions().len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "recovered state"
+        );
         let current_epoch = log.current_epoch()?;
         let accepted_epoch = log.accepted_epoch()?.max(current_epoch);
         let (applied_tx, _) = broadcast::channel(4096);
