@@ -89,14 +89,26 @@ async fn the_suite_catches_deliberately_wrong_backends() {
         (Flaw::IgnoresSessionClose, Check::EphemeralsOnClose),
         (Flaw::ForgetsOnRestart, Check::Recovery),
     ] {
-        let mut f = FlawedFactory {
-            inner: StandaloneFactory::new(),
-            flaw,
-        };
-        let report = conformance::run(&mut f, &[check]).await;
+        // A flaw that shows only under a race (a barrier that does not wait is seen only when
+        // a write queued before it is still unapplied when it answers) gets a few runs: on a
+        // loaded machine one run of the Barrier check once missed it (the full suite, session 13).
+        let mut report = None;
+        for _ in 0..5 {
+            let mut f = FlawedFactory {
+                inner: StandaloneFactory::new(),
+                flaw,
+            };
+            let r = conformance::run(&mut f, &[check]).await;
+            let caught = r.failed(check);
+            report = Some(r);
+            if caught {
+                break;
+            }
+        }
+        let report = report.expect("ran");
         assert!(
             report.failed(check),
-            "{check:?} did not catch {flaw:?}:\n{report}"
+            "{check:?} did not catch {flaw:?} in 5 runs:\n{report}"
         );
         eprintln!("{report}");
     }
