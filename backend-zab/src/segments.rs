@@ -69,10 +69,6 @@ impl Staged {
         self.last = zxid;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
     /// Empty it, keeping the buffer's capacity for the next batch.
     pub fn clear(&mut self) {
         self.buf.clear();

@@ -135,7 +135,7 @@ impl TxnLog {
                     }
                     moved += n as u64;
                     n = 0;
-                    staged = Staged::default();
+                    staged.clear();
                 }
                 true
             })?;

@@ -227,16 +227,21 @@ async fn create_pausing(b: &Standalone, session: i64, prefix: &str, n: usize) {
     }
 }
 
-/// Snapshots kept in the engine itself (where they went before they were files).
-fn engine_snapshots(engine: &Arc<dyn Engine>) -> usize {
+/// Entries of `space` kept in the engine itself.
+fn engine_entries(engine: &Arc<dyn Engine>, space: roster_core::storage::Space) -> usize {
     let mut n = 0;
     engine
-        .scan(roster_core::storage::Space::Snapshot, &[], &mut |_, _| {
+        .scan(space, &[], &mut |_, _| {
             n += 1;
             true
         })
         .unwrap();
     n
+}
+
+/// Snapshots kept in the engine itself (where they went before they were files).
+fn engine_snapshots(engine: &Arc<dyn Engine>) -> usize {
+    engine_entries(engine, roster_core::storage::Space::Snapshot)
 }
 
 /// Wait until `dir` holds `n` snapshot files (they are written on a background thread).
@@ -341,14 +346,7 @@ async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
 }
 
 fn engine_log_entries(engine: &Arc<dyn Engine>) -> usize {
-    let mut n = 0;
-    engine
-        .scan(roster_core::storage::Space::Log, &[], &mut |_, _| {
-            n += 1;
-            true
-        })
-        .unwrap();
-    n
+    engine_entries(engine, roster_core::storage::Space::Log)
 }
 
 /// A data directory written when the log lived in the engine opens with log files: its log is
