@@ -11,6 +11,16 @@
 //! returns. A segment is closed when it reaches [`SEGMENT_BYTES`] or when a snapshot asks for it
 //! ([`LogFiles::roll`]), so a snapshot's purge removes whole files.
 //!
+//! Starting a segment — create, write the magic and the zeros ahead, sync the file and its
+//! directory — costs milliseconds; on the commit path it would stall every write waiting for
+//! that batch. So a thread of the log's own prepares the next segment ahead (when the log is
+//! opened and whenever a segment start has used the one prepared): a file `log.next`, synced with
+//! its directory entry, which the segment start only renames to its `log.<zxid>` name (and
+//! creates one itself only if none is ready). The rename is
+//! not synced before the first batch in it is acknowledged; a crash may leave the name
+//! `log.next` on a file that holds records, and opening gives it its name then (a `log.next`
+//! with no good record is a spare never used, and is removed).
+//!
 //! Crash safety: a segment becomes the newest only after the one before it was synced whole, so
 //! only the newest can end in a torn write. Opening scans the newest segment and cuts it at the
 //! first record that is short or fails its CRC — a write that was never acknowledged — and
@@ -23,9 +33,13 @@ use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 
 const MAGIC: &[u8; 8] = b"RSTRLOG1";
 const PREFIX: &str = "log.";
+/// The next segment, prepared ahead (see the module's notes).
+const SPARE: &str = "log.next";
 const HEADER: usize = 16;
 /// A segment is closed once it holds this much: the next batch starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -115,6 +129,52 @@ struct Tail {
     failed: bool,
 }
 
+/// The next segment, prepared ahead by the log's thread.
+struct Spare {
+    dir: PathBuf,
+    /// `log.next`, ready: magic and zeros written, synced with its directory entry. Taken (and
+    /// the file renamed) by a segment start under the tail's lock; only the thread fills it.
+    ready: Mutex<Option<File>>,
+}
+
+impl Spare {
+    /// Make `log.next`, unless one is ready.
+    fn prepare(&self) -> io::Result<()> {
+        if self.ready.lock().is_some() {
+            return Ok(());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(SPARE))?;
+        let end = MAGIC.len() as u64;
+        file.write_all_at(MAGIC, 0)?;
+        write_zeros(&file, end, end + PAD_BYTES)?;
+        file.sync_data()?;
+        sync_dir(&self.dir)?;
+        *self.ready.lock() = Some(file);
+        Ok(())
+    }
+}
+
+/// The thread that prepares spares: woken by a message, it ends when the log is dropped.
+fn spawn_preparer(spare: Arc<Spare>) -> io::Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("zab-log-prep".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                if let Err(e) = spare.prepare() {
+                    tracing::warn!(dir = %spare.dir.display(), error = %e,
+                        "cannot prepare the next transaction log file; it will be created when needed");
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
 impl Tail {
     /// Segment `i` opened for reading, with how far it may be read: the newest only as far as
     /// its synced records. An open file stays readable while a purge unlinks it.
@@ -135,6 +195,19 @@ pub struct LogFiles {
     dir: PathBuf,
     tail: Mutex<Tail>,
     roll: AtomicBool,
+    spare: Arc<Spare>,
+    /// Wakes the preparer; dropped (and the thread joined) with the log, so no preparation
+    /// outlives it.
+    preparer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Drop for LogFiles {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.preparer.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
 }
 
 /// How a scan of one segment ended.
@@ -258,6 +331,44 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// At open: a `log.next` whose first record is good was a segment in use whose rename a crash
+/// lost; it gets its name and joins `segments` (it can only be the newest). Without a good
+/// record it is a spare never used (or a first write torn) and is removed.
+fn adopt_spare(dir: &Path, segments: &mut Vec<Segment>) -> io::Result<()> {
+    let spare = dir.join(SPARE);
+    let file = match File::open(&spare) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut first = None;
+    scan_file(&file, file.metadata()?.len(), &mut |z, _| {
+        first = Some(z);
+        false
+    })?;
+    match first {
+        None => fs::remove_file(&spare)?,
+        Some(z) => {
+            if let Some(prev) = segments.last()
+                && prev.first >= z
+            {
+                return Err(damaged(
+                    &spare,
+                    &format!(
+                        "its first zxid {z:#x} is not after the segment {}",
+                        prev.path.display()
+                    ),
+                ));
+            }
+            let path = dir.join(format!("{PREFIX}{:016x}", z as u64));
+            fs::rename(&spare, &path)?;
+            tracing::info!(segment = %path.display(), "named a log segment whose rename a crash lost");
+            segments.push(Segment { first: z, path });
+        }
+    }
+    sync_dir(dir)
+}
+
 impl LogFiles {
     /// Open (creating) the log in `dir`, cutting a torn write off the end of the newest segment.
     pub fn open(dir: &Path) -> io::Result<LogFiles> {
@@ -277,6 +388,7 @@ impl LogFiles {
             }
         }
         segments.sort_unstable_by_key(|s| s.first);
+        adopt_spare(dir, &mut segments)?;
         let log = LogFiles {
             dir: dir.to_path_buf(),
             tail: Mutex::new(Tail {
@@ -288,8 +400,16 @@ impl LogFiles {
                 failed: false,
             }),
             roll: AtomicBool::new(false),
+            spare: Arc::new(Spare {
+                dir: dir.to_path_buf(),
+                ready: Mutex::new(None),
+            }),
+            preparer: None,
         };
         log.cut_after(Zxid::MAX)?;
+        let mut log = log;
+        log.preparer = Some(spawn_preparer(log.spare.clone())?);
+        log.wake_preparer();
         Ok(log)
     }
 
@@ -406,6 +526,21 @@ impl LogFiles {
 
     fn start_segment(&self, t: &mut Tail, first: Zxid) -> io::Result<()> {
         let path = self.dir.join(format!("{PREFIX}{:016x}", first as u64));
+        if let Some(file) = self.spare.ready.lock().take() {
+            // Not synced: if a crash loses the rename, opening finds the records under
+            // `log.next` and names the file then.
+            fs::rename(self.dir.join(SPARE), &path)?;
+            self.wake_preparer();
+            metrics::counter!("roster_backend_log_segments_total", "prepared" => "true")
+                .increment(1);
+            t.segments.push(Segment { first, path });
+            t.file = Some(file);
+            t.end = MAGIC.len() as u64;
+            t.padded = MAGIC.len() as u64 + PAD_BYTES;
+            return Ok(());
+        }
+        metrics::counter!("roster_backend_log_segments_total", "prepared" => "false").increment(1);
+        self.wake_preparer();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -421,6 +556,25 @@ impl LogFiles {
         t.end = end;
         t.padded = end + PAD_BYTES;
         Ok(())
+    }
+
+    /// Ask the thread to prepare a spare (it does nothing if one is ready).
+    fn wake_preparer(&self) {
+        if let Some((tx, _)) = &self.preparer {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait until a spare is ready (tests).
+    #[cfg(test)]
+    fn spare_ready(&self) -> bool {
+        for _ in 0..500 {
+            if self.spare.ready.lock().is_some() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
     }
 
     /// The segments that may hold zxids > `after`, opened for reading (see [`Tail::open`]).
@@ -547,9 +701,93 @@ mod tests {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != SPARE)
             .collect();
         v.sort();
         v
+    }
+
+    fn inode(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap())
+    }
+
+    #[test]
+    fn a_new_segment_is_the_file_prepared_ahead_and_another_is_prepared_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        assert!(log.spare_ready(), "a spare is prepared when the log opens");
+        let spare = inode(&dir.path().join(SPARE));
+        log.append(&staged(1..=3)).unwrap();
+        assert_eq!(inode(&dir.path().join("log.0000000000000001")), spare);
+        assert!(
+            log.spare_ready(),
+            "the next one is prepared after it is used"
+        );
+        let next = inode(&dir.path().join(SPARE));
+        assert_ne!(next, spare);
+        log.roll();
+        log.append(&staged(4..=5)).unwrap();
+        assert_eq!(inode(&dir.path().join("log.0000000000000004")), next);
+        assert_eq!(all(&log, 0).len(), 5);
+        drop(log);
+        let log = LogFiles::open(dir.path()).unwrap();
+        assert_eq!(all(&log, 0).len(), 5);
+        assert_eq!(
+            segment_files(dir.path()),
+            ["log.0000000000000001", "log.0000000000000004"]
+        );
+    }
+
+    #[test]
+    fn records_in_a_segment_whose_rename_a_crash_lost_are_kept_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        log.append(&staged(1..=3)).unwrap();
+        assert!(log.spare_ready());
+        log.roll();
+        log.append(&staged(4..=6)).unwrap();
+        drop(log);
+        // As if the unsynced rename of the spare had not reached the disk.
+        fs::rename(
+            dir.path().join("log.0000000000000004"),
+            dir.path().join(SPARE),
+        )
+        .unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        let zxids: Vec<Zxid> = all(&log, 0).into_iter().map(|(z, _)| z).collect();
+        assert_eq!(zxids, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            segment_files(dir.path()),
+            ["log.0000000000000001", "log.0000000000000004"]
+        );
+        log.append(&staged([7])).unwrap();
+        drop(log);
+        let log = LogFiles::open(dir.path()).unwrap();
+        assert_eq!(log.last(), Some(7));
+        assert_eq!(all(&log, 0).len(), 7);
+    }
+
+    #[test]
+    fn a_spare_without_a_good_record_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        log.append(&staged(1..=2)).unwrap();
+        assert!(log.spare_ready());
+        drop(log);
+        // A first write into the spare torn by a crash: a header and half its payload.
+        let s = staged([3]);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(SPARE))
+            .unwrap();
+        f.write_all_at(&s.buf[..s.buf.len() - 2], MAGIC.len() as u64)
+            .unwrap();
+        drop(f);
+        let log = LogFiles::open(dir.path()).unwrap();
+        assert_eq!(log.last(), Some(2));
+        assert_eq!(segment_files(dir.path()), ["log.0000000000000001"]);
+        log.append(&staged([3])).unwrap();
+        assert_eq!(all(&log, 0).len(), 3);
     }
 
     #[test]
