@@ -101,9 +101,8 @@ impl Standalone {
     pub fn open(engine: Arc<dyn Engine>, cfg: ZabConfig) -> Result<Arc<Standalone>, OpenError> {
         let t0 = Instant::now();
         let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref(), cfg.log_dir.as_deref())?;
-        let mut tree = match log.latest_snapshot()? {
-            Some((zxid, bytes)) => {
-                let t = Tree::restore(&bytes)?;
+        let mut tree = match log.latest_tree()? {
+            Some((zxid, t)) => {
                 tracing::info!(
                     zxid = format!("{zxid:#x}"),
                     nodes = t.node_count(),

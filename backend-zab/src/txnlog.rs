@@ -11,6 +11,7 @@ pub use crate::segments::Staged;
 use roster_core::Zxid;
 use roster_core::snapfiles::SnapshotFiles;
 use roster_core::storage::{Engine, Space, StorageError, WriteBatch};
+use roster_core::tree::Tree;
 use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::Txn;
 use std::path::Path;
@@ -281,20 +282,26 @@ impl TxnLog {
         Ok(snaps)
     }
 
-    /// The newest snapshot.
-    pub fn latest_snapshot(&self) -> Result<Option<(Zxid, Vec<u8>)>, StorageError> {
+    /// The newest snapshot, restored. A snapshot file is restored as it is read, never held
+    /// whole in memory beside the tree it becomes; one kept in the engine (by an older version)
+    /// is used if it is newer.
+    pub fn latest_tree(&self) -> Result<Option<(Zxid, Tree)>, StorageError> {
+        let in_files = match &self.files {
+            Some(f) => f.latest_tree().map_err(io_err)?,
+            None => None,
+        };
         let in_engine = match self.engine.last(Space::Snapshot)? {
             Some((k, v)) => Some((zxid_of(&k)?, v)),
             None => None,
         };
-        let in_files = match &self.files {
-            Some(f) => f.latest().map_err(io_err)?,
-            None => None,
-        };
-        Ok(match (in_engine, in_files) {
-            (Some(e), Some(f)) => Some(if f.0 >= e.0 { f } else { e }),
-            (e, f) => f.or(e),
-        })
+        match (in_engine, in_files) {
+            (Some((z, bytes)), f) if f.as_ref().is_none_or(|(fz, _)| *fz < z) => {
+                let tree = Tree::restore(&bytes)
+                    .map_err(|e| StorageError(format!("snapshot {z:#x} in the engine: {e}")))?;
+                Ok(Some((z, tree)))
+            }
+            (_, f) => Ok(f),
+        }
     }
 
     /// Keep the newest `keep` snapshots, and the log after the oldest of them.

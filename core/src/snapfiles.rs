@@ -6,17 +6,20 @@
 //!
 //! A file is `MAGIC`, the snapshot bytes, then the CRC-32 of those bytes (little-endian). It is
 //! written as `snapshot.<zxid>.tmp`, fsynced, renamed into place and the directory fsynced, so a
-//! crash leaves either no file or a whole one. [`SnapshotFiles::latest`] skips a file that fails
-//! its check (a torn copy, a bad disk) in favour of an older one (zab keeps the log behind its
-//! older snapshots); [`SnapshotFiles::read`] reports it (raft keeps one snapshot and no log
-//! behind it, so it must not fall back).
+//! crash leaves either no file or a whole one. It is read back a buffer at a time and restored
+//! as it is read ([`SnapshotFiles::latest_tree`]), so start-up never holds the encoding whole
+//! beside the tree. [`SnapshotFiles::latest_tree`] skips a file that fails its check (a torn
+//! copy, a bad disk) in favour of an older one (zab keeps the log behind its older snapshots);
+//! [`SnapshotFiles::read`] reports it (raft keeps one snapshot and no log behind it, so it must
+//! not fall back).
 //!
 //! The file's writeback is started as it is written ([`Paced`]), so the disk never receives the
 //! whole snapshot at once at the final fsync: on ext4 (data=ordered) the log's next fdatasync
 //! would wait behind it — measured as `create`/`delete` maxima of 60–100 ms, once per snapshot.
 
 use crate::Zxid;
-use crate::tree::snapshot::SnapshotView;
+use crate::tree::Tree;
+use crate::tree::snapshot::{Restorer, SnapshotView};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,11 @@ use std::path::{Path, PathBuf};
 const MAGIC: &[u8; 8] = b"RSTRSNP1";
 const PREFIX: &str = "snapshot.";
 const TMP: &str = ".tmp";
+
+fn skipped(zxid: Zxid, e: &io::Error) {
+    tracing::warn!(error = %e, zxid = format!("{zxid:#x}"), "skipping a damaged snapshot; trying an older one");
+    metrics::counter!("roster_backend_snapshots_damaged_total").increment(1);
+}
 
 /// The snapshot files of one member, in one directory.
 pub struct SnapshotFiles {
@@ -261,15 +269,63 @@ impl SnapshotFiles {
         Ok(buf)
     }
 
-    /// The newest snapshot that reads back intact.
-    pub fn latest(&self) -> io::Result<Option<(Zxid, Vec<u8>)>> {
+    /// Read the snapshot of `zxid` a buffer at a time, handing its bytes to `sink` as they are
+    /// read, and check its checksum at the end: if this fails, discard what `sink` built.
+    pub fn read_into(
+        &self,
+        zxid: Zxid,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let path = self.path(zxid);
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", path.display()),
+            )
+        };
+        let mut file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        let mut magic = [0u8; MAGIC.len()];
+        if len < (MAGIC.len() + 4) as u64 || file.read_exact(&mut magic).is_err() || &magic != MAGIC
+        {
+            return Err(bad("not a snapshot file"));
+        }
+        let mut body = len - MAGIC.len() as u64 - 4;
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; Restorer::CHUNK];
+        while body > 0 {
+            let n = (body as usize).min(buf.len());
+            file.read_exact(&mut buf[..n])?;
+            crc.update(&buf[..n]);
+            sink(&buf[..n])?;
+            body -= n as u64;
+        }
+        let mut want = [0u8; 4];
+        file.read_exact(&mut want)?;
+        if crc.finalize() != u32::from_le_bytes(want) {
+            return Err(bad("checksum mismatch"));
+        }
+        Ok(())
+    }
+
+    /// The newest snapshot that reads back intact, restored as it is read (never held whole in
+    /// memory beside the tree it becomes). A file that fails its check or does not decode is
+    /// skipped for an older one, (zab keeps the log behind older snapshots).
+    pub fn latest_tree(&self) -> io::Result<Option<(Zxid, Tree)>> {
         for zxid in self.list()?.into_iter().rev() {
-            match self.read(zxid) {
-                Ok(bytes) => return Ok(Some((zxid, bytes))),
-                Err(e) => {
-                    tracing::warn!(error = %e, zxid = format!("{zxid:#x}"), "skipping a damaged snapshot; trying an older one");
-                    metrics::counter!("roster_backend_snapshots_damaged_total").increment(1);
-                }
+            let mut r = Restorer::new();
+            let res = self
+                .read_into(zxid, &mut |b| {
+                    r.push(b)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                })
+                .and_then(|()| {
+                    r.finish()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+                });
+            match res {
+                Ok(tree) => return Ok(Some((zxid, tree))),
+                Err(e) => skipped(zxid, &e),
             }
         }
         Ok(None)
@@ -308,8 +364,8 @@ mod tests {
         let tree = Tree::new();
         let view = tree.snapshot_view();
         let n = files.write_view(&view).unwrap();
-        let (zxid, bytes) = files.latest().unwrap().unwrap();
-        assert_eq!(zxid, view.last_zxid());
+        assert_eq!(files.list().unwrap(), vec![view.last_zxid()]);
+        let bytes = files.read(view.last_zxid()).unwrap();
         assert_eq!(bytes, view.encode());
         assert_eq!(n as usize, bytes.len() + MAGIC.len() + 4);
         files.write_bytes(9, &bytes).unwrap();
@@ -326,7 +382,7 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         assert!(files.read(9).is_err());
-        assert!(files.latest().unwrap().is_none());
+        assert!(files.latest_tree().unwrap().is_none());
     }
 
     #[test]
@@ -381,5 +437,57 @@ mod tests {
             })
             .unwrap();
         assert_eq!(files.read(3).unwrap(), body);
+    }
+
+    /// A tree of `n` nodes of 100 bytes under `/n`.
+    fn tree_of(n: u32) -> Tree {
+        use crate::acl::{Acl, intern};
+        use crate::txn::{Txn, TxnOp};
+        let mut t = Tree::new();
+        let mut zxid = 0;
+        let mut create = |t: &mut Tree, path: String| {
+            zxid += 1;
+            t.apply(&Txn {
+                zxid,
+                time: 0,
+                session: 0,
+                op: TxnOp::Create {
+                    path,
+                    data: vec![7; 100],
+                    acl: intern(&Acl::open_unsafe()),
+                    owner: 0,
+                    parent_cversion: 0,
+                },
+            });
+        };
+        create(&mut t, "/n".into());
+        for i in 0..n {
+            create(&mut t, format!("/n/{i:08}"));
+        }
+        t
+    }
+
+    #[test]
+    fn the_latest_snapshot_is_restored_as_it_is_read_and_a_damaged_one_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path()).unwrap();
+        let older = tree_of(10);
+        // Several read buffers' worth, so nodes are cut across the restorer's pieces.
+        let newer = tree_of(30_000);
+        files.write_view(&older.snapshot_view()).unwrap();
+        let size = files.write_view(&newer.snapshot_view()).unwrap();
+        assert!(size > 3 * Restorer::CHUNK as u64, "{size} bytes");
+        let (zxid, tree) = files.latest_tree().unwrap().unwrap();
+        assert_eq!(zxid, newer.last_zxid());
+        assert_eq!(tree.snapshot(), newer.snapshot());
+        // One byte of a node's data flipped: it decodes, but the checksum gives it away.
+        let p = files.path(newer.last_zxid());
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&p, &bytes).unwrap();
+        let (zxid, tree) = files.latest_tree().unwrap().unwrap();
+        assert_eq!(zxid, older.last_zxid());
+        assert_eq!(tree.snapshot(), older.snapshot());
     }
 }

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use roster_core::acl::{Acl, AuthInfo};
 use roster_core::tree::Tree;
 use roster_core::tree::prep::{Outstanding, PrepOptions};
+use roster_core::tree::snapshot::Restorer;
 use roster_core::txn::{Envelope, Outcome, Request, Txn, TxnOp, WriteOp};
 use roster_core::{CreateMode, SessionId};
 use std::sync::Arc;
@@ -178,6 +179,26 @@ proptest! {
                 prop_assert_eq!(n.stat.data_length as usize, n.data.len());
             }
         }
+    }
+
+    /// A snapshot restored from pieces of any size (a file read a buffer at a time, frames from
+    /// a socket) is the state it was taken from, sessions and ephemerals included.
+    #[test]
+    fn a_snapshot_fed_in_pieces_restores_the_same_state(
+        steps in prop::collection::vec(arb_step(), 1..60),
+        piece in 1usize..300,
+    ) {
+        let (_, tree, _) = run(&steps, 3);
+        let bytes = tree.snapshot_view().encode();
+        let mut r = Restorer::new();
+        for c in bytes.chunks(piece) {
+            r.push(c).unwrap();
+        }
+        let restored = r.finish().unwrap();
+        prop_assert_eq!(restored.snapshot(), tree.snapshot());
+        prop_assert_eq!(restored.ephemeral_count(), tree.ephemeral_count());
+        let read = Tree::restore_from(&bytes[..]).unwrap();
+        prop_assert_eq!(read.snapshot(), tree.snapshot());
     }
 
     /// A snapshot view taken at some point is the state at that point whatever is applied to
