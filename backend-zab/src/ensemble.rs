@@ -9,11 +9,13 @@
 //! `syncLimit`, if longer — is aborted and re-dialled (`roster_core::net`), so a member is linked
 //! again as soon as a partition heals, not at TCP's next retransmission.
 
+use crate::quorum::msg::SnapState;
 use crate::quorum::{Input, Msg, Output, Peer, PeerConfig, Sid};
 use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use roster_core::backend::{Backend, BackendError, Capabilities, ClusterStatus, Role, TreeView};
 use roster_core::storage::Engine;
+use roster_core::tree::snapshot::{Restorer, SnapshotView};
 use roster_core::txn::{Applied, Envelope, Txn};
 use roster_core::{SessionId, Zxid};
 use std::collections::HashMap;
@@ -38,14 +40,18 @@ pub struct EnsembleConfig {
     pub members: HashMap<Sid, MemberAddr>,
 }
 
-/// Largest frame between members. A larger message (a SNAP of a tree whose snapshot is over
-/// 1 GiB) goes as several frames, each but the last with [`MORE`] set in its length word; a
-/// message that fits is one frame, as it always was.
+/// Largest frame between members. A larger message (a DIFF of very many txns) goes as several
+/// frames, each but the last with [`MORE`] set in its length word; a message that fits is one
+/// frame, as it always was.
 const MAX_PEER_FRAME: usize = 1 << 30;
 /// Set in a frame's length word when the message continues in the next frame.
 const MORE: u32 = 1 << 31;
 /// Largest message reassembled from frames.
 const MAX_PEER_MESSAGE: usize = 64 << 30;
+/// A SNAP is not a message reassembled whole: [`Msg::SnapHead`], then the snapshot's encoding
+/// as a chain of frames of about this size (each but the last with [`MORE`]; the last empty),
+/// encoded by the sender and restored by the receiver as they go, a few frames in flight.
+const SNAP_CHUNK_FRAMES_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Port {
@@ -348,12 +354,132 @@ fn dispatch(
 
 /// Append `m` to `buf` as frames of at most `max_frame` bytes (see [`MAX_PEER_FRAME`]).
 fn encode(m: &Msg, buf: &mut BytesMut, max_frame: usize) {
-    let body = postcard::to_stdvec(m).expect("messages serialize");
+    let body = match postcard::to_stdvec(m) {
+        Ok(b) => b,
+        Err(e) => {
+            // Only a SNAP cannot be encoded, and the writer streams those instead.
+            tracing::error!(kind = m.kind(), error = %e, "a message to a member could not be encoded; dropped");
+            return;
+        }
+    };
     let mut pieces = body.chunks(max_frame).peekable();
     while let Some(piece) = pieces.next() {
         let more = if pieces.peek().is_some() { MORE } else { 0 };
         buf.put_u32(piece.len() as u32 | more);
         buf.extend_from_slice(piece);
+    }
+}
+
+/// Send the snapshot `view` of `zxid`: [`Msg::SnapHead`], then its encoding as a chain of
+/// frames, encoded on a blocking thread a chunk ahead of the socket (see
+/// [`SNAP_CHUNK_FRAMES_IN_FLIGHT`]).
+async fn send_snapshot(
+    wr: &mut (impl AsyncWriteExt + Unpin),
+    zxid: Zxid,
+    view: SnapshotView,
+    buf: &mut BytesMut,
+) -> std::io::Result<()> {
+    buf.clear();
+    encode(&Msg::SnapHead { zxid }, buf, MAX_PEER_FRAME);
+    wr.write_all(buf).await?;
+    buf.clear();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SNAP_CHUNK_FRAMES_IN_FLIGHT);
+    let encoder = tokio::task::spawn_blocking(move || {
+        struct Chunks(mpsc::Sender<Vec<u8>>);
+        impl std::io::Write for Chunks {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .blocking_send(b.to_vec())
+                    .map_err(|_| std::io::Error::other("the link closed"))?;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        view.encode_to(Chunks(tx)).map(drop)
+    });
+    let mut sent = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        if chunk.is_empty() {
+            continue;
+        }
+        wr.write_all(&(chunk.len() as u32 | MORE).to_be_bytes())
+            .await?;
+        wr.write_all(&chunk).await?;
+        sent += chunk.len() as u64;
+    }
+    encoder
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)?;
+    wr.write_all(&0u32.to_be_bytes()).await?;
+    tracing::info!(zxid = format!("{zxid:#x}"), bytes = sent, "snapshot sent");
+    Ok(())
+}
+
+/// Read the frames of a snapshot announced by [`Msg::SnapHead`] and restore it as they come,
+/// on a blocking thread a few frames behind the socket.
+async fn receive_snapshot(
+    s: &mut (impl AsyncReadExt + Unpin),
+    zxid: Zxid,
+    max_frame: usize,
+) -> std::io::Result<Msg> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SNAP_CHUNK_FRAMES_IN_FLIGHT);
+    let restorer = tokio::task::spawn_blocking(move || {
+        let mut r = Restorer::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            r.push(&chunk)?;
+        }
+        r.finish()
+    });
+    let mut received = 0u64;
+    let read = async {
+        loop {
+            let word = s.read_u32().await?;
+            let len = (word & !MORE) as usize;
+            if len > max_frame {
+                return Err(invalid("peer frame too large".into()));
+            }
+            let mut chunk = vec![0u8; len];
+            s.read_exact(&mut chunk).await?;
+            received += len as u64;
+            // A send fails only when the restorer stopped at bad bytes: its error says why.
+            if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+            if word & MORE == 0 {
+                return Ok(());
+            }
+        }
+    };
+    let read = read.await;
+    drop(tx);
+    let restored = restorer.await.map_err(std::io::Error::other)?;
+    read?;
+    let tree = restored.map_err(|e| invalid(format!("snapshot {zxid:#x}: {e}")))?;
+    tracing::info!(
+        zxid = format!("{zxid:#x}"),
+        bytes = received,
+        nodes = tree.node_count(),
+        "snapshot received"
+    );
+    Ok(Msg::Snap {
+        zxid,
+        state: SnapState::Restored(Arc::new(Mutex::new(Some(tree)))),
+    })
+}
+
+/// Read one message, a snapshot restored whole from its stream of frames.
+async fn read_message(
+    s: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> std::io::Result<Msg> {
+    match read_frame(s, buf, max_frame).await? {
+        Msg::SnapHead { zxid } => receive_snapshot(s, zxid, max_frame).await,
+        m => Ok(m),
     }
 }
 
@@ -416,14 +542,30 @@ async fn serve_link(
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         while let Some(m) = rx.recv().await {
+            // Up to 1 024 queued messages go in one write; a snapshot is streamed in its turn.
+            let mut next = Some(m);
             let mut n = 0;
-            encode(&m, &mut buf, MAX_PEER_FRAME);
-            while n < 1024 {
-                match rx.try_recv() {
-                    Ok(m) => encode(&m, &mut buf, MAX_PEER_FRAME),
-                    Err(_) => break,
+            while let Some(m) = next.take() {
+                if let Msg::Snap {
+                    zxid,
+                    state: SnapState::View(view),
+                } = &*m
+                {
+                    if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    if let Err(e) = send_snapshot(&mut wr, *zxid, view.clone(), &mut buf).await {
+                        tracing::info!(sid = me, other, error = %e, "sending a snapshot failed");
+                        return;
+                    }
+                    buf.clear();
+                } else {
+                    encode(&m, &mut buf, MAX_PEER_FRAME);
                 }
                 n += 1;
+                if n < 1024 {
+                    next = rx.try_recv().ok();
+                }
             }
             if wr.write_all(&buf).await.is_err() {
                 return;
@@ -433,7 +575,7 @@ async fn serve_link(
     });
     let mut buf = BytesMut::new();
     loop {
-        match read_frame(&mut rd, &mut buf, MAX_PEER_FRAME).await {
+        match read_message(&mut rd, &mut buf, MAX_PEER_FRAME).await {
             Ok(msg) => {
                 if cmds
                     .send(Cmd::Input(Input::Message { from: other, msg }))
@@ -631,6 +773,7 @@ impl Backend for Ensemble {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roster_core::tree::Tree;
 
     /// The length words of the frames in `bytes`: (length, more).
     fn frames(bytes: &[u8]) -> Vec<(usize, bool)> {
@@ -648,30 +791,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_larger_than_a_frame_goes_in_several_and_comes_back_whole() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-        let snap = Msg::Snap {
-            zxid: 0x3_0000_0009,
-            data: data.clone(),
+        let sessions: Vec<SessionId> = (0..5_000i64).map(|i| i * 7_919).collect();
+        let touch = Msg::Touch {
+            sessions: sessions.clone(),
         };
         let mut out = BytesMut::new();
-        encode(&snap, &mut out, 1024);
+        encode(&touch, &mut out, 1024);
         encode(&Msg::UpToDate, &mut out, 1024);
         let f = frames(&out);
         assert!(f.len() >= 11, "{} frames", f.len());
         assert!(f.iter().all(|(len, _)| *len <= 1024));
-        // Every frame of the snapshot but its last says more follows; the small message after
-        // it is one frame, flagged as nothing, exactly as before.
-        let last_of_snap = f.iter().position(|(_, more)| !more).unwrap();
-        assert_eq!(last_of_snap, f.len() - 2);
+        // Every frame of the big message but its last says more follows; the small message
+        // after it is one frame, flagged as nothing, exactly as before.
+        let last_of_big = f.iter().position(|(_, more)| !more).unwrap();
+        assert_eq!(last_of_big, f.len() - 2);
         assert!(!f[f.len() - 1].1);
 
         let mut rd = &out[..];
         let mut buf = BytesMut::new();
         match read_frame(&mut rd, &mut buf, 1024).await.unwrap() {
-            Msg::Snap { zxid, data: got } => {
-                assert_eq!(zxid, 0x3_0000_0009);
-                assert_eq!(got, data);
-            }
+            Msg::Touch { sessions: got } => assert_eq!(got, sessions),
             m => panic!("{m:?}"),
         }
         assert!(matches!(
@@ -682,5 +821,84 @@ mod tests {
         let mut rd = &out[..];
         let err = read_frame(&mut rd, &mut buf, 100).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// A tree of `n` nodes of 200 bytes under `/s`.
+    fn tree_of(n: u32) -> Tree {
+        use roster_core::acl::{Acl, intern};
+        use roster_core::txn::TxnOp;
+        let mut t = Tree::new();
+        for i in 0..=n {
+            let path = if i == 0 {
+                "/s".to_owned()
+            } else {
+                format!("/s/{i:08}")
+            };
+            t.apply(&Txn {
+                zxid: i as Zxid + 1,
+                time: 0,
+                session: 0,
+                op: TxnOp::Create {
+                    path,
+                    data: vec![(i % 251) as u8; 200],
+                    acl: intern(&Acl::open_unsafe()),
+                    owner: 0,
+                    parent_cversion: 0,
+                },
+            });
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_streamed_in_chunks_and_restored_as_it_comes() {
+        let tree = tree_of(20_000);
+        let zxid = tree.last_zxid();
+        let mut wire = Vec::new();
+        let mut buf = BytesMut::new();
+        send_snapshot(&mut wire, zxid, tree.snapshot_view(), &mut buf)
+            .await
+            .unwrap();
+        encode(&Msg::UpToDate, &mut buf, MAX_PEER_FRAME);
+        wire.extend_from_slice(&buf);
+        // SnapHead, then the encoding in frames of ~1 MiB (never the whole in one), an empty
+        // last frame, then the next message.
+        let f = frames(&wire);
+        let encoded = tree.snapshot_view().encode().len();
+        assert!(encoded > 4 << 20, "{encoded} bytes");
+        assert!(!f[0].1, "the head is a message of its own");
+        let body = &f[1..f.len() - 1];
+        assert!(body.len() >= 4, "{} frames", body.len());
+        assert!(body.iter().all(|(len, _)| *len < 2 << 20));
+        assert_eq!(body.iter().map(|(len, _)| len).sum::<usize>(), encoded);
+        assert_eq!(body.last().unwrap(), &(0, false));
+        assert!(body[..body.len() - 1].iter().all(|(_, more)| *more));
+
+        let mut rd = &wire[..];
+        let mut rbuf = BytesMut::new();
+        match read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+            .await
+            .unwrap()
+        {
+            Msg::Snap { zxid: z, state } => {
+                assert_eq!(z, zxid);
+                assert_eq!(state.into_tree().unwrap().snapshot(), tree.snapshot());
+            }
+            m => panic!("{m:?}"),
+        }
+        assert!(matches!(
+            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+                .await
+                .unwrap(),
+            Msg::UpToDate
+        ));
+
+        // Cut short: an error, not a tree.
+        let mut rd = &wire[..wire.len() / 2];
+        assert!(
+            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+                .await
+                .is_err()
+        );
     }
 }

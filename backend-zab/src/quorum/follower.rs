@@ -5,7 +5,6 @@ use super::msg::Msg;
 use super::peer::*;
 use crate::txnlog::TxnLog;
 use roster_core::Zxid;
-use roster_core::tree::Tree;
 use roster_core::txn::{Applied, Txn};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,14 +123,25 @@ impl Peer {
                 }
                 self.flush_quietly(out);
             }
-            Msg::Snap { zxid, data } => match Tree::restore(&data) {
+            Msg::Snap { zxid, state } => match state.into_tree() {
+                Ok(t) if t.last_zxid() != zxid => {
+                    tracing::error!(
+                        sid = self.cfg.id,
+                        zxid = format!("{zxid:#x}"),
+                        restored = format!("{:#x}", t.last_zxid()),
+                        "snapshot from the leader is not of the zxid announced"
+                    );
+                    self.look(out);
+                }
                 Ok(t) => {
                     f.awaiting_snap = false;
                     self.snapshotter.wait_idle();
+                    // Written from the restored state (streamed into its file), as the leader's
+                    // encoding was never held whole.
                     let res = self
                         .log
                         .clear()
-                        .and_then(|()| self.log.save_snapshot(zxid, data));
+                        .and_then(|()| self.log.save_view(&t.snapshot_view()).map(drop));
                     if let Err(e) = res {
                         return self.storage_failed(e, out);
                     }

@@ -1,7 +1,7 @@
 //! The leader: discovery (new epoch), synchronising followers (DIFF / TRUNC / SNAP), proposing,
 //! committing on a quorum, sessions and containers.
 
-use super::msg::{Msg, Sid};
+use super::msg::{Msg, Sid, SnapState};
 use super::peer::*;
 use roster_core::backend::BackendError;
 use roster_core::storage::StorageError;
@@ -261,22 +261,25 @@ impl Peer {
     }
 
     pub(super) fn send_snap(&mut self, to: Sid, out: &mut Vec<Output>) {
-        // The view is O(1) under the lock; serializing it holds no lock (readers go on), though
-        // it still runs on this member's loop.
+        // The view is O(1) under the lock; the link encodes it as it sends it, off this loop
+        // and without holding the encoding whole.
         let view = self.tree.read().snapshot_view();
-        let (zxid, data) = (view.last_zxid(), view.encode());
+        let zxid = view.last_zxid();
         tracing::info!(
             sid = self.cfg.id,
             follower = to,
             zxid = format!("{zxid:#x}"),
-            bytes = data.len(),
+            nodes = view.node_count(),
             "SNAP"
         );
         metrics::counter!("roster_zab_syncs_total", "kind" => "snap").increment(1);
         self.syncs.snap += 1;
         out.push(Output::Send {
             to,
-            msg: Msg::Snap { zxid, data },
+            msg: Msg::Snap {
+                zxid,
+                state: SnapState::View(view),
+            },
         });
         self.finish_sync(to, out);
     }

@@ -1,6 +1,9 @@
 //! Messages between ensemble members (election, discovery, synchronisation, broadcast), and votes.
 
+use parking_lot::Mutex;
 use roster_core::acl::AuthInfo;
+use roster_core::tree::Tree;
+use roster_core::tree::snapshot::{SnapshotError, SnapshotView};
 use roster_core::txn::{Outcome, Request, Txn};
 use roster_core::{SessionId, Zxid};
 use serde::{Deserialize, Serialize};
@@ -70,10 +73,13 @@ pub enum Msg {
         committed: Zxid,
         txns: Vec<Arc<Txn>>,
     },
-    /// Synchronisation: the leader's whole committed state.
+    /// Synchronisation: the leader's whole committed state. Never encoded as one message: a
+    /// link sends [`Msg::SnapHead`] and streams the state's encoding after it, and the receiving
+    /// link restores the state as it comes (`ensemble.rs`), so neither member holds the whole
+    /// encoding; between members in one process (the simulations) it goes as it is.
     Snap {
         zxid: Zxid,
-        data: Vec<u8>,
+        state: SnapState,
     },
     /// The follower asks for a snapshot (its log could not be reconciled by TRUNC).
     NeedSnap,
@@ -130,6 +136,59 @@ pub enum Msg {
     SyncDone {
         id: u64,
     },
+    /// On the wire: the snapshot of `zxid` follows as a chain of frames (see [`Msg::Snap`]).
+    SnapHead {
+        zxid: Zxid,
+    },
+}
+
+/// The state a [`Msg::Snap`] carries.
+#[derive(Clone)]
+pub enum SnapState {
+    /// At the leader: the frozen state, encoded by the link as it sends it.
+    View(SnapshotView),
+    /// At the follower: the state the link restored from the stream (taken once).
+    Restored(Arc<Mutex<Option<Tree>>>),
+}
+
+impl SnapState {
+    /// The restored tree: from the link, or (in one process) decoded from the view.
+    pub fn into_tree(self) -> Result<Tree, SnapshotError> {
+        match self {
+            SnapState::View(v) => Tree::restore(&v.encode()),
+            SnapState::Restored(t) => t
+                .lock()
+                .take()
+                .ok_or_else(|| SnapshotError::new("the snapshot was already installed".to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapState::View(v) => write!(f, "View({} nodes)", v.node_count()),
+            SnapState::Restored(_) => f.write_str("Restored"),
+        }
+    }
+}
+
+/// A snapshot is streamed by the link, never encoded inside a message: encoding or decoding a
+/// [`Msg::Snap`] is an error.
+impl Serialize for SnapState {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "a snapshot is streamed after SnapHead, not encoded in a message",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for SnapState {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "a snapshot is streamed after SnapHead, not encoded in a message",
+        ))
+    }
 }
 
 impl Msg {
@@ -158,6 +217,7 @@ impl Msg {
             Msg::Pong { .. } => "pong",
             Msg::SyncReq { .. } => "syncreq",
             Msg::SyncDone { .. } => "syncdone",
+            Msg::SnapHead { .. } => "snaphead",
         }
     }
 }

@@ -47,6 +47,12 @@ struct SnapNodeRef<'a> {
 #[error("corrupt snapshot: {0}")]
 pub struct SnapshotError(String);
 
+impl SnapshotError {
+    pub fn new(why: String) -> SnapshotError {
+        SnapshotError(why)
+    }
+}
+
 /// The state as it was at one zxid, frozen: unaffected by later writes to the tree, cheap to take
 /// and to hold (it shares unchanged nodes with the tree), `Send` so it can be encoded elsewhere.
 #[derive(Clone)]
