@@ -49,8 +49,9 @@ const MORE: u32 = 1 << 31;
 /// Largest message reassembled from frames.
 const MAX_PEER_MESSAGE: usize = 64 << 30;
 /// A SNAP is not a message reassembled whole: [`Msg::SnapHead`], then the snapshot's encoding
-/// as a chain of frames of about this size (each but the last with [`MORE`]; the last empty),
-/// encoded by the sender and restored by the receiver as they go, a few frames in flight.
+/// as a chain of frames of ~1 MiB (the encoder's chunks; each but the last with [`MORE`], the
+/// last empty), encoded by the sender and restored by the receiver as they go, with at most
+/// this many frames queued between the encoder (or the restorer) and the socket.
 const SNAP_CHUNK_FRAMES_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -371,7 +372,7 @@ fn encode(m: &Msg, buf: &mut BytesMut, max_frame: usize) {
 }
 
 /// Send the snapshot `view` of `zxid`: [`Msg::SnapHead`], then its encoding as a chain of
-/// frames, encoded on a blocking thread a chunk ahead of the socket (see
+/// frames, encoded on a blocking thread a few chunks ahead of the socket (see
 /// [`SNAP_CHUNK_FRAMES_IN_FLIGHT`]).
 async fn send_snapshot(
     wr: &mut (impl AsyncWriteExt + Unpin),

@@ -408,8 +408,15 @@ impl LogFiles {
         };
         log.cut_after(Zxid::MAX)?;
         let mut log = log;
-        log.preparer = Some(spawn_preparer(log.spare.clone())?);
-        log.wake_preparer();
+        match spawn_preparer(log.spare.clone()) {
+            Ok(p) => {
+                log.preparer = Some(p);
+                log.wake_preparer();
+            }
+            // Segments are then created where they are needed, as before.
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+                "cannot start the thread that prepares log files ahead"),
+        }
         Ok(log)
     }
 

@@ -165,7 +165,8 @@ impl Restorer {
     /// Decode what `bytes` completes.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         if self.pending.is_empty() {
-            // The common case: decode straight from the piece, keep only its cut-off tail.
+            // Nothing left over from the last piece (a whole snapshot in one piece, the first
+            // piece): decode straight from it and keep only its cut-off tail.
             let used = self.decode(bytes)?;
             self.pending.extend_from_slice(&bytes[used..]);
         } else {
