@@ -4,8 +4,11 @@
 # NODES creates of 256 B through the leader (roster-bench), then a follower killed, its data
 # directory deleted and restarted. Prints the leader's RSS before and its peak while the follower
 # syncs (sampled every 50 ms), the follower's peak (VmHWM) and RSS once ready, and the time from
-# restart to ready. Stops and wipes the cluster at the end. docs/benchmarks.md has results.
-# usage: bench/zab-snap-memory.sh ROSTER_BINARY ROSTER_BENCH_BINARY [NODES=400000]   (needs curl)
+# restart to ready. With WRITES=1, a 10 s `set` run against the leader starts 3 s before the
+# restart, and its line (p99.9, max) is printed too: writes while the leader sends the snapshot.
+# Stops and wipes the cluster at the end. docs/benchmarks.md has results.
+# usage: [WRITES=1] bench/zab-snap-memory.sh ROSTER_BINARY ROSTER_BENCH_BINARY [NODES=400000]
+#        (needs curl and bc)
 set -u
 BIN=$1; BENCH=$2; NODES=${3:-400000}
 export ROSTER_BIN=$BIN ROSTER_LOCAL_DIR=${ROSTER_LOCAL_DIR:-/var/tmp/zsnap}
@@ -27,6 +30,12 @@ $C kill $victim >/dev/null
 rm -rf "$ROSTER_LOCAL_DIR/node$victim"
 sleep 1
 before=$(rss "$lpid"); peak=$before
+if [ "${WRITES:-0}" = 1 ]; then
+  "$BENCH" run --target "127.0.0.1:$((2180+leader))" --workload set --duration 10 --warmup 0 \
+    --out "$ROSTER_LOCAL_DIR/bench-set" >"$ROSTER_LOCAL_DIR/bench-set.log" 2>&1 &
+  writes=$!
+  sleep 3
+fi
 t0=$(date +%s.%N)
 $C restart $victim >/dev/null
 vpid=$(cat "$ROSTER_LOCAL_DIR/node$victim.pid")
@@ -40,4 +49,8 @@ sleep 0.5
 echo "leader $leader RSS before $((before / 1024)) MiB, peak while syncing $((peak / 1024)) MiB;" \
   "follower $victim peak $(awk '/^VmHWM/ {print int($2/1024)}' "/proc/$vpid/status") MiB," \
   "RSS once ready $(($(rss "$vpid") / 1024)) MiB; restart to ready $(echo "$t1 - $t0" | bc) s"
+if [ -n "${writes:-}" ]; then
+  wait "$writes"
+  grep -E "ops/s" "$ROSTER_LOCAL_DIR/bench-set.log" | sed 's/^ *target */writes on the leader meanwhile: /'
+fi
 $C stop >/dev/null 2>&1; $C wipe >/dev/null 2>&1
