@@ -197,6 +197,7 @@ proptest! {
         let restored = r.finish().unwrap();
         prop_assert_eq!(restored.snapshot(), tree.snapshot());
         prop_assert_eq!(restored.ephemeral_count(), tree.ephemeral_count());
+        prop_assert_eq!(restored.data_size(), tree.data_size());
         let read = Tree::restore_from(&bytes[..]).unwrap();
         prop_assert_eq!(read.snapshot(), tree.snapshot());
     }

@@ -75,6 +75,33 @@ def test_four_letter_words_have_zookeepers_formats(server):
     assert "connections watching" in four_letter(server.port, "wchs")
 
 
+def test_node_count_and_data_size_read_as_zookeepers(roster_factory):
+    """Values read from the Debian package's Apache ZooKeeper 3.8 (standalone): fresh, `mntr`
+    says zk_znode_count 5 (the root is kept under both "" and "/") and zk_approximate_data_size
+    44 (the system nodes' paths); after creating /abc with 5 bytes, 6 and 53; the same after a
+    restart. Roster answers the same, also when the restart restores a snapshot."""
+    r = roster_factory("--snapshot-every", "1").start()
+
+    def counts():
+        m = dict(l.split("\t", 1) for l in four_letter(r.port, "mntr").splitlines() if "\t" in l)
+        node_count = re.search(r"Node count: (\d+)", four_letter(r.port, "srvr")).group(1)
+        return int(m["zk_znode_count"]), int(m["zk_approximate_data_size"]), int(node_count)
+
+    assert counts() == (5, 44, 5)
+    c = KazooClient(hosts=r.hosts, timeout=10)
+    c.start(timeout=10)
+    c.create("/abc", b"12345")
+    c.create("/pad", b"")  # a second write, so a snapshot (every write) includes /abc
+    c.delete("/pad")
+    c.stop()
+    c.close()
+    assert counts() == (6, 53, 6)
+    r.stop()
+    r.start()
+    assert "loaded snapshot" in r.log()
+    assert counts() == (6, 53, 6)
+
+
 def test_four_letter_words_outside_the_allow_list_are_refused(roster_factory):
     r = roster_factory("--four-letter-words", "ruok").start()
     assert four_letter(r.port, "ruok") == "imok"

@@ -58,7 +58,7 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
             let _ = writeln!(s, "Outstanding: {}", status.outstanding);
             let _ = writeln!(s, "Zxid: {:#x}", status.last_zxid);
             let _ = writeln!(s, "Mode: {}", status.role.as_str());
-            let _ = writeln!(s, "Node count: {}", tree.read().node_count());
+            let _ = writeln!(s, "Node count: {}", zk_node_count(&tree.read()));
         }
         "mntr" => {
             let t = tree.read();
@@ -91,7 +91,7 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
                     "zk_uptime",
                     server.started.elapsed().as_millis().to_string(),
                 ),
-                ("zk_znode_count", t.node_count().to_string()),
+                ("zk_znode_count", zk_node_count(&t).to_string()),
                 ("zk_watch_count", watches.to_string()),
                 ("zk_ephemerals_count", t.ephemeral_count().to_string()),
                 ("zk_approximate_data_size", t.data_size().to_string()),
@@ -233,6 +233,14 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
 }
 
 /// ZooKeeper's `zk_peer_state`: `<state> - <ZAB phase>`.
+/// The node count as ZooKeeper reports it in `srvr`, `stat` and `mntr`: its tree keeps the root
+/// under both "" and "/", so a fresh ZooKeeper 3.8 says 5 for its 4 nodes. Dashboards and
+/// alerts written against ZooKeeper's numbers read the same here (`roster_znodes` on /metrics
+/// counts the nodes themselves).
+fn zk_node_count(t: &roster_core::tree::Tree) -> usize {
+    t.node_count() + 1
+}
+
 fn peer_state(s: &roster_core::backend::ClusterStatus) -> String {
     use roster_core::backend::Role;
     let state = match s.role {
