@@ -21,7 +21,7 @@ use roster_core::snapfiles::SnapshotFiles;
 use roster_core::storage::{Engine, Space, WriteBatch};
 use roster_core::tree::Tree;
 use roster_core::tree::prep::Outstanding;
-use roster_core::tree::snapshot::{Restorer, SnapshotView};
+use roster_core::tree::snapshot::SnapshotView;
 use roster_core::txn::{Applied, Outcome, Txn, TxnOp};
 use roster_core::{SessionId, Zxid};
 use serde::{Deserialize, Serialize};
@@ -285,84 +285,8 @@ impl SnapStore {
     }
 }
 
-/// Restore the snapshot file of `index` as it is read: the head of the `StoredSnapshot` (log
-/// id, membership, the tree's length), then the tree's encoding into a [`Restorer`], so start-up
-/// holds the tree and a read buffer, not the file, its decoded copy and the tree together. The
-/// checksum is checked over the whole file before a decoding error is reported, so damage is
-/// reported as damage.
-fn load_file(files: &SnapshotFiles, index: Zxid) -> io::Result<(Tree, SmMeta)> {
-    type Head = (Option<LogId>, StoredMembership, usize);
-    let mut head: Option<Head> = None;
-    let mut pending = Vec::new();
-    let mut restorer = Restorer::new();
-    let mut fed = 0usize;
-    let mut bad: Option<String> = None;
-    let mut feed = |bytes: &[u8], bad: &mut Option<String>| {
-        fed += bytes.len();
-        if let Err(e) = restorer.push(bytes) {
-            *bad = Some(e.to_string());
-        }
-    };
-    files.read_into(index, &mut |piece| {
-        if bad.is_some() {
-            return Ok(());
-        }
-        if head.is_some() {
-            feed(piece, &mut bad);
-            return Ok(());
-        }
-        pending.extend_from_slice(piece);
-        match postcard::take_from_bytes::<Head>(&pending) {
-            Ok((h, rest)) => {
-                head = Some(h);
-                feed(rest, &mut bad);
-                pending = Vec::new();
-            }
-            Err(postcard::Error::DeserializeUnexpectedEnd) => {}
-            Err(e) => bad = Some(format!("snapshot head: {e}")),
-        }
-        Ok(())
-    })?;
-    let (last_applied, membership, len) = match (head, bad) {
-        (_, Some(why)) => return Err(io::Error::new(io::ErrorKind::InvalidData, why)),
-        (None, None) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot cut short",
-            ));
-        }
-        (Some(h), None) => h,
-    };
-    if fed != len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("snapshot holds {fed} bytes of tree, its head says {len}"),
-        ));
-    }
-    let tree = restorer
-        .finish()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok((
-        tree,
-        SmMeta {
-            last_applied,
-            membership,
-        },
-    ))
-}
-
 /// Load the stored snapshot, if any, as the starting tree and Raft position.
 pub(crate) fn load(store: &SnapStore) -> io::Result<(Tree, SmMeta)> {
-    if let Some(files) = &store.files
-        && let Some(newest) = files.list()?.last()
-    {
-        return load_file(files, *newest).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
-            )
-        });
-    }
     match store.read()? {
         Some(bytes) => {
             let s: StoredSnapshot = decode("snapshot", &bytes)?;
@@ -736,43 +660,6 @@ mod tests {
             .err()
             .expect("a damaged snapshot must not load as an empty tree");
         assert!(err.to_string().contains("checksum"), "{err}");
-    }
-
-    /// A snapshot of many read buffers is restored as it is read (the tree's encoding split
-    /// across the reader's pieces), with its position; one whose tree is cut short is refused.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_snapshot_file_is_restored_as_it_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let snaps = dir.path().join("raft-snapshots");
-        let engine: Arc<dyn Engine> = Arc::new(roster_core::storage::MemEngine::default());
-        let store = SnapStore::open(engine.clone(), Some(&snaps)).unwrap();
-        let shared = Arc::new(shared());
-        let mut sm = StateMachine::new(shared.clone(), store.clone());
-        let mut txns = vec![create(1, "/big")];
-        txns.extend((0..40_000).map(|i| create(i + 2, &format!("/big/n{i:06}"))));
-        sm.apply_entry(entry(1, txns));
-        snapshot_now(&mut sm).await;
-        let expected = shared.tree.read().snapshot();
-        let file = snaps.join("snapshot.0000000000000001");
-        assert!(std::fs::metadata(&file).unwrap().len() > 3 << 20);
-        let (loaded, meta) = load(&store).unwrap();
-        assert_eq!(loaded.snapshot(), expected);
-        assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 1)));
-
-        // The same file with the tree's encoding one byte short (its head agreeing): refused.
-        let bytes = SnapshotFiles::open(&snaps).unwrap().read(1).unwrap();
-        let mut s: StoredSnapshot = decode("snapshot", &bytes).unwrap();
-        s.data.pop();
-        let short = encode(&StoredSnapshotRef {
-            last_log_id: &s.last_log_id,
-            membership: &s.membership,
-            data: &s.data,
-        });
-        SnapshotFiles::open(&snaps)
-            .unwrap()
-            .write_bytes(1, &short)
-            .unwrap();
-        assert!(load(&store).is_err());
     }
 
     fn failed_waiter(s: &Shared, key: Zxid) -> oneshot::Receiver<Result<Applied, ForwardError>> {
