@@ -248,16 +248,6 @@ impl TxnLog {
             .transpose()
     }
 
-    /// Store a snapshot that includes every txn up to `zxid` (received whole: a leader's SNAP).
-    pub fn save_snapshot(&self, zxid: Zxid, bytes: Vec<u8>) -> Result<(), StorageError> {
-        if let Some(f) = &self.files {
-            return f.write_bytes(zxid, &bytes).map(|_| ()).map_err(io_err);
-        }
-        let mut b = WriteBatch::default();
-        b.put(Space::Snapshot, key(zxid), bytes);
-        self.engine.write(b, true)
-    }
-
     /// Store a snapshot of `view`, streamed into its file when snapshots are files. Returns its
     /// size in bytes.
     pub fn save_view(&self, view: &SnapshotView) -> Result<u64, StorageError> {
@@ -266,7 +256,9 @@ impl TxnLog {
         }
         let bytes = view.encode();
         let n = bytes.len() as u64;
-        self.save_snapshot(view.last_zxid(), bytes)?;
+        let mut b = WriteBatch::default();
+        b.put(Space::Snapshot, key(view.last_zxid()), bytes);
+        self.engine.write(b, true)?;
         Ok(n)
     }
 

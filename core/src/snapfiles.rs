@@ -28,11 +28,6 @@ const MAGIC: &[u8; 8] = b"RSTRSNP1";
 const PREFIX: &str = "snapshot.";
 const TMP: &str = ".tmp";
 
-fn skipped(zxid: Zxid, e: &io::Error) {
-    tracing::warn!(error = %e, zxid = format!("{zxid:#x}"), "skipping a damaged snapshot; trying an older one");
-    metrics::counter!("roster_backend_snapshots_damaged_total").increment(1);
-}
-
 /// The snapshot files of one member, in one directory.
 pub struct SnapshotFiles {
     dir: PathBuf,
@@ -245,27 +240,14 @@ impl SnapshotFiles {
         res
     }
 
-    /// Read and check the snapshot of `zxid`.
+    /// Read and check the snapshot of `zxid`, whole (raft, whose snapshots openraft handles as
+    /// bytes).
     pub fn read(&self, zxid: Zxid) -> io::Result<Vec<u8>> {
-        let path = self.path(zxid);
         let mut buf = Vec::new();
-        File::open(&path)?.read_to_end(&mut buf)?;
-        let bad = |why: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {why}", path.display()),
-            )
-        };
-        if buf.len() < MAGIC.len() + 4 || &buf[..MAGIC.len()] != MAGIC {
-            return Err(bad("not a snapshot file"));
-        }
-        let crc_at = buf.len() - 4;
-        let want = u32::from_le_bytes(buf[crc_at..].try_into().expect("4 bytes"));
-        if crc32fast::hash(&buf[MAGIC.len()..crc_at]) != want {
-            return Err(bad("checksum mismatch"));
-        }
-        buf.truncate(crc_at);
-        buf.drain(..MAGIC.len());
+        self.read_into(zxid, &mut |b| {
+            buf.extend_from_slice(b);
+            Ok(())
+        })?;
         Ok(buf)
     }
 
@@ -310,7 +292,7 @@ impl SnapshotFiles {
 
     /// The newest snapshot that reads back intact, restored as it is read (never held whole in
     /// memory beside the tree it becomes). A file that fails its check or does not decode is
-    /// skipped for an older one, (zab keeps the log behind older snapshots).
+    /// skipped for an older one (zab keeps the log behind older snapshots).
     pub fn latest_tree(&self) -> io::Result<Option<(Zxid, Tree)>> {
         for zxid in self.list()?.into_iter().rev() {
             let mut r = Restorer::new();
@@ -325,7 +307,10 @@ impl SnapshotFiles {
                 });
             match res {
                 Ok(tree) => return Ok(Some((zxid, tree))),
-                Err(e) => skipped(zxid, &e),
+                Err(e) => {
+                    tracing::warn!(error = %e, zxid = format!("{zxid:#x}"), "skipping a damaged snapshot; trying an older one");
+                    metrics::counter!("roster_backend_snapshots_damaged_total").increment(1);
+                }
             }
         }
         Ok(None)
