@@ -168,7 +168,7 @@ async fn within<T>(
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::storage::SnapData;
 
     async fn append_entries(
         &mut self,

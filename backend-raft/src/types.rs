@@ -47,8 +47,9 @@ pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// A state-machine snapshot: the tree's `snapshot()` bytes plus Raft metadata.
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// A state-machine snapshot: the Raft metadata, and the tree's state as a stream
+/// ([`SnapData`](crate::storage::SnapData)).
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::storage::SnapData>;
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
 pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;

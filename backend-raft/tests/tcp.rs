@@ -27,11 +27,14 @@ struct TcpCluster {
     addrs: BTreeMap<u64, String>,
     members: BTreeMap<u64, Member>,
     tcp: TcpConfig,
+    /// Each member's snapshot directory, as on a server (a wiped member gets a new one).
+    dirs: BTreeMap<u64, tempfile::TempDir>,
 }
 
-fn cfg(id: u64, addr: &str) -> RaftConfig {
+fn cfg(id: u64, addr: &str, snapshot_dir: &std::path::Path) -> RaftConfig {
     RaftConfig {
         addr: addr.to_string(),
+        snapshot_dir: Some(snapshot_dir.to_path_buf()),
         ..common::cfg(id)
     }
 }
@@ -54,6 +57,7 @@ impl TcpCluster {
             addrs,
             members: BTreeMap::new(),
             tcp,
+            dirs: BTreeMap::new(),
         };
         for (id, l) in listeners {
             c.open_on(id, Arc::new(MemEngine::default()), l).await;
@@ -66,7 +70,13 @@ impl TcpCluster {
     async fn open_on(&mut self, id: u64, engine: Arc<MemEngine>, l: TcpListener) {
         let dyn_engine: Arc<dyn Engine> = engine.clone();
         let transport = TcpTransport::new(id, self.tcp.clone());
-        let node = RaftBackend::open(cfg(id, &self.addrs[&id]), dyn_engine, transport)
+        let dir = self
+            .dirs
+            .entry(id)
+            .or_insert_with(|| tempfile::tempdir().unwrap())
+            .path()
+            .to_path_buf();
+        let node = RaftBackend::open(cfg(id, &self.addrs[&id], &dir), dyn_engine, transport)
             .await
             .unwrap();
         let server = tcp::serve(l, Arc::downgrade(&node), self.tcp.clone());
@@ -214,11 +224,33 @@ async fn a_snapshot_larger_than_a_frame_reaches_a_wiped_member_in_pieces() {
     }
     // Snapshots every 40 entries and the log purged behind them: only a snapshot can bring an
     // empty member up to date.
+    c.dirs.remove(&wiped);
     c.open(wiped, Arc::new(MemEngine::default())).await;
     c.wait_converged(30).await;
     let t = c.node(wiped).tree();
     let node = t.read().get("/big/n299").map(|n| n.data.len());
     assert_eq!(node, Some(1000), "the last write reached the wiped member");
+    // It stored what it installed as its snapshot file, and starts from it.
+    let files = || {
+        std::fs::read_dir(c.dirs[&wiped].path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snapshot."))
+            .count()
+    };
+    assert_eq!(files(), 1, "one snapshot file, whole");
+    let engine = c.stop(wiped).await;
+    c.open(wiped, engine).await;
+    c.wait_converged(30).await;
+    assert_eq!(
+        c.node(wiped)
+            .tree()
+            .read()
+            .get("/big/n299")
+            .map(|n| n.data.len()),
+        Some(1000),
+        "it starts from the installed snapshot and its log"
+    );
     c.shutdown().await;
 }
 
@@ -263,8 +295,9 @@ async fn oversize_frames_are_refused_not_sent() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
+    let dir = tempfile::tempdir().unwrap();
     let node = RaftBackend::open(
-        cfg(1, &addr),
+        cfg(1, &addr, dir.path()),
         engine,
         TcpTransport::new(1, TcpConfig::default()),
     )

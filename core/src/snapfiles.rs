@@ -52,6 +52,72 @@ impl<W: Write> Write for Crc<W> {
     }
 }
 
+/// A snapshot file's body, read in order and checksummed as it goes.
+pub struct Body {
+    file: File,
+    left: u64,
+    crc: crc32fast::Hasher,
+    path: PathBuf,
+}
+
+impl Body {
+    fn bad(path: &Path, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {why}", path.display()),
+        )
+    }
+
+    /// Bytes of the body not read yet.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// The file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Once the whole body is read: whether it is what was written (its checksum). An error
+    /// means what was read from it is damaged and must be discarded.
+    pub fn verify(mut self) -> io::Result<()> {
+        if self.left > 0 {
+            return Err(Body::bad(
+                &self.path,
+                "checked before it was read to its end",
+            ));
+        }
+        let mut want = [0u8; 4];
+        self.file.read_exact(&mut want)?;
+        if self.crc.finalize() != u32::from_le_bytes(want) {
+            return Err(Body::bad(&self.path, "checksum mismatch"));
+        }
+        Ok(())
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (self.left.min(buf.len() as u64)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..n])?;
+        if n == 0 {
+            return Err(Body::bad(&self.path, "shorter than its length"));
+        }
+        self.crc.update(&buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({}, {} bytes left)", self.path.display(), self.left)
+    }
+}
+
 /// How much of a snapshot is written before its writeback is started.
 const WRITEBACK_CHUNK: u64 = 1 << 20;
 
@@ -202,6 +268,16 @@ impl SnapshotFiles {
         self.write_with(zxid, |w| w.write_all(bytes))
     }
 
+    /// Stream a body of the caller's making (raft: its head, then a view's encoding) into the
+    /// file of `zxid`, as [`SnapshotFiles::write_view`] does. Returns the bytes written.
+    pub fn write_from(
+        &self,
+        zxid: Zxid,
+        body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        self.write_with(zxid, |w| body(w))
+    }
+
     fn write_with(
         &self,
         zxid: Zxid,
@@ -258,36 +334,34 @@ impl SnapshotFiles {
         zxid: Zxid,
         sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
+        let mut body = self.open_body(zxid)?;
+        let mut buf = vec![0u8; Restorer::CHUNK];
+        while body.remaining() > 0 {
+            let n = (body.remaining() as usize).min(buf.len());
+            body.read_exact(&mut buf[..n])?;
+            sink(&buf[..n])?;
+        }
+        body.verify()
+    }
+
+    /// The snapshot of `zxid` opened for reading its body as a stream (raft sends it to a
+    /// member a piece at a time): the file stays readable through the handle if a newer
+    /// snapshot replaces it meanwhile. Call [`Body::verify`] once it is read.
+    pub fn open_body(&self, zxid: Zxid) -> io::Result<Body> {
         let path = self.path(zxid);
-        let bad = |why: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {why}", path.display()),
-            )
-        };
         let mut file = File::open(&path)?;
         let len = file.metadata()?.len();
         let mut magic = [0u8; MAGIC.len()];
         if len < (MAGIC.len() + 4) as u64 || file.read_exact(&mut magic).is_err() || &magic != MAGIC
         {
-            return Err(bad("not a snapshot file"));
+            return Err(Body::bad(&path, "not a snapshot file"));
         }
-        let mut body = len - MAGIC.len() as u64 - 4;
-        let mut crc = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; Restorer::CHUNK];
-        while body > 0 {
-            let n = (body as usize).min(buf.len());
-            file.read_exact(&mut buf[..n])?;
-            crc.update(&buf[..n]);
-            sink(&buf[..n])?;
-            body -= n as u64;
-        }
-        let mut want = [0u8; 4];
-        file.read_exact(&mut want)?;
-        if crc.finalize() != u32::from_le_bytes(want) {
-            return Err(bad("checksum mismatch"));
-        }
-        Ok(())
+        Ok(Body {
+            file,
+            left: len - MAGIC.len() as u64 - 4,
+            crc: crc32fast::Hasher::new(),
+            path,
+        })
     }
 
     /// The newest snapshot that reads back intact, restored as it is read (never held whole in

@@ -3,10 +3,13 @@
 //! (`state_machine`).
 
 mod log;
+mod snapdata;
 mod state_machine;
 mod writer;
 
 pub use log::LogStore;
+pub(crate) use snapdata::Pieces;
+pub use snapdata::SnapData;
 pub use state_machine::Progress;
 pub use state_machine::StateMachine;
 pub(crate) use state_machine::{Reply, Shared, SnapStore, Waiter, load};

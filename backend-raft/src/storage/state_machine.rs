@@ -1,13 +1,15 @@
 //! The tree as openraft's state machine. Applying an entry applies its `Txn`s to the tree in
 //! zxid order, fires watches, publishes them, and answers the leader's waiting submitters.
-//! Snapshots are `Tree::snapshot()` bytes plus the Raft metadata they cover, kept as a file in
-//! the snapshot directory on a server (`SnapStore`; in the engine's `Space::Snapshot` without
-//! one, and read from there when an older version left it there); installing one replaces the
-//! tree (this node's watches carry over).
-//! Building one takes an O(1) frozen view of the tree under its lock and serializes it on a
-//! blocking thread while openraft goes on applying entries; installing one decodes it off the
-//! lock too, which is then held only to swap the state in.
+//! Snapshots are the tree's snapshot encoding plus the Raft metadata they cover, kept as a
+//! file in the snapshot directory on a server (`SnapStore`, format in `snapdata`; in the
+//! engine's `Space::Snapshot` without one, and read from there when an older version left it
+//! there); installing one replaces the tree (this node's watches carry over).
+//! Building one takes an O(1) frozen view of the tree under its lock and streams it into its
+//! file on a blocking thread while openraft goes on applying entries; installing one restores
+//! it off the lock too (as it arrives, when it came over TCP), which is then held only to swap
+//! the state in.
 
+use super::snapdata::{self, SnapData};
 use super::{SNAPSHOT_KEY, decode, encode, io_err};
 use crate::network::ForwardError;
 use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -186,31 +188,29 @@ impl Shared {
     }
 }
 
-/// A snapshot as stored in the engine.
+/// A snapshot as stored in the engine (and in the files of older versions).
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+pub(crate) struct StoredSnapshot {
     last_log_id: Option<LogId>,
     membership: StoredMembership,
     data: Vec<u8>,
 }
 
-/// [`StoredSnapshot`] borrowing its parts, for writing without copying the tree's bytes.
-#[derive(Serialize)]
-struct StoredSnapshotRef<'a> {
-    last_log_id: &'a Option<LogId>,
-    membership: &'a StoredMembership,
-    data: &'a [u8],
-}
-
 impl StoredSnapshot {
-    fn into_snapshot(self) -> Snapshot {
-        Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: self.last_log_id,
-                last_membership: self.membership,
-            },
-            snapshot: self.data,
+    pub(crate) fn from_parts(meta: &SnapshotMeta, data: Vec<u8>) -> StoredSnapshot {
+        StoredSnapshot {
+            last_log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            data,
         }
+    }
+
+    pub(crate) fn into_parts(self) -> (SnapshotMeta, SnapData) {
+        let meta = SnapshotMeta {
+            last_log_id: self.last_log_id,
+            last_membership: self.membership,
+        };
+        (meta, SnapData::Bytes(self.data))
     }
 }
 
@@ -240,66 +240,80 @@ impl SnapStore {
         Ok(SnapStore { engine, files })
     }
 
-    /// The current snapshot's stored bytes (a `StoredSnapshot`), if any.
-    fn read(&self) -> io::Result<Option<Vec<u8>>> {
+    /// The current snapshot: what it covers, and its state (a file opened at the tree's
+    /// encoding; bytes from the engine or an older version's file), if any.
+    fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapData)>> {
         if let Some(files) = &self.files
             && let Some(newest) = files.list()?.last()
         {
-            return files.read(*newest).map(Some).map_err(|e| {
+            return snapdata::open_file(files, *newest).map(Some).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
                 )
             });
         }
-        self.engine
+        match self
+            .engine
             .get(Space::Snapshot, SNAPSHOT_KEY)
-            .map_err(io_err)
+            .map_err(io_err)?
+        {
+            Some(b) => Ok(Some(decode::<StoredSnapshot>("snapshot", &b)?.into_parts())),
+            None => Ok(None),
+        }
     }
 
-    /// Make `snap` the current snapshot, durably, before returning.
-    async fn write(&self, snap: &Snapshot) -> io::Result<()> {
-        let bytes = encode(&StoredSnapshotRef {
-            last_log_id: &snap.meta.last_log_id,
-            membership: &snap.meta.last_membership,
-            data: &snap.snapshot,
-        });
-        let index = snap.meta.last_log_id.as_ref().map_or(0, |l| l.index()) as Zxid;
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || match &me.files {
+    /// The snapshot just stored for `meta`, opened; if a newer one was installed meanwhile and
+    /// replaced it, that one (openraft takes what is returned as its current snapshot).
+    fn built(&self, meta: &SnapshotMeta) -> io::Result<(SnapshotMeta, SnapData)> {
+        if let Some(files) = &self.files {
+            match snapdata::open_file(files, snapdata::file_index(meta)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => return other,
+            }
+        }
+        self.current()?
+            .ok_or_else(|| io::Error::other("no snapshot found after storing one"))
+    }
+
+    /// Make `view`, covering `meta`, the current snapshot, durably, before returning; streamed
+    /// into its file (blocking: call off the runtime). Returns the bytes stored.
+    fn store(&self, meta: &SnapshotMeta, view: &SnapshotView) -> io::Result<u64> {
+        match &self.files {
             Some(files) => {
-                files.write_bytes(index, &bytes)?;
-                files.remove_where(|z| z != index)?;
+                let n = snapdata::write_file(files, meta, view)?;
+                // Only older ones: a snapshot installed while this one was being built is
+                // newer, and stays the current one.
+                let index = snapdata::file_index(meta);
+                files.remove_where(|z| z < index)?;
                 let mut b = WriteBatch::default();
                 b.delete(Space::Snapshot, SNAPSHOT_KEY);
-                me.engine.write(b, true).map_err(io_err)
+                self.engine.write(b, true).map_err(io_err)?;
+                Ok(n)
             }
             None => {
+                let bytes = encode(&StoredSnapshot::from_parts(meta, view.encode()));
+                let n = bytes.len() as u64;
                 let mut b = WriteBatch::default();
                 b.put(Space::Snapshot, SNAPSHOT_KEY, bytes);
-                me.engine.write(b, true).map_err(io_err)
+                self.engine.write(b, true).map_err(io_err)?;
+                Ok(n)
             }
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))?
+        }
     }
 }
 
-/// Load the stored snapshot, if any, as the starting tree and Raft position.
+/// Load the stored snapshot, if any, as the starting tree and Raft position; restored as it is
+/// read.
 pub(crate) fn load(store: &SnapStore) -> io::Result<(Tree, SmMeta)> {
-    match store.read()? {
-        Some(bytes) => {
-            let s: StoredSnapshot = decode("snapshot", &bytes)?;
-            let tree = Tree::restore(&s.data)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            Ok((
-                tree,
-                SmMeta {
-                    last_applied: s.last_log_id,
-                    membership: s.membership,
-                },
-            ))
-        }
+    match store.current()? {
+        Some((meta, data)) => Ok((
+            data.into_tree()?,
+            SmMeta {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership,
+            },
+        )),
         None => Ok((
             Tree::new(),
             SmMeta {
@@ -386,7 +400,7 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (view, meta) = self
@@ -395,32 +409,24 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .ok_or_else(|| io::Error::other("snapshot builder used twice"))?;
         let t0 = Instant::now();
         let nodes = view.node_count();
-        let data = tokio::task::spawn_blocking(move || view.encode())
+        let store = self.store.clone();
+        let m = meta.clone();
+        // Encoded into its file as it is written: never whole in memory.
+        let bytes = tokio::task::spawn_blocking(move || store.store(&m, &view))
             .await
-            .map_err(|e| io::Error::other(format!("snapshot serialization failed: {e}")))?;
-        metrics::histogram!("roster_backend_snapshot_seconds").record(t0.elapsed().as_secs_f64());
-        tracing::debug!(
-            nodes,
-            bytes = data.len(),
-            ms = t0.elapsed().as_millis() as u64,
-            "snapshot serialized"
-        );
-        let snap = Snapshot {
-            meta,
-            snapshot: data,
-        };
-        let t0 = Instant::now();
-        self.store.write(&snap).await?;
-        metrics::histogram!("roster_raft_snapshot_store_seconds")
-            .record(t0.elapsed().as_secs_f64());
+            .map_err(|e| io::Error::other(format!("snapshot serialization failed: {e}")))??;
+        let took = t0.elapsed();
+        metrics::histogram!("roster_backend_snapshot_seconds").record(took.as_secs_f64());
+        metrics::histogram!("roster_raft_snapshot_store_seconds").record(took.as_secs_f64());
         metrics::counter!("roster_backend_snapshots_total").increment(1);
-        tracing::info!(last_log_id = ?snap.meta.last_log_id, bytes = snap.snapshot.len(), "snapshot stored");
-        Ok(snap)
+        tracing::info!(last_log_id = ?meta.last_log_id, nodes, bytes, ms = took.as_millis() as u64, "snapshot stored");
+        let (meta, snapshot) = self.store.built(&meta)?;
+        Ok(Snapshot { meta, snapshot })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -464,20 +470,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapData,
     ) -> Result<(), io::Error> {
         let t0 = Instant::now();
-        let (new_tree, snapshot) =
-            tokio::task::spawn_blocking(move || Tree::restore(&snapshot).map(|t| (t, snapshot)))
-                .await
-                .map_err(|e| io::Error::other(format!("snapshot decoding failed: {e}")))?
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let snap = Snapshot {
-            meta: meta.clone(),
-            snapshot,
-        };
-        // Durable first: once the tree says it holds this state, a restart must too.
-        self.store.write(&snap).await?;
+        let store = self.store.clone();
+        let m = meta.clone();
+        // Restored (unless it was as it arrived) and made durable first, off the runtime: once
+        // the tree says it holds this state, a restart must too.
+        let new_tree = tokio::task::spawn_blocking(move || {
+            let tree = snapshot.into_tree()?;
+            store.store(&m, &tree.snapshot_view())?;
+            Ok::<_, io::Error>(tree)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot install failed: {e}")))??;
         let zxid = {
             let mut tree = self.shared.tree.write();
             // This node's clients keep their watches; stream consumers are told to resync.
@@ -499,13 +505,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The current snapshot as its file opened at the tree's encoding: cheap (openraft asks for
+    /// it at start and before each send), and read only as it is sent.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self.store.read()? {
-            Some(b) => Ok(Some(
-                decode::<StoredSnapshot>("snapshot", &b)?.into_snapshot(),
-            )),
-            None => Ok(None),
-        }
+        Ok(self
+            .store
+            .current()?
+            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
@@ -570,7 +576,7 @@ mod tests {
             .expect("build");
         drop(writer);
         assert_eq!(built.meta.last_log_id, Some(LogId::new_term_index(1, 1)));
-        let restored = Tree::restore(&built.snapshot).expect("restore");
+        let restored = built.snapshot.into_tree().expect("restore");
         assert_eq!(restored.snapshot(), expected);
         assert!(restored.get("/n500").is_some());
         assert!(restored.get("/late").is_none());
@@ -645,10 +651,11 @@ mod tests {
         assert_eq!(loaded.snapshot(), expected);
         assert_eq!(meta.last_applied, Some(LogId::new_term_index(1, 2)));
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(
-            Tree::restore(&current.snapshot).unwrap().snapshot(),
-            expected
+        assert!(
+            matches!(current.snapshot, SnapData::File(_)),
+            "handed out as its file, not read whole"
         );
+        assert_eq!(current.snapshot.into_tree().unwrap().snapshot(), expected);
 
         // One flipped byte in the middle: refuse, loudly.
         let f = snaps.join("snapshot.0000000000000002");

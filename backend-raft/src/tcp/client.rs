@@ -3,6 +3,7 @@
 use super::wire::{WireRequest, WireResponse, remote, unexpected};
 use super::{HELLO, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
+use crate::storage::Pieces;
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, NodeId, Snapshot, SnapshotResponse, Vote,
     VoteRequest, VoteResponse,
@@ -329,8 +330,11 @@ impl Transport for TcpTransport {
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError> {
         let chunk = self.cfg.snapshot_chunk.max(1);
-        let data = snapshot.snapshot;
-        if data.len() <= chunk {
+        // Read a piece at a time (a file, off the runtime): only the piece in flight is held.
+        let mut pieces = Some(Pieces::new(snapshot.snapshot));
+        let total = pieces.as_ref().map_or(0, Pieces::total);
+        if total <= chunk as u64 {
+            let (data, _) = read_piece(&mut pieces, chunk, to.id).await?;
             let req = WireRequest::Snapshot {
                 vote,
                 meta: snapshot.meta,
@@ -342,17 +346,17 @@ impl Transport for TcpTransport {
                 r => Err(unexpected("snapshot", &r)),
             };
         }
-        let total = data.len() as u64;
         let started = Instant::now();
-        let mut offset = 0usize;
-        for part in data.chunks(chunk) {
-            let last = offset + part.len() == data.len();
+        loop {
+            let (data, end) = read_piece(&mut pieces, chunk, to.id).await?;
+            let offset = end - data.len() as u64;
+            let last = end == total;
             let req = WireRequest::SnapshotChunk {
                 vote,
                 meta: snapshot.meta.clone(),
-                offset: offset as u64,
+                offset,
                 total,
-                data: part.to_vec(),
+                data,
             };
             // A piece is a plain request; the last one also waits for the install.
             let timeout = if last {
@@ -366,7 +370,7 @@ impl Transport for TcpTransport {
                     tracing::info!(
                         peer = to.id,
                         bytes = total,
-                        pieces = data.len().div_ceil(chunk),
+                        pieces = total.div_ceil(chunk as u64),
                         ms = started.elapsed().as_millis() as u64,
                         "snapshot sent in pieces"
                     );
@@ -375,9 +379,7 @@ impl Transport for TcpTransport {
                 WireResponse::Error(e) => return Err(remote(e)),
                 r => return Err(unexpected("snapshot piece", &r)),
             }
-            offset += part.len();
         }
-        unreachable!("the last piece returns")
     }
 
     async fn forward(&self, to: &Peer, req: Forward) -> Result<ForwardReply, ForwardError> {
@@ -399,4 +401,26 @@ impl Transport for TcpTransport {
             r => Err(unexpected("a forwarded request", &r).into()),
         }
     }
+}
+
+/// The next piece of a snapshot being sent and where it ends, read off the runtime.
+async fn read_piece(
+    slot: &mut Option<Pieces>,
+    max: usize,
+    peer: NodeId,
+) -> Result<(Vec<u8>, u64), TransportError> {
+    let lost = |e: &dyn std::fmt::Display| {
+        tracing::error!(peer, error = %e, "cannot read the snapshot to send");
+        TransportError::Lost(format!("reading the snapshot to send: {e}"))
+    };
+    let mut p = slot.take().ok_or_else(|| lost(&"its reader was lost"))?;
+    let (p, piece, end) = tokio::task::spawn_blocking(move || {
+        let piece = p.next(max);
+        let end = p.offset();
+        (p, piece, end)
+    })
+    .await
+    .map_err(|e| lost(&e))?;
+    *slot = Some(p);
+    piece.map(|b| (b, end)).map_err(|e| lost(&e))
 }

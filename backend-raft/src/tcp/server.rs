@@ -4,7 +4,10 @@ use super::wire::{WireError, WireRequest, WireResponse};
 use super::{HELLO, MAX_IN_FLIGHT, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::backend::RaftBackend;
 use crate::network::{ForwardReply, TransportError};
+use crate::storage::SnapData;
 use crate::types::{Snapshot, SnapshotMeta, Vote};
+use roster_core::tree::Tree;
+use roster_core::tree::snapshot::Restorer;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -129,50 +132,37 @@ async fn serve_conn(
     let _ = writer.await;
 }
 
-/// A snapshot arriving in pieces on one link.
+/// A snapshot arriving in pieces on one link, restored as they come.
 struct Incoming {
     meta: SnapshotMeta,
     total: u64,
-    data: Vec<u8>,
+    received: u64,
+    restorer: Restorer,
 }
 
 type Partial = Arc<parking_lot::Mutex<Option<Incoming>>>;
 
-/// Add a piece to the link's partial snapshot: the whole snapshot once the last piece is in,
-/// None while more are due, an error (and the partial snapshot dropped) for a piece that does
-/// not continue it.
+/// Add a piece to the link's partial snapshot and restore the nodes it completes (blocking: it
+/// decodes): the restored tree once the last piece is in, None while more are due, an error
+/// (and the partial snapshot dropped) for a piece that does not continue it or does not decode.
+/// Never more of the encoding is held than a piece and a node.
 fn add_piece(
     partial: &Partial,
     meta: &SnapshotMeta,
     offset: u64,
     total: u64,
-    data: Vec<u8>,
-) -> Result<Option<Vec<u8>>, String> {
+    data: &[u8],
+) -> Result<Option<Tree>, String> {
     let mut p = partial.lock();
-    let continues =
-        |i: &Incoming| i.meta == *meta && i.total == total && i.data.len() as u64 == offset;
+    let continues = |i: &Incoming| i.meta == *meta && i.total == total && i.received == offset;
     let mut incoming = match p.take() {
-        _ if offset == 0 => {
-            let mut i = Incoming {
-                meta: meta.clone(),
-                total,
-                data,
-            };
-            // Reserved once (not doubled and copied as it grows); a size no allocation can
-            // meet is refused rather than aborting the process.
-            let rest = total.saturating_sub(i.data.len() as u64);
-            usize::try_from(rest)
-                .ok()
-                .and_then(|rest| i.data.try_reserve_exact(rest).ok())
-                .ok_or_else(|| {
-                    format!("snapshot up to {}: cannot hold {total} bytes", upto(meta))
-                })?;
-            i
-        }
-        Some(mut i) if continues(&i) => {
-            i.data.extend_from_slice(&data);
-            i
-        }
+        _ if offset == 0 => Incoming {
+            meta: meta.clone(),
+            total,
+            received: 0,
+            restorer: Restorer::new(),
+        },
+        Some(i) if continues(&i) => i,
         held => {
             return Err(format!(
                 "snapshot up to {}: piece at {offset} of {total} does not continue {}",
@@ -180,23 +170,32 @@ fn add_piece(
                 held.map_or("nothing".to_owned(), |i| format!(
                     "the one up to {} at {} of {}",
                     upto(&i.meta),
-                    i.data.len(),
+                    i.received,
                     i.total
                 ))
             ));
         }
     };
-    match (incoming.data.len() as u64).cmp(&total) {
-        std::cmp::Ordering::Less => {
-            *p = Some(incoming);
-            Ok(None)
-        }
-        std::cmp::Ordering::Equal => Ok(Some(std::mem::take(&mut incoming.data))),
-        std::cmp::Ordering::Greater => Err(format!(
+    incoming.received += data.len() as u64;
+    if incoming.received > total {
+        return Err(format!(
             "snapshot up to {}: pieces exceed its {total} bytes",
             upto(meta)
-        )),
+        ));
     }
+    incoming
+        .restorer
+        .push(data)
+        .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))?;
+    if incoming.received < total {
+        *p = Some(incoming);
+        return Ok(None);
+    }
+    incoming
+        .restorer
+        .finish()
+        .map(Some)
+        .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))
 }
 
 /// The last log entry a snapshot covers, for messages.
@@ -206,8 +205,8 @@ fn upto(meta: &SnapshotMeta) -> String {
         .map_or("the start".to_owned(), |l| l.to_string())
 }
 
-/// Install a snapshot that arrived whole (one frame, or its pieces joined).
-async fn install(n: &RaftBackend, vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> WireResponse {
+/// Install a snapshot that arrived whole (one frame) or was restored as its pieces came.
+async fn install(n: &RaftBackend, vote: Vote, meta: SnapshotMeta, data: SnapData) -> WireResponse {
     let snapshot = Snapshot {
         meta,
         snapshot: data,
@@ -226,14 +225,21 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
             offset,
             total,
             data,
-        } => match add_piece(partial, &meta, offset, total, data) {
-            Ok(None) => WireResponse::SnapshotPart,
-            Ok(Some(data)) => install(n, vote, meta, data).await,
-            Err(e) => {
-                tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
-                WireResponse::Error(WireError::Remote(e))
+        } => {
+            let (p, m) = (partial.clone(), meta.clone());
+            let added =
+                tokio::task::spawn_blocking(move || add_piece(&p, &m, offset, total, &data))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("restoring a snapshot piece: {e}")));
+            match added {
+                Ok(None) => WireResponse::SnapshotPart,
+                Ok(Some(tree)) => install(n, vote, meta, SnapData::Tree(Box::new(tree))).await,
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
+                    WireResponse::Error(WireError::Remote(e))
+                }
             }
-        },
+        }
         WireRequest::Append(r) => n
             .handle_append_entries(r)
             .await
@@ -243,7 +249,9 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
             .handle_pre_vote(r)
             .await
             .map_or_else(err, WireResponse::Vote),
-        WireRequest::Snapshot { vote, meta, data } => install(n, vote, meta, data).await,
+        WireRequest::Snapshot { vote, meta, data } => {
+            install(n, vote, meta, SnapData::Bytes(data)).await
+        }
         WireRequest::Forward(f) => match n.handle_forward(f.into()).await {
             Ok(ForwardReply::Applied(a)) => WireResponse::Applied {
                 zxid: a.zxid,
@@ -269,40 +277,78 @@ mod tests {
         }
     }
 
+    fn tree_of(nodes: usize) -> Tree {
+        let mut t = Tree::new();
+        for i in 1..=nodes {
+            t.apply(&roster_core::txn::Txn {
+                zxid: i as roster_core::Zxid,
+                time: 0,
+                session: 0,
+                op: roster_core::txn::TxnOp::Create {
+                    path: format!("/n{i}"),
+                    data: vec![i as u8; 100],
+                    acl: roster_core::acl::Acl::open_unsafe().into(),
+                    owner: 0,
+                    parent_cversion: 0,
+                },
+            });
+        }
+        t
+    }
+
+    /// Feed `bytes` as pieces of `size` from `from`; the outcome of the last.
+    fn feed(
+        p: &Partial,
+        m: &SnapshotMeta,
+        bytes: &[u8],
+        size: usize,
+    ) -> Result<Option<Tree>, String> {
+        let mut out = Ok(None);
+        for (i, piece) in bytes.chunks(size).enumerate() {
+            assert!(matches!(out, Ok(None)), "whole before its last piece");
+            out = add_piece(p, m, (i * size) as u64, bytes.len() as u64, piece);
+        }
+        out
+    }
+
+    /// Pieces are restored as they arrive, in order, into the tree that was sent; anything
+    /// else is refused and drops what was held.
     #[test]
-    fn pieces_reassemble_in_order_and_anything_else_is_refused() {
+    fn pieces_restore_in_order_and_anything_else_is_refused() {
         let p = Partial::default();
         let (m, other) = (meta(10), meta(20));
-        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
-        assert_eq!(add_piece(&p, &m, 2, 6, b"cd".to_vec()), Ok(None));
-        assert_eq!(
-            add_piece(&p, &m, 4, 6, b"ef".to_vec()),
-            Ok(Some(b"abcdef".to_vec()))
-        );
+        let tree = tree_of(3000);
+        let bytes = tree.snapshot();
+        let got = feed(&p, &m, &bytes, 7919)
+            .unwrap()
+            .expect("whole after the last piece");
+        assert_eq!(got.digest(), tree.digest());
         assert!(
             p.lock().is_none(),
             "nothing is held once the snapshot is whole"
         );
 
+        let total = bytes.len() as u64;
+        let piece = |i: usize| &bytes[i * 100..(i + 1) * 100];
         // A gap, a repeated piece, another snapshot's piece: refused, and what was held dropped.
-        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
-        assert!(add_piece(&p, &m, 4, 6, b"ef".to_vec()).is_err());
+        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, &m, 200, total, piece(2)).is_err());
         assert!(
-            add_piece(&p, &m, 2, 6, b"cd".to_vec()).is_err(),
+            add_piece(&p, &m, 100, total, piece(1)).is_err(),
             "dropped after a refusal"
         );
-        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
-        assert!(add_piece(&p, &other, 2, 6, b"cd".to_vec()).is_err());
+        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, &m, 100, total + 1, piece(1)).is_err());
+        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, &other, 100, total, piece(1)).is_err());
         // A new first piece starts over, whatever was held.
-        assert_eq!(add_piece(&p, &m, 0, 6, b"ab".to_vec()), Ok(None));
-        assert_eq!(add_piece(&p, &other, 0, 4, b"wx".to_vec()), Ok(None));
-        assert_eq!(
-            add_piece(&p, &other, 2, 4, b"yz".to_vec()),
-            Ok(Some(b"wxyz".to_vec()))
-        );
-        // More bytes than announced, or a size no allocation can meet.
-        assert!(add_piece(&p, &m, 0, 2, b"abc".to_vec()).is_err());
-        assert!(add_piece(&p, &m, 0, u64::MAX, b"ab".to_vec()).is_err());
+        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
+        let small = tree_of(3);
+        let got = feed(&p, &other, &small.snapshot(), 50).unwrap().unwrap();
+        assert_eq!(got.digest(), small.digest());
+        // More bytes than announced; bytes that are not a snapshot.
+        assert!(add_piece(&p, &m, 0, 50, &bytes[..100]).is_err());
+        assert!(add_piece(&p, &m, 0, 6, b"abcdef").is_err());
         assert!(p.lock().is_none());
     }
 }
