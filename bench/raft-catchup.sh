@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How long a wiped follower of a local 3-node raft cluster takes to catch up from a snapshot of
 # MB megabytes of state (MB nodes of 1 MB written through kazoo), how often the leader sent the
-# snapshot, and the leader's peak RSS. Uses deploy/local/cluster.sh (ports 2181-2183, state in
+# snapshot, and the leader's and the caught-up member's peak RSS. Uses deploy/local/cluster.sh (ports 2181-2183, state in
 # $ROSTER_LOCAL_DIR, default /var/tmp/rl) and stops the cluster at the end. docs/raft.md has results.
 # usage: bench/raft-catchup.sh ROSTER_BINARY MB [DEADLINE_S=120]   (needs curl and python3 kazoo)
 set -u
@@ -61,4 +61,5 @@ sleep 2
 echo "leader sends: $(sed 's/\x1b\[[0-9;]*m//g' $ROSTER_LOCAL_DIR/node$leader.log | grep -c 'th snapshot sending')"
 echo "victim installs: $(sed 's/\x1b\[[0-9;]*m//g' $ROSTER_LOCAL_DIR/node$victim.log | grep -c 'install full snapshot')"
 echo "leader VmHWM: $(grep VmHWM /proc/$(cat $ROSTER_LOCAL_DIR/node$leader.pid)/status)"
+echo "victim VmHWM: $(grep VmHWM /proc/$(cat $ROSTER_LOCAL_DIR/node$victim.pid)/status)"
 $C stop >/dev/null 2>&1
