@@ -10,17 +10,7 @@ export ROSTER_BIN=$BIN ROSTER_LOCAL_DIR=${ROSTER_LOCAL_DIR:-/var/tmp/rl}
 C="$(cd "$(dirname "$0")/.." && pwd)/deploy/local/cluster.sh"
 $C wipe >/dev/null 2>&1
 $C start 3 --backend raft -- --snapshot-every 50 --raft-log-retained 10 >/dev/null || exit 1
-python3 - "$MB" <<'PY'
-import sys
-from kazoo.client import KazooClient
-mb = int(sys.argv[1])
-c = KazooClient(hosts="127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183", timeout=30)
-c.start(timeout=30)
-c.ensure_path("/big")
-for i in range(mb):
-    c.create(f"/big/n{i:04d}", bytes([i % 251]) * 1_000_000)
-c.stop(); c.close()
-PY
+python3 "$(dirname "$0")/fill-big.py" 127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183 "$MB" || exit 1
 leader=$(for i in 1 2 3; do curl -fs "http://127.0.0.1:$((8838+10*i))/readyz" | grep -q '"role":"leader"' && echo $i; done | head -1)
 victim=$(( leader % 3 + 1 ))
 $C kill $victim >/dev/null

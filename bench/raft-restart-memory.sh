@@ -11,17 +11,7 @@ export ZK_BASE=3180 HTTP_BASE=9838 QUORUM_BASE=4880 ELECTION_BASE=5880
 C="$(cd "$(dirname "$0")/.." && pwd)/deploy/local/cluster.sh"
 $C wipe >/dev/null 2>&1
 $C start 3 --backend raft -- --snapshot-every 50 >/dev/null || exit 1
-python3 - "$MB" <<'PY'
-import sys
-from kazoo.client import KazooClient
-mb = int(sys.argv[1])
-c = KazooClient(hosts="127.0.0.1:3181,127.0.0.1:3182,127.0.0.1:3183", timeout=30)
-c.start(timeout=30)
-c.ensure_path("/big")
-for i in range(mb):
-    c.create(f"/big/n{i:04d}", bytes([i % 251]) * 1_000_000)
-c.stop(); c.close()
-PY
+python3 "$(dirname "$0")/fill-big.py" 127.0.0.1:3181,127.0.0.1:3182,127.0.0.1:3183 "$MB" || exit 1
 sleep 3
 leader=$(for i in 1 2 3; do curl -fs "http://127.0.0.1:$((9838+10*i))/readyz" | grep -q '"role":"leader"' && echo $i; done | head -1)
 f=$(( leader % 3 + 1 ))
