@@ -132,6 +132,7 @@ impl RaftBackend {
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<RaftBackend>, OpenError> {
         let t0 = Instant::now();
+        roster_core::transfer::register();
         let snaps = crate::storage::SnapStore::open(engine.clone(), cfg.snapshot_dir.as_deref())?;
         let (tree, meta) = crate::storage::load(&snaps)?;
         tracing::info!(

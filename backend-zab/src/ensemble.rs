@@ -15,6 +15,7 @@ use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use roster_core::backend::{Backend, BackendError, Capabilities, ClusterStatus, Role, TreeView};
 use roster_core::storage::Engine;
+use roster_core::transfer::{Dir, Transfer};
 use roster_core::tree::snapshot::{Restorer, SnapshotView};
 use roster_core::txn::{Applied, Envelope, Txn};
 use roster_core::{SessionId, Zxid};
@@ -113,6 +114,7 @@ impl Ensemble {
     ) -> Result<Arc<Ensemble>, crate::OpenError> {
         let me = cfg.peer.id;
         let started = Instant::now();
+        roster_core::transfer::register();
         let peer = Peer::open(cfg.peer.clone(), engine, 0)?;
         let tree = peer.tree();
         // Re-publish the peer's applied stream to this backend's subscribers.
@@ -379,6 +381,7 @@ async fn send_snapshot(
     zxid: Zxid,
     view: SnapshotView,
     buf: &mut BytesMut,
+    peer: Sid,
 ) -> std::io::Result<()> {
     buf.clear();
     encode(&Msg::SnapHead { zxid }, buf, MAX_PEER_FRAME);
@@ -400,7 +403,7 @@ async fn send_snapshot(
         }
         view.encode_to(Chunks(tx)).map(drop)
     });
-    let mut sent = 0u64;
+    let mut progress = Transfer::new(Dir::Sent, peer, format!("{zxid:#x}"), None);
     while let Some(chunk) = rx.recv().await {
         if chunk.is_empty() {
             continue;
@@ -408,14 +411,20 @@ async fn send_snapshot(
         wr.write_all(&(chunk.len() as u32 | MORE).to_be_bytes())
             .await?;
         wr.write_all(&chunk).await?;
-        sent += chunk.len() as u64;
+        progress.add(chunk.len() as u64);
     }
     encoder
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r)?;
     wr.write_all(&0u32.to_be_bytes()).await?;
-    tracing::info!(zxid = format!("{zxid:#x}"), bytes = sent, "snapshot sent");
+    tracing::info!(
+        zxid = format!("{zxid:#x}"),
+        peer,
+        bytes = progress.done(),
+        ms = progress.elapsed().as_millis() as u64,
+        "snapshot sent"
+    );
     Ok(())
 }
 
@@ -425,6 +434,7 @@ async fn receive_snapshot(
     s: &mut (impl AsyncReadExt + Unpin),
     zxid: Zxid,
     max_frame: usize,
+    peer: Sid,
 ) -> std::io::Result<Msg> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SNAP_CHUNK_FRAMES_IN_FLIGHT);
@@ -435,7 +445,7 @@ async fn receive_snapshot(
         }
         r.finish()
     });
-    let mut received = 0u64;
+    let mut progress = Transfer::new(Dir::Received, peer, format!("{zxid:#x}"), None);
     let read = async {
         loop {
             let word = s.read_u32().await?;
@@ -445,7 +455,7 @@ async fn receive_snapshot(
             }
             let mut chunk = vec![0u8; len];
             s.read_exact(&mut chunk).await?;
-            received += len as u64;
+            progress.add(len as u64);
             // A send fails only when the restorer stopped at bad bytes: its error says why.
             if !chunk.is_empty() && tx.send(chunk).await.is_err() {
                 return Ok(());
@@ -462,8 +472,10 @@ async fn receive_snapshot(
     let tree = restored.map_err(|e| invalid(format!("snapshot {zxid:#x}: {e}")))?;
     tracing::info!(
         zxid = format!("{zxid:#x}"),
-        bytes = received,
+        peer,
+        bytes = progress.done(),
         nodes = tree.node_count(),
+        ms = progress.elapsed().as_millis() as u64,
         "snapshot received"
     );
     Ok(Msg::Snap {
@@ -477,9 +489,10 @@ async fn read_message(
     s: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
     max_frame: usize,
+    peer: Sid,
 ) -> std::io::Result<Msg> {
     match read_frame(s, buf, max_frame).await? {
-        Msg::SnapHead { zxid } => receive_snapshot(s, zxid, max_frame).await,
+        Msg::SnapHead { zxid } => receive_snapshot(s, zxid, max_frame, peer).await,
         m => Ok(m),
     }
 }
@@ -555,7 +568,9 @@ async fn serve_link(
                     if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
                         return;
                     }
-                    if let Err(e) = send_snapshot(&mut wr, *zxid, view.clone(), &mut buf).await {
+                    if let Err(e) =
+                        send_snapshot(&mut wr, *zxid, view.clone(), &mut buf, other).await
+                    {
                         tracing::info!(sid = me, other, error = %e, "sending a snapshot failed");
                         return;
                     }
@@ -576,7 +591,7 @@ async fn serve_link(
     });
     let mut buf = BytesMut::new();
     loop {
-        match read_message(&mut rd, &mut buf, MAX_PEER_FRAME).await {
+        match read_message(&mut rd, &mut buf, MAX_PEER_FRAME, other).await {
             Ok(msg) => {
                 if cmds
                     .send(Cmd::Input(Input::Message { from: other, msg }))
@@ -857,7 +872,7 @@ mod tests {
         let zxid = tree.last_zxid();
         let mut wire = Vec::new();
         let mut buf = BytesMut::new();
-        send_snapshot(&mut wire, zxid, tree.snapshot_view(), &mut buf)
+        send_snapshot(&mut wire, zxid, tree.snapshot_view(), &mut buf, 2)
             .await
             .unwrap();
         encode(&Msg::UpToDate, &mut buf, MAX_PEER_FRAME);
@@ -877,7 +892,7 @@ mod tests {
 
         let mut rd = &wire[..];
         let mut rbuf = BytesMut::new();
-        match read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+        match read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME, 1)
             .await
             .unwrap()
         {
@@ -888,7 +903,7 @@ mod tests {
             m => panic!("{m:?}"),
         }
         assert!(matches!(
-            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME, 1)
                 .await
                 .unwrap(),
             Msg::UpToDate
@@ -897,7 +912,7 @@ mod tests {
         // Cut short: an error, not a tree.
         let mut rd = &wire[..wire.len() / 2];
         assert!(
-            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME)
+            read_message(&mut rd, &mut rbuf, MAX_PEER_FRAME, 1)
                 .await
                 .is_err()
         );

@@ -15,6 +15,7 @@ pub mod session;
 pub mod snapfiles;
 pub mod stat;
 pub mod storage;
+pub mod transfer;
 pub mod tree;
 pub mod txn;
 pub mod watch;

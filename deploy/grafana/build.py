@@ -194,9 +194,13 @@ def overview():
     b.panel("timeseries", "Transactions per fsync (mean)",
             [('sum by (instance) (rate(roster_backend_commit_batch_txns_sum{%s}[%s])) / sum by (instance) (rate(roster_backend_commit_batch_txns_count{%s}[%s]))' % (SEL, RI, SEL, RI), "{{instance}}")],
             description="Group-commit batch size.")
-    b.panel("timeseries", "Snapshot duration (p99)", [(q(0.99, "roster_backend_snapshot_seconds"), "{{instance}}")], unit="s", w=12)
+    b.panel("timeseries", "Snapshot duration (p99)", [(q(0.99, "roster_backend_snapshot_seconds"), "{{instance}}")], unit="s")
     b.panel("timeseries", "Snapshots taken",
-            [('sum by (instance) (increase(roster_backend_snapshot_seconds_count{%s}[%s]))' % (SEL, RI), "{{instance}}")], w=12)
+            [('sum by (instance) (increase(roster_backend_snapshot_seconds_count{%s}[%s]))' % (SEL, RI), "{{instance}}")])
+    b.panel("timeseries", "Snapshot transfer",
+            [('sum by (instance, dir) (rate(roster_backend_snapshot_bytes_total{%s}[%s]))' % (SEL, RI), "{{instance}} {{dir}}")],
+            unit="Bps",
+            description="Snapshot bytes sent to or received from other members (a member catching up, or wiped): the transfer's progress.")
 
     b.row("AP backend (gossip)")
     b.panel("timeseries", "Members by state (each member's view)",

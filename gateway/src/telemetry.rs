@@ -324,6 +324,11 @@ fn describe() {
         "Snapshot files that failed their check at recovery and were skipped for an older one (zab)"
     );
     describe_counter!(
+        "roster_backend_snapshot_bytes_total",
+        Unit::Bytes,
+        "Snapshot bytes sent to or received from another member, counted as they go"
+    );
+    describe_counter!(
         "roster_raft_snapshots_installed_total",
         "Snapshots received from the leader and installed"
     );

@@ -49,6 +49,15 @@ class Cluster:
         except Exception:
             return None
 
+    def metric(self, i, series):
+        """Member i's value of the metric `series` (name and labels as exposed); 0 if absent."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{24200 + 10 * i}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                name, _, value = line.rpartition(" ")
+                if name == series:
+                    return float(value)
+        return 0.0
+
     def leader(self, among):
         for i in among:
             r = self.ready(i)
@@ -226,6 +235,10 @@ def test_a_wiped_member_is_resynchronised_and_then_recovers_from_its_own_files(t
         # It was sent a snapshot, streamed and restored as it came.
         synced = re.sub(r"\x1b\[[0-9;]*m", "", (tmp_path / "cluster" / f"node{victim}.log").read_text(errors="replace"))
         assert "snapshot received" in synced and "installed the leader's snapshot" in synced
+        # …and the transfer was counted as it went, on both ends (2000 nodes of 100 bytes).
+        received = c.metric(victim, 'roster_backend_snapshot_bytes_total{dir="received"}')
+        assert received > 2000 * 100, received
+        assert c.metric(leader, 'roster_backend_snapshot_bytes_total{dir="sent"}') >= received
         # Killed again, it recovers all of it from its own disk (snapshot plus log files) before
         # it talks to anyone: its start-up line counts the nodes it read back.
         c.sh("kill", str(victim))

@@ -227,6 +227,10 @@ def test_raft_member_with_wiped_data_dir_catches_up(roster_factory):
     # It came back by snapshot (its log was gone and the leader's purged), as a follower.
     assert c.metric(victim, "roster_raft_snapshots_installed_total") >= 1
     assert any("snapshot sent in pieces" in c.nodes[i].log() for i in survivors)
+    # The transfer was counted as it went, on both ends (6 nodes of 900 kB in it).
+    received = c.metric(victim, "roster_backend_snapshot_bytes_total", dir="received")
+    assert received > 6 * 900_000, received
+    assert sum(c.metric(i, "roster_backend_snapshot_bytes_total", dir="sent") for i in survivors) >= received
     v = KazooClient(hosts=c.zk(victim), timeout=10)
     v.start(timeout=20)
     try:

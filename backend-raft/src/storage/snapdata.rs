@@ -65,12 +65,20 @@ impl SnapData {
     pub fn into_tree(self) -> io::Result<Tree> {
         match self {
             SnapData::Bytes(b) => Tree::restore(&b).map_err(invalid),
-            SnapData::File(mut body) => {
-                let tree = Tree::restore_from(&mut body)
-                    .map_err(|e| invalid(format_args!("{}: {e}", body.path().display())))?;
-                body.verify()?;
-                Ok(tree)
-            }
+            SnapData::File(mut body) => match Tree::restore_from(&mut body) {
+                Ok(tree) => {
+                    body.verify()?;
+                    Ok(tree)
+                }
+                Err(e) => {
+                    // Damage usually shows first as bytes that do not decode: read the rest, so
+                    // a failed checksum names the cause.
+                    io::copy(&mut body, &mut io::sink())?;
+                    let path = body.path().to_path_buf();
+                    body.verify()?;
+                    Err(invalid(format_args!("{}: {e}", path.display())))
+                }
+            },
             SnapData::Tree(t) => Ok(*t),
         }
     }

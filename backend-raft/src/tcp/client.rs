@@ -9,6 +9,7 @@ use crate::types::{
     VoteRequest, VoteResponse,
 };
 use parking_lot::Mutex;
+use roster_core::transfer::{Dir, Transfer};
 use roster_core::txn::Applied;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -346,9 +347,15 @@ impl Transport for TcpTransport {
                 r => Err(unexpected("snapshot", &r)),
             };
         }
-        let started = Instant::now();
+        let upto = snapshot
+            .meta
+            .last_log_id
+            .as_ref()
+            .map_or("the start".to_owned(), |l| l.to_string());
+        let mut progress = Transfer::new(Dir::Sent, to.id, upto, Some(total));
         loop {
             let (data, end) = read_piece(&mut pieces, chunk, to.id).await?;
+            let len = data.len() as u64;
             let offset = end - data.len() as u64;
             let last = end == total;
             let req = WireRequest::SnapshotChunk {
@@ -364,6 +371,7 @@ impl Transport for TcpTransport {
             } else {
                 self.cfg.request_timeout
             };
+            progress.add(len);
             match self.call(to, req, timeout).await? {
                 WireResponse::SnapshotPart if !last => {}
                 WireResponse::Snapshot(r) if last => {
@@ -371,7 +379,7 @@ impl Transport for TcpTransport {
                         peer = to.id,
                         bytes = total,
                         pieces = total.div_ceil(chunk as u64),
-                        ms = started.elapsed().as_millis() as u64,
+                        ms = progress.elapsed().as_millis() as u64,
                         "snapshot sent in pieces"
                     );
                     return Ok(r);

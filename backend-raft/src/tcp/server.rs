@@ -6,6 +6,7 @@ use crate::backend::RaftBackend;
 use crate::network::{ForwardReply, TransportError};
 use crate::storage::SnapData;
 use crate::types::{Snapshot, SnapshotMeta, Vote};
+use roster_core::transfer::{Dir, Transfer};
 use roster_core::tree::Tree;
 use roster_core::tree::snapshot::Restorer;
 use std::sync::{Arc, Weak};
@@ -138,6 +139,7 @@ struct Incoming {
     total: u64,
     received: u64,
     restorer: Restorer,
+    progress: Transfer,
 }
 
 type Partial = Arc<parking_lot::Mutex<Option<Incoming>>>;
@@ -148,6 +150,7 @@ type Partial = Arc<parking_lot::Mutex<Option<Incoming>>>;
 /// Never more of the encoding is held than a piece and a node.
 fn add_piece(
     partial: &Partial,
+    peer: u64,
     meta: &SnapshotMeta,
     offset: u64,
     total: u64,
@@ -161,6 +164,7 @@ fn add_piece(
             total,
             received: 0,
             restorer: Restorer::new(),
+            progress: Transfer::new(Dir::Received, peer, upto(meta), Some(total)),
         },
         Some(i) if continues(&i) => i,
         held => {
@@ -177,6 +181,7 @@ fn add_piece(
         }
     };
     incoming.received += data.len() as u64;
+    incoming.progress.add(data.len() as u64);
     if incoming.received > total {
         return Err(format!(
             "snapshot up to {}: pieces exceed its {total} bytes",
@@ -191,11 +196,15 @@ fn add_piece(
         *p = Some(incoming);
         return Ok(None);
     }
-    incoming
-        .restorer
+    let Incoming {
+        restorer, progress, ..
+    } = incoming;
+    let tree = restorer
         .finish()
-        .map(Some)
-        .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))
+        .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))?;
+    tracing::info!(peer, upto = %upto(meta), bytes = total, nodes = tree.node_count(),
+        ms = progress.elapsed().as_millis() as u64, "snapshot received in pieces");
+    Ok(Some(tree))
 }
 
 /// The last log entry a snapshot covers, for messages.
@@ -228,7 +237,7 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
         } => {
             let (p, m) = (partial.clone(), meta.clone());
             let added =
-                tokio::task::spawn_blocking(move || add_piece(&p, &m, offset, total, &data))
+                tokio::task::spawn_blocking(move || add_piece(&p, peer, &m, offset, total, &data))
                     .await
                     .unwrap_or_else(|e| Err(format!("restoring a snapshot piece: {e}")));
             match added {
@@ -306,7 +315,7 @@ mod tests {
         let mut out = Ok(None);
         for (i, piece) in bytes.chunks(size).enumerate() {
             assert!(matches!(out, Ok(None)), "whole before its last piece");
-            out = add_piece(p, m, (i * size) as u64, bytes.len() as u64, piece);
+            out = add_piece(p, 1, m, (i * size) as u64, bytes.len() as u64, piece);
         }
         out
     }
@@ -331,24 +340,24 @@ mod tests {
         let total = bytes.len() as u64;
         let piece = |i: usize| &bytes[i * 100..(i + 1) * 100];
         // A gap, a repeated piece, another snapshot's piece: refused, and what was held dropped.
-        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, &m, 200, total, piece(2)).is_err());
+        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, 1, &m, 200, total, piece(2)).is_err());
         assert!(
-            add_piece(&p, &m, 100, total, piece(1)).is_err(),
+            add_piece(&p, 1, &m, 100, total, piece(1)).is_err(),
             "dropped after a refusal"
         );
-        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, &m, 100, total + 1, piece(1)).is_err());
-        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, &other, 100, total, piece(1)).is_err());
+        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, 1, &m, 100, total + 1, piece(1)).is_err());
+        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
+        assert!(add_piece(&p, 1, &other, 100, total, piece(1)).is_err());
         // A new first piece starts over, whatever was held.
-        assert!(matches!(add_piece(&p, &m, 0, total, piece(0)), Ok(None)));
+        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
         let small = tree_of(3);
         let got = feed(&p, &other, &small.snapshot(), 50).unwrap().unwrap();
         assert_eq!(got.digest(), small.digest());
         // More bytes than announced; bytes that are not a snapshot.
-        assert!(add_piece(&p, &m, 0, 50, &bytes[..100]).is_err());
-        assert!(add_piece(&p, &m, 0, 6, b"abcdef").is_err());
+        assert!(add_piece(&p, 1, &m, 0, 50, &bytes[..100]).is_err());
+        assert!(add_piece(&p, 1, &m, 0, 6, b"abcdef").is_err());
         assert!(p.lock().is_none());
     }
 }
