@@ -243,15 +243,21 @@ impl SnapStore {
     /// The current snapshot: what it covers, and its state (a file opened at the tree's
     /// encoding; bytes from the engine or an older version's file), if any.
     fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapData)>> {
-        if let Some(files) = &self.files
-            && let Some(newest) = files.list()?.last()
-        {
-            return snapdata::open_file(files, *newest).map(Some).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
-                )
-            });
+        if let Some(files) = &self.files {
+            // A newer snapshot stored between the listing and the open removes the one listed:
+            // list again (a newer one is there then).
+            let mut tries = 0;
+            while let Some(newest) = files.list()?.last().copied() {
+                match snapdata::open_file(files, newest) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                    r => return r.map(Some).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
+                        )
+                    }),
+                }
+            }
         }
         match self
             .engine
