@@ -305,7 +305,7 @@ mod tests {
         t
     }
 
-    /// Feed `bytes` as pieces of `size` from `from`; the outcome of the last.
+    /// Feed `bytes` in pieces of `size`; the outcome of the last.
     fn feed(
         p: &Partial,
         m: &SnapshotMeta,
