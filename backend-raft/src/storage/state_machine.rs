@@ -243,21 +243,16 @@ impl SnapStore {
     /// The current snapshot: what it covers, and its state (a file opened at the tree's
     /// encoding; bytes from the engine or an older version's file), if any.
     fn current(&self) -> io::Result<Option<(SnapshotMeta, SnapData)>> {
-        if let Some(files) = &self.files {
-            // A newer snapshot stored between the listing and the open removes the one listed:
-            // list again (a newer one is there then).
-            let mut tries = 0;
-            while let Some(newest) = files.list()?.last().copied() {
-                match snapdata::open_file(files, newest) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
-                    r => return r.map(Some).map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
-                        )
-                    }),
-                }
-            }
+        if let Some(files) = &self.files
+            && let Some(current) =
+                open_newest(files, |z| snapdata::open_file(files, z)).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("the raft snapshot cannot be read ({e}); its log is purged, so this member cannot start from an older state: remove its data dir and let the leader send it a snapshot"),
+                    )
+                })?
+        {
+            return Ok(Some(current));
         }
         match self
             .engine
@@ -307,6 +302,23 @@ impl SnapStore {
             }
         }
     }
+}
+
+/// Open the newest snapshot file with `open`, if there is one. A newer snapshot stored between
+/// the listing and the open removes the one listed (a build finishing meanwhile): list again,
+/// the newer one is there then.
+fn open_newest<T>(
+    files: &SnapshotFiles,
+    open: impl Fn(Zxid) -> io::Result<T>,
+) -> io::Result<Option<T>> {
+    let mut tries = 0;
+    while let Some(newest) = files.list()?.last().copied() {
+        match open(newest) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            r => return r.map(Some),
+        }
+    }
+    Ok(None)
 }
 
 /// Load the stored snapshot, if any, as the starting tree and Raft position; restored as it is
@@ -673,6 +685,33 @@ mod tests {
             .err()
             .expect("a damaged snapshot must not load as an empty tree");
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    /// openraft asks for the current snapshot while a build may be finishing: the file listed
+    /// as the newest can be gone by the time it is opened, replaced by a newer one. That is not
+    /// an error (openraft would stop the member on it): the newer one is opened.
+    #[test]
+    fn a_snapshot_replaced_between_listing_and_opening_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = SnapshotFiles::open(dir.path()).unwrap();
+        files.write_bytes(5, b"five").unwrap();
+        let raced = std::sync::atomic::AtomicBool::new(false);
+        let opened = open_newest(&files, |z| {
+            if !raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // A build stores snapshot 9 and removes the older ones, just before this open.
+                files.write_bytes(9, b"nine").unwrap();
+                files.remove_where(|z| z < 9).unwrap();
+            }
+            files.read(z)
+        })
+        .unwrap();
+        assert_eq!(opened, Some(b"nine".to_vec()));
+        // Nothing there: none; a damaged file: its error.
+        let empty = tempfile::tempdir().unwrap();
+        let none = SnapshotFiles::open(empty.path()).unwrap();
+        assert!(open_newest(&none, |z| none.read(z)).unwrap().is_none());
+        std::fs::write(dir.path().join("snapshot.0000000000000009"), b"torn").unwrap();
+        assert!(open_newest(&files, |z| files.read(z)).is_err());
     }
 
     fn failed_waiter(s: &Shared, key: Zxid) -> oneshot::Receiver<Result<Applied, ForwardError>> {
