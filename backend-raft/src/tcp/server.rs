@@ -133,39 +133,66 @@ async fn serve_conn(
     let _ = writer.await;
 }
 
-/// A snapshot arriving in pieces on one link, restored as they come.
+/// Pieces queued for the restoring thread beyond the one it decodes: a piece is answered once
+/// queued, so the next one travels while this one is restored.
+const PIECES_QUEUED: usize = 2;
+
+/// A snapshot arriving in pieces on one link, restored as they come by a thread of its own.
 struct Incoming {
     meta: SnapshotMeta,
     total: u64,
     received: u64,
-    restorer: Restorer,
+    pieces: mpsc::Sender<Vec<u8>>,
+    restored: tokio::task::JoinHandle<Result<Tree, String>>,
     progress: Transfer,
 }
 
 type Partial = Arc<parking_lot::Mutex<Option<Incoming>>>;
 
-/// Add a piece to the link's partial snapshot and restore the nodes it completes (blocking: it
-/// decodes): the restored tree once the last piece is in, None while more are due, an error
-/// (and the partial snapshot dropped) for a piece that does not continue it or does not decode.
-/// Never more of the encoding is held than a piece and a node.
-fn add_piece(
+/// Restore a snapshot from the pieces `rx` hands over, on a blocking thread.
+fn restoring(mut rx: mpsc::Receiver<Vec<u8>>) -> tokio::task::JoinHandle<Result<Tree, String>> {
+    tokio::task::spawn_blocking(move || {
+        let mut r = Restorer::new();
+        while let Some(piece) = rx.blocking_recv() {
+            r.push(&piece).map_err(|e| e.to_string())?;
+        }
+        r.finish().map_err(|e| e.to_string())
+    })
+}
+
+/// What the restoring thread ended with (its error, when it stopped early at bad bytes).
+async fn restored(h: tokio::task::JoinHandle<Result<Tree, String>>) -> Result<Tree, String> {
+    h.await
+        .unwrap_or_else(|e| Err(format!("restoring the snapshot: {e}")))
+}
+
+/// Add a piece to the link's partial snapshot: it is queued for the link's restoring thread and
+/// answered then (at most [`PIECES_QUEUED`] wait), so restoring overlaps the transfer. The
+/// restored tree once the last piece is in, None while more are due, an error (and the partial
+/// snapshot dropped) for a piece that does not continue it or bytes that do not decode. Never
+/// more of the encoding is held than a few pieces and a node.
+async fn add_piece(
     partial: &Partial,
     peer: u64,
     meta: &SnapshotMeta,
     offset: u64,
     total: u64,
-    data: &[u8],
+    data: Vec<u8>,
 ) -> Result<Option<Tree>, String> {
-    let mut p = partial.lock();
+    let held = partial.lock().take();
     let continues = |i: &Incoming| i.meta == *meta && i.total == total && i.received == offset;
-    let mut incoming = match p.take() {
-        _ if offset == 0 => Incoming {
-            meta: meta.clone(),
-            total,
-            received: 0,
-            restorer: Restorer::new(),
-            progress: Transfer::new(Dir::Received, peer, upto(meta), Some(total)),
-        },
+    let mut incoming = match held {
+        _ if offset == 0 => {
+            let (tx, rx) = mpsc::channel(PIECES_QUEUED);
+            Incoming {
+                meta: meta.clone(),
+                total,
+                received: 0,
+                pieces: tx,
+                restored: restoring(rx),
+                progress: Transfer::new(Dir::Received, peer, upto(meta), Some(total)),
+            }
+        }
         Some(i) if continues(&i) => i,
         held => {
             return Err(format!(
@@ -180,27 +207,40 @@ fn add_piece(
             ));
         }
     };
-    incoming.received += data.len() as u64;
-    incoming.progress.add(data.len() as u64);
+    let len = data.len() as u64;
+    incoming.received += len;
+    incoming.progress.add(len);
     if incoming.received > total {
         return Err(format!(
             "snapshot up to {}: pieces exceed its {total} bytes",
             upto(meta)
         ));
     }
-    incoming
-        .restorer
-        .push(data)
-        .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))?;
+    if incoming.pieces.send(data).await.is_err() {
+        // The restorer stopped at bytes that do not decode: its error says why.
+        let e = restored(incoming.restored)
+            .await
+            .err()
+            .unwrap_or_else(|| "the restorer stopped".into());
+        return Err(format!("snapshot up to {}: {e}", upto(meta)));
+    }
     if incoming.received < total {
-        *p = Some(incoming);
+        // Unless a new snapshot started on this link meanwhile (the sender gave this one up).
+        let mut p = partial.lock();
+        if p.is_none() {
+            *p = Some(incoming);
+        }
         return Ok(None);
     }
     let Incoming {
-        restorer, progress, ..
+        pieces,
+        restored: handle,
+        progress,
+        ..
     } = incoming;
-    let tree = restorer
-        .finish()
+    drop(pieces);
+    let tree = restored(handle)
+        .await
         .map_err(|e| format!("snapshot up to {}: {e}", upto(meta)))?;
     tracing::info!(peer, upto = %upto(meta), bytes = total, nodes = tree.node_count(),
         ms = progress.elapsed().as_millis() as u64, "snapshot received in pieces");
@@ -234,21 +274,14 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
             offset,
             total,
             data,
-        } => {
-            let (p, m) = (partial.clone(), meta.clone());
-            let added =
-                tokio::task::spawn_blocking(move || add_piece(&p, peer, &m, offset, total, &data))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("restoring a snapshot piece: {e}")));
-            match added {
-                Ok(None) => WireResponse::SnapshotPart,
-                Ok(Some(tree)) => install(n, vote, meta, SnapData::Tree(Box::new(tree))).await,
-                Err(e) => {
-                    tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
-                    WireResponse::Error(WireError::Remote(e))
-                }
+        } => match add_piece(partial, peer, &meta, offset, total, data).await {
+            Ok(None) => WireResponse::SnapshotPart,
+            Ok(Some(tree)) => install(n, vote, meta, SnapData::Tree(Box::new(tree))).await,
+            Err(e) => {
+                tracing::warn!(peer, error = %e, "refusing a snapshot piece; the sender starts over");
+                WireResponse::Error(WireError::Remote(e))
             }
-        }
+        },
         WireRequest::Append(r) => n
             .handle_append_entries(r)
             .await
@@ -305,8 +338,8 @@ mod tests {
         t
     }
 
-    /// Feed `bytes` in pieces of `size`; the outcome of the last.
-    fn feed(
+    /// Feed `bytes` in pieces of `size`; the outcome of the last, or the first refusal.
+    async fn feed(
         p: &Partial,
         m: &SnapshotMeta,
         bytes: &[u8],
@@ -314,21 +347,36 @@ mod tests {
     ) -> Result<Option<Tree>, String> {
         let mut out = Ok(None);
         for (i, piece) in bytes.chunks(size).enumerate() {
-            assert!(matches!(out, Ok(None)), "whole before its last piece");
-            out = add_piece(p, 1, m, (i * size) as u64, bytes.len() as u64, piece);
+            match out {
+                Ok(None) => {}
+                Ok(Some(_)) => panic!("whole before its last piece"),
+                Err(_) => return out,
+            }
+            out = add(p, m, (i * size) as u64, bytes.len() as u64, piece).await;
         }
         out
     }
 
+    async fn add(
+        p: &Partial,
+        m: &SnapshotMeta,
+        offset: u64,
+        total: u64,
+        piece: &[u8],
+    ) -> Result<Option<Tree>, String> {
+        add_piece(p, 1, m, offset, total, piece.to_vec()).await
+    }
+
     /// Pieces are restored as they arrive, in order, into the tree that was sent; anything
     /// else is refused and drops what was held.
-    #[test]
-    fn pieces_restore_in_order_and_anything_else_is_refused() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pieces_restore_in_order_and_anything_else_is_refused() {
         let p = Partial::default();
         let (m, other) = (meta(10), meta(20));
         let tree = tree_of(3000);
         let bytes = tree.snapshot();
         let got = feed(&p, &m, &bytes, 7919)
+            .await
             .unwrap()
             .expect("whole after the last piece");
         assert_eq!(got.digest(), tree.digest());
@@ -340,24 +388,33 @@ mod tests {
         let total = bytes.len() as u64;
         let piece = |i: usize| &bytes[i * 100..(i + 1) * 100];
         // A gap, a repeated piece, another snapshot's piece: refused, and what was held dropped.
-        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, 1, &m, 200, total, piece(2)).is_err());
+        assert!(matches!(add(&p, &m, 0, total, piece(0)).await, Ok(None)));
+        assert!(add(&p, &m, 200, total, piece(2)).await.is_err());
         assert!(
-            add_piece(&p, 1, &m, 100, total, piece(1)).is_err(),
+            add(&p, &m, 100, total, piece(1)).await.is_err(),
             "dropped after a refusal"
         );
-        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, 1, &m, 100, total + 1, piece(1)).is_err());
-        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
-        assert!(add_piece(&p, 1, &other, 100, total, piece(1)).is_err());
+        assert!(matches!(add(&p, &m, 0, total, piece(0)).await, Ok(None)));
+        assert!(add(&p, &m, 100, total + 1, piece(1)).await.is_err());
+        assert!(matches!(add(&p, &m, 0, total, piece(0)).await, Ok(None)));
+        assert!(add(&p, &other, 100, total, piece(1)).await.is_err());
         // A new first piece starts over, whatever was held.
-        assert!(matches!(add_piece(&p, 1, &m, 0, total, piece(0)), Ok(None)));
+        assert!(matches!(add(&p, &m, 0, total, piece(0)).await, Ok(None)));
         let small = tree_of(3);
-        let got = feed(&p, &other, &small.snapshot(), 50).unwrap().unwrap();
+        let got = feed(&p, &other, &small.snapshot(), 50)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.digest(), small.digest());
         // More bytes than announced; bytes that are not a snapshot.
-        assert!(add_piece(&p, 1, &m, 0, 50, &bytes[..100]).is_err());
-        assert!(add_piece(&p, 1, &m, 0, 6, b"abcdef").is_err());
+        assert!(add(&p, &m, 0, 50, &bytes[..100]).await.is_err());
+        assert!(add(&p, &m, 0, 6, b"abcdef").await.is_err());
         assert!(p.lock().is_none());
+        // Bad bytes early in a long transfer: refused by the time the last piece is in at the
+        // latest (pieces are answered once queued, so maybe later than the bad one).
+        let mut bad = bytes.clone();
+        bad[5000..5400].fill(0xff); // longer than a node: it covers lengths, not only data
+        assert!(feed(&p, &m, &bad, 1000).await.is_err());
+        assert!(p.lock().is_none(), "nothing held after a refusal");
     }
 }
