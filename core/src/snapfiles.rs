@@ -316,8 +316,8 @@ impl SnapshotFiles {
         res
     }
 
-    /// Read and check the snapshot of `zxid`, whole (raft, whose snapshots openraft handles as
-    /// bytes).
+    /// Read and check the snapshot of `zxid`, whole (for small files and tests: restoring and
+    /// sending read it as a stream, [`SnapshotFiles::read_into`] and [`SnapshotFiles::open_body`]).
     pub fn read(&self, zxid: Zxid) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.read_into(zxid, &mut |b| {

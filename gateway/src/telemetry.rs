@@ -59,7 +59,6 @@ pub fn init_metrics() -> PrometheusHandle {
             for name in [
                 "roster_zab_election_seconds",
                 "roster_backend_snapshot_seconds",
-                "roster_raft_snapshot_store_seconds",
                 "roster_raft_snapshot_install_seconds",
             ] {
                 builder = builder
@@ -336,11 +335,6 @@ fn describe() {
         "roster_raft_snapshot_install_seconds",
         Unit::Seconds,
         "Duration of installing a snapshot from the leader"
-    );
-    describe_histogram!(
-        "roster_raft_snapshot_store_seconds",
-        Unit::Seconds,
-        "Duration of writing a snapshot to the store"
     );
     describe_gauge!(
         "roster_raft_peer_connected",

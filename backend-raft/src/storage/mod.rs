@@ -8,8 +8,10 @@ mod state_machine;
 mod writer;
 
 pub use log::LogStore;
-pub(crate) use snapdata::Pieces;
 pub use snapdata::SnapData;
+#[cfg(test)]
+pub(crate) use snapdata::tree_of;
+pub(crate) use snapdata::{Pieces, upto};
 pub use state_machine::Progress;
 pub use state_machine::StateMachine;
 pub(crate) use state_machine::{Reply, Shared, SnapStore, Waiter, load};

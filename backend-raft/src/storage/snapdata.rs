@@ -102,6 +102,13 @@ pub(crate) fn write_file(
     })
 }
 
+/// The last log entry a snapshot covers, for messages.
+pub(crate) fn upto(meta: &SnapshotMeta) -> String {
+    meta.last_log_id
+        .as_ref()
+        .map_or("the start".to_owned(), |l| l.to_string())
+}
+
 /// The file name's index for a snapshot covering `meta`.
 pub(crate) fn file_index(meta: &SnapshotMeta) -> Zxid {
     meta.last_log_id.as_ref().map_or(0, |l| l.index()) as Zxid
@@ -210,30 +217,32 @@ impl Pieces {
     }
 }
 
+/// A tree of `nodes` nodes of 200 bytes, for the snapshot tests here and in `tcp`.
+#[cfg(test)]
+pub(crate) fn tree_of(nodes: usize) -> Tree {
+    use roster_core::acl::Acl;
+    use roster_core::txn::{Txn, TxnOp};
+    let mut t = Tree::new();
+    for i in 1..=nodes {
+        t.apply(&Txn {
+            zxid: i as Zxid,
+            time: 0,
+            session: 0,
+            op: TxnOp::Create {
+                path: format!("/n{i}"),
+                data: vec![i as u8; 200],
+                acl: Acl::open_unsafe().into(),
+                owner: 0,
+                parent_cversion: 0,
+            },
+        });
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use roster_core::acl::Acl;
-    use roster_core::txn::{Txn, TxnOp};
-
-    fn tree_of(nodes: usize) -> Tree {
-        let mut t = Tree::new();
-        for i in 1..=nodes {
-            t.apply(&Txn {
-                zxid: i as Zxid,
-                time: 0,
-                session: 0,
-                op: TxnOp::Create {
-                    path: format!("/n{i}"),
-                    data: vec![i as u8; 200],
-                    acl: Acl::open_unsafe().into(),
-                    owner: 0,
-                    parent_cversion: 0,
-                },
-            });
-        }
-        t
-    }
 
     fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta {

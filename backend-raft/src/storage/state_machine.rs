@@ -435,7 +435,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(|e| io::Error::other(format!("snapshot serialization failed: {e}")))??;
         let took = t0.elapsed();
         metrics::histogram!("roster_backend_snapshot_seconds").record(took.as_secs_f64());
-        metrics::histogram!("roster_raft_snapshot_store_seconds").record(took.as_secs_f64());
         metrics::counter!("roster_backend_snapshots_total").increment(1);
         tracing::info!(last_log_id = ?meta.last_log_id, nodes, bytes, ms = took.as_millis() as u64, "snapshot stored");
         let (meta, snapshot) = self.store.built(&meta)?;

@@ -3,7 +3,7 @@
 use super::wire::{WireRequest, WireResponse, remote, unexpected};
 use super::{HELLO, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::network::{Forward, ForwardError, ForwardReply, Peer, Transport, TransportError};
-use crate::storage::Pieces;
+use crate::storage::{Pieces, upto};
 use crate::types::{
     AppendEntriesRequest, AppendEntriesResponse, NodeId, Snapshot, SnapshotResponse, Vote,
     VoteRequest, VoteResponse,
@@ -331,11 +331,16 @@ impl Transport for TcpTransport {
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse, TransportError> {
         let chunk = self.cfg.snapshot_chunk.max(1);
-        // Read a piece at a time (a file, off the runtime): only the piece in flight is held.
-        let mut pieces = Some(Pieces::new(snapshot.snapshot));
-        let total = pieces.as_ref().map_or(0, Pieces::total);
+        let mut pieces = read_ahead(Pieces::new(snapshot.snapshot), chunk);
+        let total = pieces.total;
+        let mut next = async || {
+            pieces.next().await.map_err(|e| {
+                tracing::error!(peer = to.id, error = %e, "cannot read the snapshot to send");
+                TransportError::Lost(format!("reading the snapshot to send: {e}"))
+            })
+        };
         if total <= chunk as u64 {
-            let (data, _) = read_piece(&mut pieces, chunk, to.id).await?;
+            let data = next().await?;
             let req = WireRequest::Snapshot {
                 vote,
                 meta: snapshot.meta,
@@ -347,17 +352,12 @@ impl Transport for TcpTransport {
                 r => Err(unexpected("snapshot", &r)),
             };
         }
-        let upto = snapshot
-            .meta
-            .last_log_id
-            .as_ref()
-            .map_or("the start".to_owned(), |l| l.to_string());
-        let mut progress = Transfer::new(Dir::Sent, to.id, upto, Some(total));
+        let mut progress = Transfer::new(Dir::Sent, to.id, upto(&snapshot.meta), Some(total));
         loop {
-            let (data, end) = read_piece(&mut pieces, chunk, to.id).await?;
+            let offset = progress.done();
+            let data = next().await?;
             let len = data.len() as u64;
-            let offset = end - data.len() as u64;
-            let last = end == total;
+            let last = offset + len == total;
             let req = WireRequest::SnapshotChunk {
                 vote,
                 meta: snapshot.meta.clone(),
@@ -411,24 +411,38 @@ impl Transport for TcpTransport {
     }
 }
 
-/// The next piece of a snapshot being sent and where it ends, read off the runtime.
-async fn read_piece(
-    slot: &mut Option<Pieces>,
-    max: usize,
-    peer: NodeId,
-) -> Result<(Vec<u8>, u64), TransportError> {
-    let lost = |e: &dyn std::fmt::Display| {
-        tracing::error!(peer, error = %e, "cannot read the snapshot to send");
-        TransportError::Lost(format!("reading the snapshot to send: {e}"))
-    };
-    let mut p = slot.take().ok_or_else(|| lost(&"its reader was lost"))?;
-    let (p, piece, end) = tokio::task::spawn_blocking(move || {
-        let piece = p.next(max);
-        let end = p.offset();
-        (p, piece, end)
-    })
-    .await
-    .map_err(|e| lost(&e))?;
-    *slot = Some(p);
-    piece.map(|b| (b, end)).map_err(|e| lost(&e))
+/// A snapshot's pieces read by a blocking thread of their own, at most [`READ_AHEAD`] ahead of
+/// the link: the file is read while the pieces before travel, and no more of it is held.
+struct ReadAhead {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    total: u64,
+}
+
+const READ_AHEAD: usize = 2;
+
+fn read_ahead(mut pieces: Pieces, max: usize) -> ReadAhead {
+    let total = pieces.total();
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        while pieces.offset() < pieces.total() {
+            let piece = pieces.next(max);
+            let failed = piece.is_err();
+            // A closed channel: the send was given up.
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    ReadAhead { rx, total }
+}
+
+impl ReadAhead {
+    /// The next piece (empty for an empty snapshot).
+    async fn next(&mut self) -> std::io::Result<Vec<u8>> {
+        match self.rx.recv().await {
+            Some(piece) => piece,
+            None if self.total == 0 => Ok(Vec::new()),
+            None => Err(std::io::Error::other("the snapshot's reader stopped")),
+        }
+    }
 }

@@ -4,7 +4,7 @@ use super::wire::{WireError, WireRequest, WireResponse};
 use super::{HELLO, MAX_IN_FLIGHT, ReadEnd, TcpConfig, frame, read_frame, write_frames};
 use crate::backend::RaftBackend;
 use crate::network::{ForwardReply, TransportError};
-use crate::storage::SnapData;
+use crate::storage::{SnapData, upto};
 use crate::types::{Snapshot, SnapshotMeta, Vote};
 use roster_core::transfer::{Dir, Transfer};
 use roster_core::tree::Tree;
@@ -247,13 +247,6 @@ async fn add_piece(
     Ok(Some(tree))
 }
 
-/// The last log entry a snapshot covers, for messages.
-fn upto(meta: &SnapshotMeta) -> String {
-    meta.last_log_id
-        .as_ref()
-        .map_or("the start".to_owned(), |l| l.to_string())
-}
-
 /// Install a snapshot that arrived whole (one frame) or was restored as its pieces came.
 async fn install(n: &RaftBackend, vote: Vote, meta: SnapshotMeta, data: SnapData) -> WireResponse {
     let snapshot = Snapshot {
@@ -310,6 +303,7 @@ async fn handle(n: &RaftBackend, req: WireRequest, partial: &Partial, peer: u64)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::tree_of;
     use crate::types::LogId;
 
     fn meta(index: u64) -> SnapshotMeta {
@@ -317,25 +311,6 @@ mod tests {
             last_log_id: Some(LogId::new_term_index(1, index)),
             ..SnapshotMeta::default()
         }
-    }
-
-    fn tree_of(nodes: usize) -> Tree {
-        let mut t = Tree::new();
-        for i in 1..=nodes {
-            t.apply(&roster_core::txn::Txn {
-                zxid: i as roster_core::Zxid,
-                time: 0,
-                session: 0,
-                op: roster_core::txn::TxnOp::Create {
-                    path: format!("/n{i}"),
-                    data: vec![i as u8; 100],
-                    acl: roster_core::acl::Acl::open_unsafe().into(),
-                    owner: 0,
-                    parent_cversion: 0,
-                },
-            });
-        }
-        t
     }
 
     /// Feed `bytes` in pieces of `size`; the outcome of the last, or the first refusal.

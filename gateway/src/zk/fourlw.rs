@@ -232,7 +232,6 @@ pub fn answer(server: &ZkServer, cmd: FourLetterWord) -> String {
     s
 }
 
-/// ZooKeeper's `zk_peer_state`: `<state> - <ZAB phase>`.
 /// The node count as ZooKeeper reports it in `srvr`, `stat` and `mntr`: its tree keeps the root
 /// under both "" and "/", so a fresh ZooKeeper 3.8 says 5 for its 4 nodes. Dashboards and
 /// alerts written against ZooKeeper's numbers read the same here (`roster_znodes` on /metrics
@@ -241,6 +240,7 @@ fn zk_node_count(t: &roster_core::tree::Tree) -> usize {
     t.node_count() + 1
 }
 
+/// ZooKeeper's `zk_peer_state`: `<state> - <ZAB phase>`.
 fn peer_state(s: &roster_core::backend::ClusterStatus) -> String {
     use roster_core::backend::Role;
     let state = match s.role {
