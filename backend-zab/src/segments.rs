@@ -21,10 +21,14 @@
 //! `log.next` on a file that holds records, and opening gives it its name then (a `log.next`
 //! with no good record is a spare never used, and is removed).
 //!
-//! Crash safety: a segment becomes the newest only after the one before it was synced whole, so
-//! only the newest can end in a torn write. Opening scans the newest segment and cuts it at the
-//! first record that is short or fails its CRC — a write that was never acknowledged — and
-//! removes it if nothing is left but the magic. A bad record anywhere else is damage and an error.
+//! Crash safety: a segment becomes the newest only after the one before it was synced whole, and
+//! a batch is written only after the one before it was synced, so only the newest segment's last
+//! batch can be torn. It was written over zeros, so what a crash kept it from writing is still
+//! zeros. Opening scans the newest segment and cuts it at a torn record — cut short by the end of
+//! the file, or failing its CRC with a sector of it still zeros: a write never acknowledged — and
+//! removes it if nothing is left but the magic. A record that fails its CRC though written whole
+//! may have been acknowledged: that, and a bad record anywhere else, is damage and an error
+//! (see [`judge`]).
 
 use parking_lot::Mutex;
 use roster_core::Zxid;
@@ -215,8 +219,89 @@ impl Drop for LogFiles {
 enum End {
     /// At the limit, or at a zero header (space never written).
     Clean,
-    /// At a record that is cut short, fails its CRC or goes back in zxid order.
-    Bad(String),
+    /// At a record a crash may have left half-written: cut short by the end of the file, or
+    /// failing its CRC with part of it still the zeros written ahead (see [`judge`]).
+    Torn(String),
+    /// At a record that was written whole and has changed since (or is not ours): a bad
+    /// sector, a bit flip. In the newest segment too, this may be an acknowledged write.
+    Damaged(String),
+}
+
+impl End {
+    fn bad(&self) -> Option<&str> {
+        match self {
+            End::Clean => None,
+            End::Torn(why) | End::Damaged(why) => Some(why),
+        }
+    }
+}
+
+/// The unit a disk writes whole. Finer than any real one, so a sector a crash left unwritten
+/// always shows as at least one all-zero piece.
+const SECTOR: u64 = 512;
+
+/// Whether some piece of the record at `at` (`header` then `body`), cut at sector boundaries
+/// of the file, is all zeros. Each batch is written over zeros (written ahead and synced, or
+/// past the end of the file), so a write a crash interrupted leaves the sectors it did not
+/// reach zero, and a record it tore has such a piece; a record written whole and changed since
+/// has one only if its own bytes had 512 zeros in a row there.
+fn has_unwritten_sector(at: u64, header: &[u8], body: &[u8]) -> bool {
+    let mut pos = at;
+    let mut zeros = true;
+    for &b in header.iter().chain(body) {
+        zeros &= b == 0;
+        pos += 1;
+        if pos.is_multiple_of(SECTOR) {
+            if zeros {
+                return true;
+            }
+            zeros = true;
+        }
+    }
+    !pos.is_multiple_of(SECTOR) && zeros
+}
+
+/// Whether a whole, good record starts anywhere in `bytes` (at any offset) with a zxid in
+/// `(after, after + 2^40]` — the next record's zxid, up to 256 epochs on. A torn record's own
+/// bytes hold none; a record whose length field was changed to a larger one spans the records
+/// after it, and they check out.
+fn holds_record(bytes: &[u8], after: Zxid) -> bool {
+    (0..bytes.len().saturating_sub(HEADER - 1)).any(|p| {
+        let h = &bytes[p..p + HEADER];
+        let zxid = i64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
+        if zxid <= after || zxid - after > 1 << 40 {
+            return false;
+        }
+        let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
+        let Some(payload) = bytes.get(p + HEADER..p + HEADER + len) else {
+            return false;
+        };
+        let mut c = crc32fast::Hasher::new();
+        c.update(&h[8..]);
+        c.update(payload);
+        c.finalize() == u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"))
+    })
+}
+
+/// A record at `at` that is cut short (`cut`: the file ends inside it) or fails its CRC: torn
+/// by a crash, or damaged? `body` is what follows its header, up to its stated length or the end
+/// of the file; `after` the zxid it should follow (the previous record's, else its own field).
+/// Torn only if it could be a write cut short — the file ends inside it, or part of it is still
+/// zeros — and it does not span a good record (its length field changed).
+fn judge(at: u64, header: &[u8; HEADER], body: &[u8], cut: bool, after: Zxid, why: String) -> End {
+    if holds_record(body, after) {
+        return End::Damaged(format!(
+            "{why}, and records that check out follow inside its stated length (its length field \
+             is damaged)"
+        ));
+    }
+    if cut || has_unwritten_sector(at, header, body) {
+        End::Torn(why)
+    } else {
+        End::Damaged(format!(
+            "{why}, though written whole (no part of it is the zeros an interrupted write leaves)"
+        ))
+    }
 }
 
 /// Visit the records of the segment `file` from the start, up to `limit` bytes, while `f`
@@ -229,10 +314,14 @@ fn scan_file(
     let mut r = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; MAGIC.len()];
     if limit < MAGIC.len() as u64 || read_full(&mut r, &mut magic)? < MAGIC.len() {
-        return Ok((0, End::Bad("no segment header".into())));
+        return Ok((0, End::Torn("no segment header".into())));
+    }
+    if magic == [0; MAGIC.len()] {
+        // Created, and a crash came before its first sync.
+        return Ok((0, End::Torn("segment header never written".into())));
     }
     if &magic != MAGIC {
-        return Ok((0, End::Bad("not a log segment (bad magic)".into())));
+        return Ok((0, End::Damaged("not a log segment (bad magic)".into())));
     }
     let mut at = MAGIC.len() as u64;
     let mut payload = Vec::new();
@@ -247,7 +336,7 @@ fn scan_file(
             return Ok((at, End::Clean));
         }
         if n < HEADER || at + HEADER as u64 > limit {
-            return Ok((at, End::Bad(format!("record header cut short at {at}"))));
+            return Ok((at, End::Torn(format!("record header cut short at {at}"))));
         }
         if h == [0; HEADER] {
             return Ok((at, End::Clean));
@@ -255,23 +344,34 @@ fn scan_file(
         let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
         let zxid = i64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
+        let after = prev.unwrap_or(zxid);
         if at + HEADER as u64 + len > limit {
-            return Ok((at, End::Bad(format!("record at {at} cut short"))));
+            payload.clear();
+            (&mut r)
+                .take(limit - at - HEADER as u64)
+                .read_to_end(&mut payload)?;
+            let why = format!("record at {at} cut short");
+            return Ok((at, judge(at, &h, &payload, true, after, why)));
         }
         payload.resize(len as usize, 0);
-        if read_full(&mut r, &mut payload)? < payload.len() {
-            return Ok((at, End::Bad(format!("record at {at} cut short"))));
+        let got = read_full(&mut r, &mut payload)?;
+        if got < payload.len() {
+            payload.truncate(got);
+            let why = format!("record at {at} cut short");
+            return Ok((at, judge(at, &h, &payload, true, after, why)));
         }
         let mut c = crc32fast::Hasher::new();
         c.update(&h[8..]);
         c.update(&payload);
         if c.finalize() != crc {
-            return Ok((at, End::Bad(format!("record at {at} fails its CRC"))));
+            let why = format!("record at {at} (zxid {zxid:#x}?) fails its CRC");
+            return Ok((at, judge(at, &h, &payload, false, after, why)));
         }
         if prev.is_some_and(|p| zxid <= p) {
+            // Its CRC holds: written whole, so not a torn write.
             return Ok((
                 at,
-                End::Bad(format!("record at {at} goes back to zxid {zxid:#x}")),
+                End::Damaged(format!("record at {at} goes back to zxid {zxid:#x}")),
             ));
         }
         prev = Some(zxid);
@@ -327,6 +427,23 @@ fn damaged(path: &Path, why: &str) -> io::Error {
     )
 }
 
+/// Damage in the newest segment, where records may have been acknowledged: what happened and
+/// the operator's two ways on.
+fn damaged_at(path: &Path, at: u64, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "transaction log {} is damaged: {why}. It was written whole, so it and the records \
+             after it may be acknowledged writes, and the log is not cut there by itself. A \
+             member of an ensemble: move its data directory away and start it again, and it \
+             copies the state from the leader. To keep what precedes the damage and drop the \
+             rest (alone, or with no healthy quorum): `truncate -s {at} {}`, then start it.",
+            path.display(),
+            path.display()
+        ),
+    )
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -342,10 +459,16 @@ fn adopt_spare(dir: &Path, segments: &mut Vec<Segment>) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     let mut first = None;
-    scan_file(&file, file.metadata()?.len(), &mut |z, _| {
+    let (end, how) = scan_file(&file, file.metadata()?.len(), &mut |z, _| {
         first = Some(z);
         false
     })?;
+    if let End::Damaged(why) = &how
+        && end >= MAGIC.len() as u64
+    {
+        // Its first record was written whole: the segment was in use.
+        return Err(damaged_at(&spare, end, why));
+    }
     match first {
         None => fs::remove_file(&spare)?,
         Some(z) => {
@@ -440,14 +563,18 @@ impl LogFiles {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             let len = file.metadata()?.len();
             let (last, end, how) = last_at_or_below(&file, len, after)?;
-            if let End::Bad(why) = &how
-                && end >= MAGIC.len() as u64
-            {
-                tracing::warn!(segment = %path.display(), at = end, why = %why,
-                    "cutting a torn write off the end of the transaction log");
+            match &how {
+                End::Damaged(why) if end >= MAGIC.len() as u64 => {
+                    return Err(damaged_at(&path, end, why));
+                }
+                End::Torn(why) if end >= MAGIC.len() as u64 => {
+                    tracing::warn!(segment = %path.display(), at = end, why = %why,
+                        "cutting a torn write off the end of the transaction log");
+                }
+                _ => {}
             }
             if last.is_none() {
-                if end == 0 && len >= MAGIC.len() as u64 {
+                if end == 0 && matches!(how, End::Damaged(_)) {
                     // A whole header that is not ours: not a write of ours cut short.
                     return Err(damaged(&path, "not a log segment"));
                 }
@@ -615,8 +742,8 @@ impl LogFiles {
                 going = f(z, p);
                 going
             })?;
-            if let End::Bad(why) = how {
-                return Err(damaged(&path, &why));
+            if let Some(why) = how.bad() {
+                return Err(damaged(&path, why));
             }
             if !going {
                 break;
@@ -635,8 +762,8 @@ impl LogFiles {
             t.open(i)?
         };
         let (best, _, how) = last_at_or_below(&file, limit, zxid)?;
-        if let End::Bad(why) = how {
-            return Err(damaged(&path, &why));
+        if let Some(why) = how.bad() {
+            return Err(damaged(&path, why));
         }
         Ok(best)
     }
@@ -690,6 +817,15 @@ mod tests {
         let mut s = Staged::default();
         for z in zxids {
             s.push(z, |b| b.extend_from_slice(format!("txn {z}").as_bytes()));
+        }
+        s
+    }
+
+    /// Records whose payloads are `n` bytes, spanning several sectors.
+    fn staged_big(zxids: impl IntoIterator<Item = Zxid>, n: usize) -> Staged {
+        let mut s = Staged::default();
+        for z in zxids {
+            s.push(z, |b| b.resize(b.len() + n, b'x'));
         }
         s
     }
@@ -781,13 +917,14 @@ mod tests {
         log.append(&staged(1..=2)).unwrap();
         assert!(log.spare_ready());
         drop(log);
-        // A first write into the spare torn by a crash: a header and half its payload.
-        let s = staged([3]);
+        // A first write into the spare torn by a crash: its first sector reached the disk, the
+        // rest of the record did not (and is still the zeros written ahead).
+        let s = staged_big([3], 2000);
         let f = OpenOptions::new()
             .write(true)
             .open(dir.path().join(SPARE))
             .unwrap();
-        f.write_all_at(&s.buf[..s.buf.len() - 2], MAGIC.len() as u64)
+        f.write_all_at(&s.buf[..SECTOR as usize - MAGIC.len()], MAGIC.len() as u64)
             .unwrap();
         drop(f);
         let log = LogFiles::open(dir.path()).unwrap();
@@ -836,14 +973,24 @@ mod tests {
         drop(LogFiles::open(dir.path()).unwrap());
         let seg = dir.path().join(&segment_files(dir.path())[0]);
         let good = fs::metadata(&seg).unwrap().len();
-        // A write of records 4 and 5 that reached the disk only in part, in three ways.
-        let next = staged(4..=5).buf;
+        // A write of records 4 and 5 that reached the disk only in part, in four ways.
+        let next = staged_big(4..=5, 1500).buf;
+        // Where the file's second sector after `good` starts, in `next`.
+        let sector = (SECTOR - good % SECTOR + SECTOR) as usize;
         for torn in [
-            next[..10].to_vec(),         // header cut short
-            next[..HEADER + 3].to_vec(), // payload cut short
+            next[..10].to_vec(),         // header cut short by the end of the file
+            next[..HEADER + 3].to_vec(), // payload cut short by the end of the file
             {
-                let mut b = next.clone(); // whole, but a byte flipped
-                b[HEADER + 1] ^= 0xff;
+                // Whole length, but one sector of the first record never written: zeros.
+                let mut b = next.clone();
+                b[sector..sector + SECTOR as usize].fill(0);
+                b
+            },
+            {
+                // Only the second record's last sector: the first is zeros up to it.
+                let mut b = next.clone();
+                let keep = b.len() - 100;
+                b[..keep].fill(0);
                 b
             },
         ] {
@@ -868,6 +1015,92 @@ mod tests {
             all(&log, 0).iter().map(|r| r.0).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
         );
+    }
+
+    /// The newest segment's file, its bytes, and the offsets of its records.
+    fn newest(dir: &Path) -> (PathBuf, Vec<u8>, Vec<usize>) {
+        let path = dir.join(segment_files(dir).last().unwrap());
+        let bytes = fs::read(&path).unwrap();
+        let mut at = MAGIC.len();
+        let mut offsets = Vec::new();
+        while at + HEADER <= bytes.len() && bytes[at..at + HEADER] != [0; HEADER] {
+            offsets.push(at);
+            at += HEADER + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        (path, bytes, offsets)
+    }
+
+    #[test]
+    fn damage_to_an_acknowledged_record_of_the_newest_segment_refuses_to_open() {
+        // Each way of damaging record 2 of 5 (two synced batches, zeros ahead of them), all of
+        // which a torn-write cut would have taken for the end of the log, dropping 2..=5.
+        type Damage = fn(&mut [u8], usize);
+        let damages: [(&str, Damage); 4] = [
+            ("payload bit flip", |b, at| b[at + HEADER + 700] ^= 0x10),
+            ("zxid bit flip", |b, at| b[at + 9] ^= 0x01),
+            // Longer: its stated length now spans records 3.. and the zeros after them.
+            ("length grown", |b, at| b[at + 2] ^= 0x01),
+            // Shorter: the CRC is checked over part of its payload.
+            ("length shrunk", |b, at| b[at + 1] ^= 0x04),
+        ];
+        for (what, damage) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let log = LogFiles::open(dir.path()).unwrap();
+            log.append(&staged_big(1..=3, 1500)).unwrap();
+            log.append(&staged_big(4..=5, 1500)).unwrap();
+            drop(log);
+            let (path, mut bytes, offsets) = newest(dir.path());
+            assert_eq!(offsets.len(), 5);
+            damage(&mut bytes, offsets[1]);
+            fs::write(&path, &bytes).unwrap();
+            let err = LogFiles::open(dir.path()).err().expect(what);
+            let msg = err.to_string();
+            assert!(msg.contains("is damaged"), "{what}: {msg}");
+            if what == "length grown" {
+                assert!(msg.contains("length field"), "{msg}");
+            }
+            let cut = format!("truncate -s {} {}", offsets[1], path.display());
+            assert!(msg.contains(&cut), "{what}: {msg}");
+            assert_eq!(fs::read(&path).unwrap(), bytes, "{what}: nothing cut");
+            // The way on the message gives: drop the damaged record and all after it.
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(offsets[1] as u64)
+                .unwrap();
+            let log = LogFiles::open(dir.path()).unwrap();
+            assert_eq!(log.last(), Some(1), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_record_that_goes_back_in_zxid_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        log.append(&staged(1..=2)).unwrap();
+        drop(log);
+        let (path, mut bytes, offsets) = newest(dir.path());
+        // Record 1 written again after 2, whole (its CRC holds).
+        let first = bytes[offsets[0]..offsets[1]].to_vec();
+        let end = *offsets.last().unwrap() + (offsets[1] - offsets[0]);
+        bytes[end..end + first.len()].copy_from_slice(&first);
+        fs::write(&path, &bytes).unwrap();
+        let err = LogFiles::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("goes back"), "{err}");
+    }
+
+    #[test]
+    fn a_newest_segment_whose_header_never_reached_the_disk_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        log.append(&staged(1..=2)).unwrap();
+        drop(log);
+        // Created and grown, and a crash before its first sync: zeros where the magic goes.
+        fs::write(dir.path().join("log.0000000000000003"), vec![0; 4096]).unwrap();
+        let log = LogFiles::open(dir.path()).unwrap();
+        assert_eq!(log.last(), Some(2));
+        assert_eq!(segment_files(dir.path()), ["log.0000000000000001"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@ live session resumes with its ephemeral node — on zab and on standalone raft (
 snapshot file, log and vote from disk: there is no peer to catch up from)."""
 
 import os
+import re
 import threading
 import time
 
@@ -97,3 +98,49 @@ def test_kill9_loses_no_acknowledged_write(roster):
         check.stop()
         check.close()
     print(f"{total} acknowledged writes, all present after kill -9")
+
+
+def test_an_acknowledged_record_damaged_on_disk_stops_the_start_instead_of_being_cut(roster_factory):
+    """A flipped byte in an acknowledged record of the newest log segment (a disk fault, not a
+    crash: the record was written whole) is not taken for a torn write and cut with what follows
+    it: the server refuses to start, and the `truncate -s` its error prints is the way on."""
+    roster = roster_factory().start()
+    c = KazooClient(hosts=roster.hosts, timeout=10)
+    c.start(timeout=10)
+    c.ensure_path("/disk")
+    for n in range(40):
+        c.create(f"/disk/n{n:02d}", f"node {n:02d} ".encode() * 200)  # 1.8 KB: several sectors
+    roster.kill9()  # the session stays open: the last record is node 39's create
+    log_dir = os.path.join(roster.data_dir, "zab-log")
+    newest = max(p for p in os.listdir(log_dir) if p != "log.next")
+    path = os.path.join(log_dir, newest)
+    with open(path, "r+b") as f:
+        data = f.read()
+        at = data.find(b"node 39 ") + 900
+        assert at > 900
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0x20]))
+
+    with pytest.raises(AssertionError, match="exited at start"):
+        roster.start()
+    assert roster.proc.returncode != 0
+    log = roster.log()
+    assert "is damaged" in log and "fails its CRC" in log, log[-3000:]
+    assert "cutting a torn write" not in log
+    cmd = re.search(r"`truncate -s (\d+) (\S+)`", log)
+    assert cmd and cmd.group(2) == path, log[-3000:]
+    assert os.path.getsize(path) > int(cmd.group(1)), "nothing was cut by the refused start"
+
+    # The way on the error gives: keep what precedes the damaged record.
+    os.truncate(path, int(cmd.group(1)))
+    roster.start()
+    check = KazooClient(hosts=roster.hosts, timeout=10)
+    check.start(timeout=10)
+    try:
+        assert sorted(check.get_children("/disk")) == [f"n{n:02d}" for n in range(39)]
+        check.create("/disk/after")
+    finally:
+        check.stop()
+        check.close()
+    c.stop()
+    c.close()
