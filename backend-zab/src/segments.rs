@@ -269,7 +269,11 @@ fn holds_record(bytes: &[u8], after: Zxid) -> bool {
     (0..bytes.len().saturating_sub(HEADER - 1)).any(|p| {
         let h = &bytes[p..p + HEADER];
         let zxid = i64::from_le_bytes(h[8..].try_into().expect("8 bytes"));
-        if zxid <= after || zxid - after > 1 << 40 {
+        // (`after` may come from a damaged header: any value.)
+        if zxid
+            .checked_sub(after)
+            .is_none_or(|d| d <= 0 || d > 1 << 40)
+        {
             return false;
         }
         let len = u32::from_le_bytes(h[..4].try_into().expect("4 bytes")) as usize;
@@ -1072,6 +1076,23 @@ mod tests {
             let log = LogFiles::open(dir.path()).unwrap();
             assert_eq!(log.last(), Some(1), "{what}");
         }
+    }
+
+    #[test]
+    fn the_search_for_good_records_takes_any_zxid_a_damaged_header_gives() {
+        let good = staged([5]).buf;
+        let mut body = vec![0xffu8; 40]; // zxid fields of i64::MAX and -1 in there
+        body.extend_from_slice(&good);
+        for after in [-1, 0, 4] {
+            assert!(holds_record(&body, after), "after {after}");
+        }
+        for after in [5, i64::MAX, i64::MIN] {
+            assert!(!holds_record(&body, after), "after {after}");
+        }
+        assert!(
+            !holds_record(&good[..good.len() - 1], 4),
+            "a record cut short"
+        );
     }
 
     #[test]
