@@ -12,8 +12,6 @@ use std::path::Path;
 const WRITE_BUFFER: usize = 4 << 20;
 /// All memtables together.
 const WRITE_BUFFER_BUDGET: usize = 16 << 20;
-/// WAL files kept for reuse (see `open`).
-const WAL_RECYCLED: usize = 4;
 /// Most WAL bytes kept before the column families pinning the oldest file are flushed.
 const MAX_TOTAL_WAL: usize = 4 * WRITE_BUFFER;
 
@@ -46,16 +44,19 @@ impl RocksEngine {
         // lives in the tree. Small memtables bound the resident memory, and one budget caps
         // all column families together.
         opts.set_db_write_buffer_size(WRITE_BUFFER_BUDGET);
-        // Reuse written-out WAL files instead of appending to fresh ones: a synced append to a
-        // new file makes the file system journal the inode (size, block allocation) on every
-        // fdatasync; overwriting an old file's blocks does not (ZooKeeper pads its log files
-        // with zeros for the same reason). Measured on this disk: 0.20 ms and 78 µs of kernel
-        // CPU per fdatasync appending, 0.12 ms and 45 µs overwriting. Compatible with the
-        // default point-in-time WAL recovery since RocksDB 9 (facebook/rocksdb#12403).
-        opts.set_recycle_log_file_num(WAL_RECYCLED);
+        // A WAL record that fails its checksum is damage, and the database does not open: the
+        // default (point-in-time recovery) stops replaying there and opens without every synced
+        // write after it — a flipped byte in the middle of the WAL silently lost half of 100
+        // acknowledged writes (test below) — which for raft is a member forgetting entries it
+        // acknowledged and votes it cast. A write cut short at the end (a crash) is still
+        // tolerated. RocksDB cannot tell a recycled WAL file's stale tail from damage in this
+        // mode, so it reuses no WAL files (`recycle_log_file_num` is ignored): a synced append
+        // to a fresh file costs more than an overwrite (0.20 ms against 0.12 ms per fdatasync
+        // here), the price of not losing acknowledged writes (docs/benchmarks.md).
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         // A WAL file is freed only when every column family with data in it has flushed; a
         // family written once (metadata) would otherwise pin every WAL since (measured: 23 files,
-        // 177 MB after a 10 s write load) and nothing would ever be recycled. Past this total
+        // 177 MB after a 10 s write load) and none would ever be deleted. Past this total
         // RocksDB flushes the families holding the oldest file.
         opts.set_max_total_wal_size(MAX_TOTAL_WAL as u64);
         // Start the writeback of flushed and compacted tables as they are written, not all at
@@ -69,7 +70,19 @@ impl RocksEngine {
             o.set_max_write_buffer_number(2);
             ColumnFamilyDescriptor::new(s.name(), o)
         });
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(err)?;
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|e| {
+            if e.kind() != rocksdb::ErrorKind::Corruption {
+                return err(e);
+            }
+            StorageError(format!(
+                "{} (RocksDB found data written whole and changed since — a disk fault, not a \
+                 crash — and does not open by dropping what follows it, which may be \
+                 acknowledged writes. A member of an ensemble: move its data directory away and \
+                 start it again, and it copies the state from the leader; alone: restore the \
+                 directory from a backup)",
+                e.into_string()
+            ))
+        })?;
         Ok(RocksEngine { db })
     }
 
@@ -186,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let value = vec![7u8; 4096];
         let n = 30_000u64; // ~120 MiB of log
-        let bound = (MAX_TOTAL_WAL + (WAL_RECYCLED + 2) * WRITE_BUFFER) as u64;
+        let bound = (MAX_TOTAL_WAL + 6 * WRITE_BUFFER) as u64;
         {
             let e = RocksEngine::open(dir.path()).unwrap();
             let mut b = WriteBatch::default();
@@ -232,5 +245,64 @@ mod tests {
         // The last purge (at n - 1) removed everything before n - 1 - 500.
         assert_eq!(first, n - 1 - 500);
         assert_eq!(count, n - first);
+    }
+
+    /// Synced writes, then the WAL file the database reopens from damaged as given.
+    fn damaged_wal(damage: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let e = RocksEngine::open(dir.path()).unwrap();
+            for i in 0u64..100 {
+                let mut b = WriteBatch::default();
+                b.put(
+                    Space::Log,
+                    i.to_be_bytes(),
+                    vec![b'a' + (i % 26) as u8; 300],
+                );
+                e.write(b, true).unwrap();
+            }
+        }
+        let wal = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&wal).unwrap();
+        assert!(
+            bytes.len() > 100 * 300,
+            "the writes are in the WAL, not flushed"
+        );
+        damage(&mut bytes);
+        std::fs::write(&wal, &bytes).unwrap();
+        dir
+    }
+
+    fn keys(e: &RocksEngine) -> u64 {
+        let mut n = 0;
+        e.scan(Space::Log, &[], &mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        n
+    }
+
+    #[test]
+    fn a_damaged_wal_record_stops_the_open_instead_of_dropping_the_writes_after_it() {
+        let dir = damaged_wal(|b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 0x40;
+        });
+        let e = RocksEngine::open(dir.path()).err().expect("refused");
+        assert!(e.0.contains("Corruption"), "{}", e.0);
+        assert!(e.0.contains("move its data directory away"), "{}", e.0);
+    }
+
+    #[test]
+    fn a_wal_cut_short_by_a_crash_opens_with_the_whole_writes_before_the_cut() {
+        let dir = damaged_wal(|b| b.truncate(b.len() - 100));
+        let e = RocksEngine::open(dir.path()).unwrap();
+        assert_eq!(keys(&e), 99);
     }
 }
