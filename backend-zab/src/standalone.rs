@@ -9,7 +9,6 @@ use parking_lot::{Mutex, RwLock};
 use roster_core::backend::{Backend, BackendError, Capabilities, ClusterStatus, Role, TreeView};
 use roster_core::session::SessionTracker;
 use roster_core::storage::Engine;
-use roster_core::tree::Tree;
 use roster_core::tree::prep::{Outstanding, PrepOptions};
 use roster_core::txn::{Applied, Envelope, Request, Txn};
 use roster_core::{SessionId, Zxid};
@@ -101,21 +100,11 @@ impl Standalone {
     pub fn open(engine: Arc<dyn Engine>, cfg: ZabConfig) -> Result<Arc<Standalone>, OpenError> {
         let t0 = Instant::now();
         let log = TxnLog::open(engine, cfg.snapshot_dir.as_deref(), cfg.log_dir.as_deref())?;
-        let mut tree = match log.latest_tree()? {
-            Some((zxid, t)) => {
-                tracing::info!(
-                    zxid = format!("{zxid:#x}"),
-                    nodes = t.node_count(),
-                    "loaded snapshot"
-                );
-                t
-            }
-            None => Tree::new(),
-        };
-        let snap_zxid = tree.last_zxid();
-        let replayed = log.replay_after(snap_zxid, &mut |txn: Txn| {
-            tree.apply(&txn);
-        })?;
+        let recovered = log.recover()?;
+        if let Some(zxid) = recovered.snapshot {
+            tracing::info!(zxid = format!("{zxid:#x}"), "loaded snapshot");
+        }
+        let (tree, replayed) = (recovered.tree, recovered.replayed);
         let last = tree.last_zxid();
         let epoch = log.current_epoch()?.max((last >> 32) as u32) + 1;
         log.set_current_epoch(epoch)?;

@@ -41,6 +41,22 @@ impl Extend<u8> for Append<'_> {
     }
 }
 
+/// Whether `next` may directly follow `prev` in a log: the next counter of the same epoch, or
+/// the first of a later epoch (each epoch's first proposal is counter 1, and a failed request
+/// takes no zxid). From `prev` 0 (no state yet) that is any epoch's first.
+pub fn follows(prev: Zxid, next: Zxid) -> bool {
+    next == prev + 1 || (next >> 32 > prev >> 32 && next & 0xffff_ffff == 1)
+}
+
+/// What [`TxnLog::recover`] rebuilt.
+pub struct Recovered {
+    pub tree: Tree,
+    /// The zxid of the snapshot it started from, if any.
+    pub snapshot: Option<Zxid>,
+    /// Transactions replayed from the log after it.
+    pub replayed: u64,
+}
+
 /// Log and snapshot store over an engine.
 #[derive(Clone)]
 pub struct TxnLog {
@@ -237,6 +253,51 @@ impl TxnLog {
         }
     }
 
+    /// Rebuild the state: the newest snapshot that loads, then every logged transaction after
+    /// it. The log must continue the snapshot without a gap, and itself have none: a missing
+    /// segment, or a snapshot older than the log's start because the newer ones are damaged
+    /// (or no snapshot at all), would otherwise recover a tree without the transactions in
+    /// between — silently wrong. That is an error, as ZooKeeper refuses to start on log entries
+    /// with no snapshot under them.
+    pub fn recover(&self) -> Result<Recovered, StorageError> {
+        let (snapshot, mut tree) = match self.latest_tree()? {
+            Some((z, t)) => (Some(z), t),
+            None => (None, Tree::new()),
+        };
+        let from = tree.last_zxid();
+        let mut prev = from;
+        let mut gap = None;
+        let replayed = self.replay_after(from, &mut |t: Txn| {
+            if gap.is_some() {
+                return;
+            }
+            if !follows(prev, t.zxid) {
+                gap = Some((prev, t.zxid));
+                return;
+            }
+            prev = t.zxid;
+            tree.apply(&t);
+        })?;
+        if let Some((before, after)) = gap {
+            let base = match snapshot {
+                Some(z) => format!("the snapshot {z:#x}"),
+                None => "no snapshot (none found, or none that loads)".to_string(),
+            };
+            return Err(StorageError(format!(
+                "the transaction log has a gap: recovering from {base}, zxid {before:#x} is \
+                 followed by {after:#x}; the transactions between are missing (a log segment or \
+                 snapshot removed or damaged). A member of an ensemble: move its data directory \
+                 away and start it again, and it copies the state from the leader; alone: \
+                 restore the directory from a backup"
+            )));
+        }
+        Ok(Recovered {
+            tree,
+            snapshot,
+            replayed,
+        })
+    }
+
     /// Last logged zxid, if any.
     pub fn last_logged(&self) -> Result<Option<Zxid>, StorageError> {
         if let Some(seg) = &self.segments {
@@ -413,5 +474,73 @@ impl TxnLog {
         let mut b = WriteBatch::default();
         b.put(Space::Meta, CURRENT_EPOCH, epoch.to_be_bytes());
         self.engine.write(b, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roster_core::storage::MemEngine;
+
+    fn session(zxid: Zxid) -> Arc<Txn> {
+        Arc::new(Txn {
+            zxid,
+            time: 0,
+            session: zxid,
+            op: roster_core::txn::TxnOp::CreateSession {
+                timeout_ms: 30_000,
+                passwd: vec![1; 16],
+            },
+        })
+    }
+
+    fn log_with(zxids: &[Zxid]) -> (tempfile::TempDir, TxnLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TxnLog::open(Arc::new(MemEngine::default()), None, Some(dir.path())).unwrap();
+        let mut staged = Staged::default();
+        let txns: Vec<_> = zxids.iter().map(|z| session(*z)).collect();
+        TxnLog::stage(&mut staged, &txns);
+        log.commit(&staged).unwrap();
+        (dir, log)
+    }
+
+    const E1: Zxid = 1 << 32;
+    const E2: Zxid = 2 << 32;
+
+    #[test]
+    fn zxids_follow_within_an_epoch_and_into_a_later_epochs_first() {
+        assert!(follows(0, E1 + 1));
+        assert!(follows(E1 + 1, E1 + 2));
+        assert!(follows(E1 + 7, E2 + 1));
+        assert!(follows(0, 1));
+        assert!(
+            !follows(0, E1 + 2),
+            "no state, and the log starts past an epoch's first"
+        );
+        assert!(!follows(E1 + 1, E1 + 3));
+        assert!(!follows(E1 + 7, E2 + 2));
+        assert!(!follows(E2 + 1, E1 + 9));
+    }
+
+    #[test]
+    fn a_log_without_a_gap_recovers_across_epochs() {
+        let (_dir, log) = log_with(&[E1 + 1, E1 + 2, E1 + 3, E2 + 1, E2 + 2]);
+        let r = log.recover().unwrap();
+        assert_eq!((r.snapshot, r.replayed), (None, 5));
+        assert_eq!(r.tree.last_zxid(), E2 + 2);
+        assert_eq!(r.tree.sessions().len(), 5);
+    }
+
+    #[test]
+    fn a_gap_in_the_log_is_an_error_not_a_tree_without_the_missing_transactions() {
+        for zxids in [
+            &[E1 + 1, E1 + 2, E1 + 5, E1 + 6][..], // missing in the middle
+            &[E1 + 40, E1 + 41],                   // no snapshot under a log that starts late
+            &[E1 + 1, E1 + 2, E2 + 3],             // into the next epoch past its first
+        ] {
+            let (_dir, log) = log_with(zxids);
+            let err = log.recover().err().expect("a gap");
+            assert!(err.0.contains("has a gap"), "{zxids:?}: {}", err.0);
+        }
     }
 }

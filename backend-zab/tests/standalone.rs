@@ -309,6 +309,53 @@ async fn snapshots_are_files_and_a_damaged_newest_one_falls_back_to_an_older() {
     );
 }
 
+/// Every snapshot damaged, and the log kept only behind the oldest of them: recovery would start
+/// from an empty tree and replay a log that begins 50 transactions in. It refuses instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_snapshot_damaged_is_an_error_not_a_tree_missing_the_start_of_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let engine: Arc<dyn Engine> = Arc::new(MemEngine::default());
+    let cfg = || ZabConfig {
+        snapshot_dir: Some(snaps.clone()),
+        log_dir: Some(dir.path().join("log")),
+        ..cfg()
+    };
+    let b = Standalone::open(engine.clone(), cfg()).unwrap();
+    let s = new_session(&b, 60_000).await;
+    // Snapshots every 50: the fourth makes the purge drop the first log segment.
+    create_pausing(&b, s, "/n", 220).await;
+    let files = snapshot_files(&snaps, 3).await;
+    assert_eq!(files.len(), 3, "three snapshots retained: {files:?}");
+    let log_files = || {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_files().contains(&"log.0000000100000001".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "first segment never purged: {:?}",
+            log_files()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.close();
+    drop(b);
+    for f in &files {
+        let mut bytes = std::fs::read(f).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(f, bytes).unwrap();
+    }
+    let err = Standalone::open(engine, cfg()).err().expect("refused");
+    assert!(err.to_string().contains("has a gap"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_an_older_version_kept_in_the_engine_are_still_recovered() {
     let dir = tempfile::tempdir().unwrap();

@@ -267,15 +267,7 @@ pub(super) fn wall_ms() -> i64 {
 
 /// Rebuild the tree from the newest snapshot and the whole log after it.
 pub fn recover(log: &TxnLog) -> Result<Tree, crate::OpenError> {
-    let mut tree = match log.latest_tree()? {
-        Some((_, t)) => t,
-        None => Tree::new(),
-    };
-    let from = tree.last_zxid();
-    log.replay_after(from, &mut |t: Txn| {
-        tree.apply(&t);
-    })?;
-    Ok(tree)
+    Ok(log.recover()?.tree)
 }
 
 impl Peer {
