@@ -144,3 +144,32 @@ def test_an_acknowledged_record_damaged_on_disk_stops_the_start_instead_of_being
         check.close()
     c.stop()
     c.close()
+
+
+def test_a_damaged_rocksdb_wal_stops_a_raft_member_instead_of_dropping_what_follows(roster_factory):
+    """Raft keeps its log and vote in RocksDB: a flipped byte in the middle of its WAL (a disk
+    fault) stops the start with RocksDB's `Corruption` and the way on, where RocksDB's default
+    recovery would have opened without every acknowledged write after the damaged record."""
+    roster = roster_factory("--backend", "raft").start()
+    c = KazooClient(hosts=roster.hosts, timeout=10)
+    c.start(timeout=10)
+    c.ensure_path("/disk")
+    for n in range(200):
+        c.create(f"/disk/n{n:03d}", b"x" * 300)
+    roster.kill9()
+    wals = [os.path.join(roster.data_dir, f) for f in os.listdir(roster.data_dir) if f.endswith(".log")]
+    wal = max(wals, key=os.path.getsize)
+    size = os.path.getsize(wal)
+    assert size > 200 * 300, f"the writes are in the WAL ({size} bytes)"
+    with open(wal, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+
+    with pytest.raises(AssertionError, match="exited at start"):
+        roster.start()
+    log = roster.log()
+    assert "Corruption" in log and "move its data directory away" in log, log[-3000:]
+    c.stop()
+    c.close()
