@@ -1,6 +1,8 @@
 """kill -9 while 16 clients write: every acknowledged write survives, zxids continue upward, and a
 live session resumes with its ephemeral node — on zab and on standalone raft (which recovers its
-snapshot file, log and vote from disk: there is no peer to catch up from)."""
+snapshot file, log and vote from disk: there is no peer to catch up from). And a disk fault is not
+a crash: a damaged acknowledged record (zab's log, raft's RocksDB WAL) stops the start with the
+way on instead of being cut off with everything after it."""
 
 import os
 import re
