@@ -9,7 +9,7 @@ use roster_core::acl::{Acl, AuthInfo};
 use roster_core::backend::{BackendError, Role};
 use roster_core::linearizability as lin;
 use roster_core::linearizability::models::{Znode, ZnodeInput, ZnodeOutput, ZnodeState};
-use roster_core::storage::{Engine, MemEngine};
+use roster_core::storage::{Engine, MemEngine, Space, WriteBatch};
 use roster_core::tree::prep::PrepOptions;
 use roster_core::txn::{Applied, Envelope, OpResult, Outcome, Request, WriteOp};
 use roster_core::{Code, CreateMode};
@@ -433,6 +433,50 @@ fn minority_refuses_writes_then_catches_up() {
     assert!(sim.peers[&lonely].tree().read().get("/maj9").is_some());
     let diffs: u64 = sim.peers.values().map(|p| p.syncs.diff).sum();
     assert!(diffs >= 1, "the minority member caught up by DIFF");
+}
+
+/// The leader's log lost a record in the range a lagging member's DIFF would read (a disk fault;
+/// the leader's own state is whole): the member is sent a snapshot instead, not a DIFF that skips
+/// the missing transaction and leaves it silently diverged.
+#[test]
+fn a_gap_in_the_leaders_log_is_not_sent_as_a_diff() {
+    let mut sim = Sim::new(3, ALL3, &[]);
+    sim.run_until("serving", 50_000, |s| s.all_serving(ALL3));
+    let leader = sim.leader().unwrap();
+    let s = sim.session(leader);
+    let lonely = *ALL3.iter().find(|x| **x != leader).unwrap();
+    sim.partition(&[lonely]);
+    sim.run_until("minority stops serving", 50_000, |s| {
+        !s.peers[&lonely].serving()
+    });
+    for i in 0..10 {
+        created(sim.call(leader, s, create(&format!("/maj{i}"))));
+    }
+    let engine = sim.engines[&leader].clone();
+    let mut keys = Vec::new();
+    engine
+        .scan(Space::Log, &[], &mut |k, _| {
+            keys.push(k.to_vec());
+            true
+        })
+        .unwrap();
+    let mut b = WriteBatch::default();
+    b.delete(Space::Log, &keys[keys.len() - 5]);
+    engine.write(b, true).unwrap();
+    sim.heal();
+    sim.run_until("minority back", 50_000, |s| s.all_serving(ALL3));
+    sim.run_until("converged", 50_000, |s| s.converged(ALL3));
+    for i in 0..10 {
+        assert!(
+            sim.peers[&lonely]
+                .tree()
+                .read()
+                .get(&format!("/maj{i}"))
+                .is_some()
+        );
+    }
+    let snaps: u64 = sim.peers.values().map(|p| p.syncs.snap).sum();
+    assert!(snaps >= 1, "the member was sent a snapshot");
 }
 
 #[test]

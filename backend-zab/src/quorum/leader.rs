@@ -3,6 +3,7 @@
 
 use super::msg::{Msg, Sid, SnapState};
 use super::peer::*;
+use crate::txnlog::follows;
 use roster_core::backend::BackendError;
 use roster_core::storage::StorageError;
 use roster_core::tree::prep::create_session;
@@ -224,6 +225,33 @@ impl Peer {
         };
         match plan {
             Some(from) => {
+                let mut txns = Vec::new();
+                let mut prev = from;
+                let mut gap = None;
+                let res = self.log.replay_after(from, &mut |t: Txn| {
+                    if t.zxid <= committed && gap.is_none() {
+                        if !follows(prev, t.zxid) {
+                            gap = Some((prev, t.zxid));
+                        }
+                        prev = t.zxid;
+                        txns.push(Arc::new(t));
+                    }
+                });
+                if let Err(e) = res {
+                    return self.storage_failed(e, out);
+                }
+                if let Some((before, after)) = gap {
+                    // A DIFF across it would leave the follower without the transactions in
+                    // between, silently: send the state instead.
+                    tracing::warn!(
+                        sid = self.cfg.id,
+                        follower = to,
+                        before = format!("{before:#x}"),
+                        after = format!("{after:#x}"),
+                        "the log has a gap where the follower's DIFF would read it; sending a snapshot"
+                    );
+                    return self.send_snap(to, out);
+                }
                 if from != last {
                     out.push(Output::Send {
                         to,
@@ -231,15 +259,6 @@ impl Peer {
                     });
                     metrics::counter!("roster_zab_syncs_total", "kind" => "trunc").increment(1);
                     self.syncs.trunc += 1;
-                }
-                let mut txns = Vec::new();
-                let res = self.log.replay_after(from, &mut |t: Txn| {
-                    if t.zxid <= committed {
-                        txns.push(Arc::new(t));
-                    }
-                });
-                if let Err(e) = res {
-                    return self.storage_failed(e, out);
                 }
                 tracing::info!(
                     sid = self.cfg.id,
