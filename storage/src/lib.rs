@@ -78,8 +78,9 @@ impl RocksEngine {
                 "{} (RocksDB found data written whole and changed since — a disk fault, not a \
                  crash — and does not open by dropping what follows it, which may be \
                  acknowledged writes. A member of an ensemble: move its data directory away and \
-                 start it again, and it copies the state from the leader; alone: restore the \
-                 directory from a backup)",
+                 start it again, and it copies the state from the leader — a raft voter under a \
+                 new server id, as it may have voted in the current term (docs/raft.md); alone: \
+                 restore the directory from a backup)",
                 e.into_string()
             ))
         })?;
