@@ -4,9 +4,11 @@
 # no failed run — the ZooKeeper-protocol workloads, the native-API workloads over HTTP and
 # gRPC (their subscribe and listen probes must have heard events, the lock must show no
 # fencing violation), the Nacos workloads, the Eureka renew storm and the cross-protocol
-# discovery rounds (every protocol pair must have seen instances come and go); then one fault run: a 3-node Roster ensemble (deploy/local/cluster.sh) under
-# `set` load has its leader killed, and the report must show the fault, a new leader and
-# successes after it. It asserts that the harness works, never how fast anything is.
+# discovery rounds (every protocol pair must have seen instances come and go); then the fault
+# runs: a 3-node Roster ensemble (deploy/local/cluster.sh) under `set` load has its leader
+# killed, once with zab and once with raft, and the report must show the backend the servers
+# ran, the fault, a new leader and successes after it. It asserts that the harness works,
+# never how fast anything is.
 #   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries;
 #          SMOKE_ONLY=<regex> runs only the checks whose name matches, e.g. 'api|nacos')
 set -euo pipefail
@@ -139,18 +141,21 @@ api nacos           --workload nacos-register,nacos-query,nacos-subscribe,nacos-
 api eureka-renew    --workload eureka-renew --keys 200 --sessions 4 --depth 4 --duration 2
 api registry-cross  --workload registry-cross --target "127.0.0.1:$zk_port" --sessions 2 --depth 1 --duration 3
 
-# The fault path: kill -9 the leader of a 3-node ensemble 2 s into an 8 s run.
-fault_run() {
-  echo "smoke: fault kill-leader" >&2
-  local fault_out="$work/out-fault"
+# The fault path: kill -9 the leader of a 3-node ensemble 2 s into an 8 s run, once on each CP
+# backend; the report must say (from the servers' own `mntr`) that they ran that backend.
+fault_run() { # backend
+  local backend=$1 fault_out="$work/out-fault-$1"
   timeout 150 "$bench_bin" compare --systems roster --roster-bin "$roster_bin" --ensemble 3 \
+     --roster-backend "$backend" \
      --fault kill-leader --fault-at 2 --duration 8 --workload set "${common[@]}" --rounds 1 \
-     --fsync-samples 10 --work-dir "$work/fault" --out "$fault_out" > "$work/fault.log" 2>&1 \
+     --fsync-samples 10 --work-dir "$work/fault" --out "$fault_out" > "$work/fault-$backend.log" 2>&1 \
    && [ -f "$fault_out/fault-set-kill-leader.svg" ] \
-   && python3 - "$fault_out/report.json" <<'PY'
+   && python3 - "$fault_out/report.json" "$backend" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 (run,) = r["runs"]
+said = run.get("server_info", {}).get("roster_backend")
+assert said == sys.argv[2], f"asked for the {sys.argv[2]} backend, the servers said {said!r}"
 f = run["result"]["fault"]
 assert f and f["fault"] == "kill-leader", f
 assert f["leader_before"] == f["member"], f"killed {f['member']}, leader was {f['leader_before']}"
@@ -160,15 +165,18 @@ assert sum(p["ok"] for p in after) > 0, "no success after the leader was killed"
 assert "recovery_s" in run["result"]["extras"]
 PY
 }
-if selected fault; then
-  if fault_run; then
-    passed=$((passed + 1))
-  else
-    echo "smoke: fault kill-leader FAILED; its output:" >&2
-    tail -n 60 "$work/fault.log" >&2
-    failed=$((failed + 1))
+for backend in zab raft; do
+  if selected "fault-$backend"; then
+    echo "smoke: fault kill-leader ($backend)" >&2
+    if fault_run "$backend"; then
+      passed=$((passed + 1))
+    else
+      echo "smoke: fault kill-leader ($backend) FAILED; its output:" >&2
+      tail -n 60 "$work/fault-$backend.log" >&2
+      failed=$((failed + 1))
+    fi
   fi
-fi
+done
 
 echo "bench smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

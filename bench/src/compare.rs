@@ -34,6 +34,8 @@ pub struct Systems {
     pub only: Vec<String>,
     /// Start standalone servers pinned to these CPUs (`taskset -c`).
     pub server_cpus: Option<String>,
+    /// `roster --backend` of the Roster servers started (zab, raft, ap).
+    pub roster_backend: String,
 }
 
 impl Systems {
@@ -59,10 +61,18 @@ impl Systems {
                     "roster",
                     &self.roster_cluster,
                     self.roster_bin.as_deref(),
+                    &self.roster_backend,
                     spec,
                     dir,
                 )?,
-                _ => ScriptEnsemble::start("zookeeper", &self.zookeeper_ensemble, None, spec, dir)?,
+                _ => ScriptEnsemble::start(
+                    "zookeeper",
+                    &self.zookeeper_ensemble,
+                    None,
+                    "",
+                    spec,
+                    dir,
+                )?,
             }));
         }
         Ok(match system {
@@ -70,6 +80,7 @@ impl Systems {
                 (Some(a), _) => attached(a, self.roster_pid),
                 (None, Some(bin)) => Box::new(RosterStandalone::start(
                     bin,
+                    &self.roster_backend,
                     dir,
                     self.server_cpus.as_deref(),
                 )?),
@@ -123,6 +134,7 @@ pub async fn compare(
                 p.run_id = crate::run_id();
                 // A fresh server is thrown away; an attached one is cleaned up after.
                 p.cleanup = systems.roster_addr.is_some() || systems.zookeeper_addr.is_some();
+                let server_info = crate::deploy::describe_server(&p.spec.target);
                 let result = match (fault, w) {
                     (None, _) => workloads::run(*w, &p).await,
                     (Some(plan), Workload::Simple(kind)) => {
@@ -145,6 +157,7 @@ pub async fn compare(
                     system: name,
                     target: p.spec.target,
                     round: Some(round),
+                    server_info,
                     result,
                 });
             }

@@ -181,10 +181,14 @@ struct CompareArgs {
     /// Where fresh data dirs are made (and fsync is measured).
     #[arg(long, default_value = "/var/tmp/roster-bench-work")]
     work_dir: PathBuf,
-    /// Members per system: 1 starts standalone servers; more start a Roster zab ensemble
+    /// Members per system: 1 starts standalone servers; more start a Roster ensemble
     /// through --roster-cluster and a ZooKeeper ensemble through --zookeeper-ensemble.
     #[arg(long, default_value_t = 1)]
     ensemble: usize,
+    /// The consistency backend of the Roster servers this starts (`roster --backend`), standalone
+    /// or ensemble. Ignored when attaching with --roster.
+    #[arg(long, default_value = "zab", value_parser = ["zab", "raft", "ap"])]
+    roster_backend: String,
     /// Run each ensemble member in its own network namespace (bench/net.sh; needs root), so
     /// it can be partitioned. Without it members share 127.0.0.1.
     #[arg(long)]
@@ -445,6 +449,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("== {} on {target}", w.label());
         let mut p = params.clone();
         p.run_id = run_id();
+        let server_info = deploy::describe_server(&target);
         let result = workloads::run(w, &p)
             .await
             .with_context(|| format!("workload {}", w.label()))?;
@@ -453,6 +458,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             system: args.label.clone(),
             target: target.clone(),
             round: None,
+            server_info,
             result,
         });
         report.write(&args.load.out)?;
@@ -547,6 +553,9 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             })
         }
     };
+    if args.roster.is_none() {
+        describe.insert("roster_backend".into(), args.roster_backend.clone());
+    }
     if args.ensemble > 1 {
         describe.insert("tick_ms".into(), args.tick_ms.to_string());
         describe.insert("netns".into(), args.netns.to_string());
@@ -571,6 +580,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         zookeeper_ensemble: script_path(&args.zookeeper_ensemble)?,
         only: args.systems.clone(),
         server_cpus: args.server_cpus.clone(),
+        roster_backend: args.roster_backend.clone(),
     };
     let outcome = compare::compare(
         &systems,

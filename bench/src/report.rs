@@ -19,6 +19,10 @@ pub struct RunRecord {
     pub target: String,
     /// Round number in a comparison (1-based).
     pub round: Option<usize>,
+    /// What the server said of itself before the run (`mntr`): `zk_version` and, from Roster,
+    /// `roster_backend`. Empty when it did not answer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_info: BTreeMap<String, String>,
     pub result: WorkloadResult,
 }
 
@@ -309,6 +313,11 @@ impl Report {
                         format!("{:.0}", v.cpu_percent),
                     )
                 });
+            // "roster (raft)" when the server said which backend it runs.
+            let system = match r.server_info.get("roster_backend") {
+                Some(b) => format!("{} ({b})", r.system),
+                None => r.system.clone(),
+            };
             for o in &r.result.ops {
                 let errors = if o.errors.is_empty() {
                     "0".to_string()
@@ -322,7 +331,7 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
-                    r.system,
+                    system,
                     r.round.map_or("—".into(), |n| n.to_string()),
                     r.result.workload,
                     r.result.mode,

@@ -59,12 +59,13 @@ fn free_base(n: usize, stride: u16, tries: &mut u64) -> anyhow::Result<u16> {
 
 impl ScriptEnsemble {
     /// Starts a fresh `spec.size`-member ensemble of `system` ("roster": `script` is
-    /// cluster.sh and `roster_bin` the binary; "zookeeper": `script` is ensemble.sh) with its
-    /// state in `dir`.
+    /// cluster.sh, `roster_bin` the binary and `backend` its `--backend`; "zookeeper": `script`
+    /// is ensemble.sh) with its state in `dir`.
     pub fn start(
         system: &'static str,
         script: &Path,
         roster_bin: Option<&Path>,
+        backend: &str,
         spec: &EnsembleSpec,
         dir: &Path,
     ) -> anyhow::Result<ScriptEnsemble> {
@@ -122,6 +123,7 @@ impl ScriptEnsemble {
         let tick = spec.tick_ms.to_string();
         let mut args = vec!["start", n_arg.as_str()];
         if system == "roster" {
+            args.extend(["--backend", backend]);
             // As the ZooKeeper side (maxClientCnxns=0), and the same tick.
             args.extend(["--", "--max-client-connections", "0", "--tick-ms", &tick]);
         }

@@ -189,6 +189,23 @@ pub fn four_letter(addr: &str, word: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What the server at the first address of `connect` says of itself in `mntr`: its
+/// `zk_version` and, from Roster, its `roster_backend`. Empty when it does not answer (or
+/// refuses the word).
+pub fn describe_server(connect: &str) -> std::collections::BTreeMap<String, String> {
+    let first = connect.split(',').next().unwrap_or_default();
+    let addr = first.split('/').next().unwrap_or_default();
+    let Ok(answer) = four_letter(addr, "mntr") else {
+        return Default::default();
+    };
+    answer
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(k, _)| matches!(*k, "zk_version" | "roster_backend"))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// Runs `bash script args…` with `env`; fails with its output when it fails.
 fn run_script(script: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<()> {
     let out = Command::new("bash")

@@ -39,7 +39,12 @@ pub struct RosterStandalone {
 
 impl RosterStandalone {
     /// Starts `bin` with data in `dir` (created), on free loopback ports, on `cpus` if given.
-    pub fn start(bin: &Path, dir: &Path, cpus: Option<&str>) -> anyhow::Result<RosterStandalone> {
+    pub fn start(
+        bin: &Path,
+        backend: &str,
+        dir: &Path,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<RosterStandalone> {
         std::fs::create_dir_all(dir)?;
         let (zk_port, http_port) = (free_port()?, free_port()?);
         let addr = format!("127.0.0.1:{zk_port}");
@@ -47,6 +52,7 @@ impl RosterStandalone {
         let child = pinned(bin.as_os_str(), cpus)
             .arg("--data-dir")
             .arg(dir.join("data"))
+            .args(["--backend", backend])
             .args([
                 "--zk-listen",
                 &addr,
