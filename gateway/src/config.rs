@@ -189,6 +189,20 @@ impl Default for Config {
 }
 
 impl Config {
+    /// openraft's election timeout range `[min, max)` for `raft_election_timeout_ms` = T.
+    ///
+    /// openraft starts an election only once the leader's lease has run out (the lease is its
+    /// `election_timeout_max`, renewed by every heartbeat) *and* a random election timeout in
+    /// `[min, max)` has passed after that, and a member refuses to vote while its lease runs: a
+    /// follower waits `max + [min, max)` after the leader's last word. `[T/3, 2T/3)` makes that
+    /// wait T to 4T/3 — T is the silence before an election, as ZooKeeper's and etcd's users
+    /// read an election timeout. (Passing `[T, 2T)` as before made it 3T to 4T: a killed
+    /// leader was replaced after 3–4 s with the default 1000.)
+    pub fn raft_election_range_ms(&self) -> (u64, u64) {
+        let t = self.raft_election_timeout_ms;
+        (t / 3, t * 2 / 3)
+    }
+
     /// Effective minimum session timeout.
     pub fn min_session_timeout(&self) -> u64 {
         if self.min_session_timeout_ms == 0 {
@@ -265,7 +279,7 @@ pub struct Cli {
     /// Raft heartbeat interval in ms [default: 100]
     #[arg(long)]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Raft election timeout in ms (randomised up to twice this) [default: 1000]
+    /// Raft election timeout in ms: a follower that hears nothing from its leader for between this and 4/3 of it starts an election (pre-vote first); more than 3 × the heartbeat [default: 1000]
     #[arg(long)]
     pub raft_election_timeout_ms: Option<u64>,
     /// Raft log entries kept behind a snapshot [default: 10000]
@@ -646,10 +660,13 @@ impl Config {
         if self.ap_anti_entropy_ms == 0 || self.ap_probe_ms == 0 {
             return bad("ap_anti_entropy_ms and ap_probe_ms must be > 0".into());
         }
-        if self.raft_heartbeat_ms == 0 || self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
-            return bad(
-                "raft_election_timeout_ms must be larger than raft_heartbeat_ms (> 0)".into(),
-            );
+        if self.raft_heartbeat_ms == 0 || self.raft_election_range_ms().0 <= self.raft_heartbeat_ms
+        {
+            return bad(format!(
+                "raft_election_timeout_ms ({}) must be more than 3 × raft_heartbeat_ms ({}, > 0): \
+                 a follower gives the leader a third of it between heartbeats",
+                self.raft_election_timeout_ms, self.raft_heartbeat_ms
+            ));
         }
         if self.tick_ms == 0 {
             return bad("tick_ms must be > 0".into());
@@ -856,6 +873,16 @@ mod tests {
             .is_err(),
             "an election timeout under the heartbeat is refused"
         );
+        assert!(
+            Cli {
+                backend: Some("raft".into()),
+                raft_election_timeout_ms: Some(300),
+                ..Cli::default()
+            }
+            .load(vec![])
+            .is_err(),
+            "an election timeout of 3 heartbeats leaves none between them"
+        );
         let raft = Cli {
             backend: Some("raft".into()),
             ..Cli::default()
@@ -866,5 +893,24 @@ mod tests {
             (raft.backend.as_str(), raft.raft_heartbeat_ms),
             ("raft", 50)
         );
+    }
+
+    #[test]
+    fn a_raft_follower_waits_about_its_election_timeout_not_three_times_it() {
+        let c = Cli {
+            backend: Some("raft".into()),
+            ..Cli::default()
+        }
+        .load(vec![])
+        .unwrap();
+        let t = c.raft_election_timeout_ms;
+        let (min, max) = c.raft_election_range_ms();
+        // openraft: the leader's lease (= max) runs out, then a random timeout in [min, max).
+        let (soonest, latest) = (max + min, max + max);
+        assert!(
+            soonest >= t - 1 && latest <= t * 4 / 3,
+            "{t} ms configured, elections after {soonest}..{latest} ms of silence"
+        );
+        assert!(min > c.raft_heartbeat_ms && min < max);
     }
 }
