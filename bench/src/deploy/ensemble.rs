@@ -131,7 +131,9 @@ impl ScriptEnsemble {
             let _ = me.stop();
             return Err(e);
         }
-        // Up means: one member says it leads and every member answers.
+        // Up means: one member says it leads and every member answers — or, for Roster's AP
+        // backend, which has no leader (every member takes writes), every member answers.
+        let leaderless = system == "roster" && backend == "ap";
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let modes: Vec<Option<String>> = (1..=n).map(|i| me.mode(i)).collect();
@@ -139,7 +141,7 @@ impl ScriptEnsemble {
                 .iter()
                 .filter(|m| m.as_deref() == Some("leader"))
                 .count();
-            if leaders == 1 && modes.iter().all(|m| m.is_some()) {
+            if (leaderless || leaders == 1) && modes.iter().all(|m| m.is_some()) {
                 break;
             }
             if Instant::now() > until {
@@ -183,7 +185,7 @@ impl ScriptEnsemble {
     fn pick(&self, target: FaultTarget) -> anyhow::Result<usize> {
         let leader = self.leader();
         match target {
-            FaultTarget::Leader => leader.context("no member says it leads"),
+            FaultTarget::Leader => leader.context("no member says it leads (an AP ensemble has no leader: kill-follower, restart-follower and partition-follower hit one of its members)"),
             FaultTarget::Follower => (1..=self.members())
                 .find(|&i| Some(i) != leader && self.pid(i).is_some())
                 .context("no running follower"),
