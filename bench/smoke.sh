@@ -7,8 +7,8 @@
 # discovery rounds (every protocol pair must have seen instances come and go); then the fault
 # runs: a 3-node Roster ensemble (deploy/local/cluster.sh) under `set` load has its leader
 # killed, once with zab and once with raft, and the report must show the backend the servers
-# ran, the fault, a new leader and successes after it. It asserts that the harness works,
-# never how fast anything is.
+# ran, the fault, a new leader and successes after it; and a 3-member AP ensemble (no leader)
+# takes a `set` run. It asserts that the harness works, never how fast anything is.
 #   usage: bench/smoke.sh            (ROSTER_BIN and ROSTER_BENCH_BIN override the binaries;
 #          SMOKE_ONLY=<regex> runs only the checks whose name matches, e.g. 'api|nacos')
 set -euo pipefail
@@ -31,7 +31,7 @@ cleanup() {
     kill -9 "$roster_pid" 2>/dev/null || true
   fi
   # The fault run's ensemble, should roster-bench have been killed before it stopped it.
-  for p in "$work"/fault/*/node*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
+  for p in "$work"/fault/*/node*.pid "$work"/ap/*/node*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -177,6 +177,23 @@ for backend in zab raft; do
     fi
   fi
 done
+
+# An AP ensemble has no leader: compare must take it as up once every member answers, and the
+# servers must say they ran ap.
+if selected "ensemble-ap"; then
+  echo "smoke: ensemble-ap" >&2
+  if timeout 120 "$bench_bin" compare --systems roster --roster-bin "$roster_bin" --ensemble 3 \
+       --roster-backend ap --duration 2 --workload set "${common[@]}" --rounds 1 \
+       --fsync-samples 10 --work-dir "$work/ap" --out "$work/out-ap" > "$work/ensemble-ap.log" 2>&1 \
+     && check ensemble-ap "$work/out-ap" \
+     && python3 -c 'import json,sys; (r,) = json.load(open(sys.argv[1]))["runs"]; said = r.get("server_info", {}).get("roster_backend"); assert said == "ap", said' "$work/out-ap/report.json"; then
+    passed=$((passed + 1))
+  else
+    echo "smoke: ensemble-ap FAILED; its output:" >&2
+    tail -n 30 "$work/ensemble-ap.log" >&2
+    failed=$((failed + 1))
+  fi
+fi
 
 echo "bench smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
