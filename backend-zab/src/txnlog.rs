@@ -253,6 +253,32 @@ impl TxnLog {
         }
     }
 
+    /// Visit, in order, the logged txns with `after` < zxid ≤ `upto` as long as each [`follows`]
+    /// the one before (the first, `after`); stop at the first that does not and return where the
+    /// gap is, beside the number visited. Recovery and a leader's DIFF both read the log this
+    /// way: a txn past a gap would otherwise be applied or sent without the ones in between.
+    pub fn replay_contiguous(
+        &self,
+        after: Zxid,
+        upto: Zxid,
+        f: &mut dyn FnMut(Txn),
+    ) -> Result<(u64, Option<(Zxid, Zxid)>), StorageError> {
+        let (mut prev, mut visited, mut gap) = (after, 0, None);
+        self.replay_after(after, &mut |t: Txn| {
+            if gap.is_some() || t.zxid > upto {
+                return;
+            }
+            if !follows(prev, t.zxid) {
+                gap = Some((prev, t.zxid));
+                return;
+            }
+            prev = t.zxid;
+            visited += 1;
+            f(t);
+        })?;
+        Ok((visited, gap))
+    }
+
     /// Rebuild the state: the newest snapshot that loads, then every logged transaction after
     /// it. The log must continue the snapshot without a gap, and itself have none: a missing
     /// segment, or a snapshot older than the log's start because the newer ones are damaged
@@ -264,20 +290,10 @@ impl TxnLog {
             Some((z, t)) => (Some(z), t),
             None => (None, Tree::new()),
         };
-        let from = tree.last_zxid();
-        let mut prev = from;
-        let mut gap = None;
-        let replayed = self.replay_after(from, &mut |t: Txn| {
-            if gap.is_some() {
-                return;
-            }
-            if !follows(prev, t.zxid) {
-                gap = Some((prev, t.zxid));
-                return;
-            }
-            prev = t.zxid;
-            tree.apply(&t);
-        })?;
+        let (replayed, gap) =
+            self.replay_contiguous(tree.last_zxid(), Zxid::MAX, &mut |t: Txn| {
+                tree.apply(&t);
+            })?;
         if let Some((before, after)) = gap {
             let base = match snapshot {
                 Some(z) => format!("the snapshot {z:#x}"),

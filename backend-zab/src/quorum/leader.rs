@@ -3,7 +3,6 @@
 
 use super::msg::{Msg, Sid, SnapState};
 use super::peer::*;
-use crate::txnlog::follows;
 use roster_core::backend::BackendError;
 use roster_core::storage::StorageError;
 use roster_core::tree::prep::create_session;
@@ -226,20 +225,13 @@ impl Peer {
         match plan {
             Some(from) => {
                 let mut txns = Vec::new();
-                let mut prev = from;
-                let mut gap = None;
-                let res = self.log.replay_after(from, &mut |t: Txn| {
-                    if t.zxid <= committed && gap.is_none() {
-                        if !follows(prev, t.zxid) {
-                            gap = Some((prev, t.zxid));
-                        }
-                        prev = t.zxid;
-                        txns.push(Arc::new(t));
-                    }
+                let res = self.log.replay_contiguous(from, committed, &mut |t: Txn| {
+                    txns.push(Arc::new(t));
                 });
-                if let Err(e) = res {
-                    return self.storage_failed(e, out);
-                }
+                let gap = match res {
+                    Ok((_, gap)) => gap,
+                    Err(e) => return self.storage_failed(e, out),
+                };
                 if let Some((before, after)) = gap {
                     // A DIFF across it would leave the follower without the transactions in
                     // between, silently: send the state instead.
